@@ -1,0 +1,3 @@
+from surrogate.library.cli import main
+
+main()

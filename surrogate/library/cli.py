@@ -1,0 +1,46 @@
+"""Console entry point: ``surrogate-build-library`` / ``python -m surrogate.library``.
+
+Examples
+--------
+    surrogate-build-library                                   # demo library in ./demo_library
+    surrogate-build-library library.output_dir=lib simulate=accurate library.images_per_structure=8
+    surrogate-build-library library.scheduler=tcp://scheduler:8786
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from surrogate.errors import SurrogateError
+
+
+def build(cfg: DictConfig):
+    """Build the library described by a composed ``build_library`` config; returns its directory."""
+    from surrogate.library.build import build_library
+
+    root = build_library(cfg.structures, cfg.simulate, cfg.library, seed=int(cfg.seed), progress=bool(cfg.progress))
+    summary = (root / "summary.md")
+    if summary.exists():
+        print(summary.read_text())
+    print(f"library written to {root.resolve()} (contact sheet: {root / 'contact_sheet.png'})")
+    return root
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="build_library")
+def _main(cfg: DictConfig) -> None:
+    try:
+        build(cfg)
+    except SurrogateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    _main()
+
+
+if __name__ == "__main__":
+    main()

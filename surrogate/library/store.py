@@ -1,0 +1,190 @@
+"""On-disk library format: ``structures.db`` (ASE SQLite), ``images.zarr`` and ``manifest.json``.
+
+``images.zarr`` holds, for N image slots:
+
+- ``images``      (N, H, W) float32, one chunk per work unit (one structure x K conditions),
+- ``config_id``   (N,) uint64 (the 16-hex-digit content hash as an integer; 0 = empty slot),
+- ``conditions``  (N, F) float64 with column names in the attributes (modes/methods as codes).
+
+A work unit writes only its own chunks; it is recorded as finished by an atomic marker file in
+``done/`` written after its chunks and its database row. A killed build leaves at most partial
+chunks of unfinished units, which the next run rewrites.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from surrogate.errors import LibraryError
+from surrogate.simulate.conditions import METHODS, MODES, ImagingConditions
+
+__all__ = [
+    "FORMAT_VERSION", "CONDITION_COLUMNS", "atomic_write_text", "encode_conditions", "decode_conditions",
+    "id_to_int", "int_to_id", "open_images", "create_images", "read_manifest", "Library",
+]
+
+FORMAT_VERSION = 1
+CONDITION_COLUMNS = (
+    "mode", "method", "energy", "semiangle", "defocus", "cs", "inner", "outer", "source_size",
+    "focal_spread", "sampling", "dose", "rotation", "scale", "seed",
+)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def id_to_int(cid: str) -> int:
+    return int(cid, 16)
+
+
+def int_to_id(value: int) -> str:
+    return f"{int(value):016x}"
+
+
+def encode_conditions(conditions: list[ImagingConditions]) -> np.ndarray:
+    rows = []
+    for c in conditions:
+        d = c.to_dict()
+        d["mode"] = MODES.index(c.mode)
+        d["method"] = METHODS.index(c.method)
+        d["dose"] = np.nan if c.dose is None else c.dose
+        rows.append([float(d[k]) for k in CONDITION_COLUMNS])
+    return np.asarray(rows, dtype=np.float64).reshape(len(conditions), len(CONDITION_COLUMNS))
+
+
+def decode_conditions(row: np.ndarray) -> ImagingConditions:
+    d: dict[str, Any] = dict(zip(CONDITION_COLUMNS, (float(v) for v in row)))
+    d["mode"] = MODES[int(d["mode"])]
+    d["method"] = METHODS[int(d["method"])]
+    d["dose"] = None if np.isnan(d["dose"]) else d["dose"]
+    d["seed"] = int(d["seed"])
+    return ImagingConditions(**d)
+
+
+def create_images(path: Path, n: int, shape: tuple[int, int], chunk: int, attrs: dict) -> None:
+    """Create (or open, if it matches) the image store with ``n`` empty slots."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="a")
+    if "images" in group:
+        images = group["images"]
+        if images.shape != (n, *shape) or images.chunks[0] != chunk:
+            raise LibraryError(
+                f"{path} holds {images.shape} images in chunks of {images.chunks[0]}, not {(n, *shape)} in {chunk}: "
+                "this library was built with another config; use a new output directory"
+            )
+        return
+    group.attrs.update(attrs)
+    group.create_array("images", shape=(n, *shape), chunks=(chunk, *shape), dtype="float32", fill_value=0.0)
+    group.create_array("config_id", shape=(n,), chunks=(chunk,), dtype="uint64", fill_value=0)
+    cond = group.create_array(
+        "conditions", shape=(n, len(CONDITION_COLUMNS)), chunks=(chunk, len(CONDITION_COLUMNS)), dtype="float64",
+        fill_value=np.nan,
+    )
+    cond.attrs["columns"] = list(CONDITION_COLUMNS)
+
+
+def open_images(path: Path, mode: str = "r"):
+    import zarr
+
+    try:
+        return zarr.open_group(str(path), mode=mode)
+    except Exception as exc:
+        raise LibraryError(f"cannot open image store {path}: {exc}; rebuild the library") from None
+
+
+def read_manifest(root: Path) -> dict:
+    path = Path(root) / "manifest.json"
+    if not path.is_file():
+        raise LibraryError(
+            f"no manifest.json in {root}: not a library, or its build did not finish; run surrogate-build-library"
+        )
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise LibraryError(f"corrupt manifest {path} ({exc}); rebuild the library") from None
+
+
+class Library:
+    """Read access to a finished library directory (lazy: nothing is loaded until indexed).
+
+    Parameters
+    ----------
+    root
+        Library directory written by :func:`surrogate.library.build_library`.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.manifest = read_manifest(self.root)
+        if self.manifest.get("format_version") != FORMAT_VERSION:
+            raise LibraryError(
+                f"library {self.root} has format {self.manifest.get('format_version')}, this package reads "
+                f"{FORMAT_VERSION}: rebuild it"
+            )
+        self._group = None
+
+    # zarr handles are opened lazily so that the object pickles into DataLoader workers
+    def __getstate__(self):
+        return {"root": self.root, "manifest": self.manifest, "_group": None}
+
+    @property
+    def group(self):
+        if self._group is None:
+            self._group = open_images(self.root / "images.zarr")
+        return self._group
+
+    def __len__(self) -> int:
+        return int(self.manifest["counts"]["images"])
+
+    @property
+    def sampling(self) -> float:
+        return float(self.manifest["canonical_sampling"])
+
+    @property
+    def hash(self) -> str:
+        return str(self.manifest["library_hash"])
+
+    def image(self, i: int) -> np.ndarray:
+        return np.asarray(self.group["images"][i])
+
+    def config_ids(self) -> np.ndarray:
+        """All image slots' configuration ids as uint64 (N,)."""
+        return np.asarray(self.group["config_id"][:])
+
+    def conditions(self, i: int) -> ImagingConditions:
+        return decode_conditions(np.asarray(self.group["conditions"][i]))
+
+    def condition_table(self) -> np.ndarray:
+        return np.asarray(self.group["conditions"][:])
+
+    def atoms(self, config_id: str):
+        """The configuration with this id, from ``structures.db``."""
+        from ase.db import connect
+
+        with connect(self.root / "structures.db") as db:
+            rows = list(db.select(config_id=config_id))
+        if not rows:
+            raise LibraryError(f"config_id {config_id} is not in {self.root / 'structures.db'}")
+        atoms = rows[0].toatoms()
+        atoms.info.update(rows[0].data.get("info", {}))
+        return atoms

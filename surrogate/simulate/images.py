@@ -1,0 +1,374 @@
+"""Image simulation with abTEM: STEM (multislice, PRISM), HRTEM (CTF, partial coherence) and the
+fast incoherent mode; the expensive pass is done once per structure and shared by all conditions.
+
+The public entry point is :func:`render`: one structure, many imaging conditions, one array of
+images at the canonical sampling.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+
+from surrogate.errors import SimulationError
+from surrogate.simulate.conditions import ImagingConditions, wavelength
+from surrogate.simulate.noise import apply_dose
+
+__all__ = ["SimulationSettings", "render", "max_simulated_angle", "to_canonical"]
+
+
+@dataclass(frozen=True)
+class SimulationSettings:
+    """How images are computed (not what the microscope does: that is :class:`ImagingConditions`).
+
+    Attributes
+    ----------
+    potential_sampling
+        Real-space sampling of the potential and wave functions [Å]. Sets the largest simulated
+        scattering angle; a detector beyond it is an error.
+    slice_thickness
+        Multislice slice thickness [Å].
+    parametrization
+        Atomic potential parametrisation (``lobato`` or ``kirkland``).
+    frozen_phonons
+        Number of frozen-phonon configurations (1 = static lattice).
+    sigma
+        RMS thermal displacement per element [Å] (``default`` for the rest).
+    incoherent_exponent
+        Exponent applied to the projected potential in the incoherent mode (HAADF ~ Z^1.7).
+    incoherent_scale
+        Converts the incoherent image to the fraction of the beam reaching the detector, so the same
+        dose gives the same counts as multislice (calibrated in ``benchmarks/simulation.py``).
+    scan_oversampling
+        STEM scan step is the probe's Nyquist step divided by this; images are Fourier-
+        interpolated to the canonical sampling.
+    prism_interpolation
+        PRISM interpolation factor.
+    device
+        ``cpu`` or ``gpu`` (CuPy through abTEM).
+    seed
+        Seed of the frozen-phonon displacements.
+    """
+
+    potential_sampling: float = 0.04
+    slice_thickness: float = 2.0
+    parametrization: str = "lobato"
+    frozen_phonons: int = 1
+    sigma: dict = field(default_factory=lambda: {"default": 0.08})
+    incoherent_exponent: float = 2.0
+    incoherent_scale: float = 8.9e-9
+    scan_oversampling: float = 1.0
+    prism_interpolation: int = 1
+    device: str = "cpu"
+    seed: int = 0
+
+
+def max_simulated_angle(potential_sampling: float, energy: float) -> float:
+    """Largest scattering angle [mrad] represented without aliasing (abTEM's 2/3 antialias cutoff)."""
+    return 2.0 / 3.0 * wavelength(energy) / (2.0 * potential_sampling) * 1e3
+
+
+def _check(conditions: Sequence[ImagingConditions], settings: SimulationSettings) -> None:
+    for c in conditions:
+        limit = max_simulated_angle(settings.potential_sampling, c.energy)
+        if c.mode != "hrtem" and c.method != "incoherent" and c.outer > limit:
+            need = 2.0 / 3.0 * c.wavelength / (2.0 * c.outer * 1e-3)
+            raise SimulationError(
+                f"{c.mode} detector outer angle {c.outer:.0f} mrad is beyond the maximum simulated angle "
+                f"{limit:.0f} mrad at {c.energy / 1e3:.0f} keV: set simulate.settings.potential_sampling <= {need:.3f} Å "
+                "or lower the outer angle"
+            )
+        if 2 * c.semiangle > limit:
+            raise SimulationError(
+                f"unconverged sampling: the {c.semiangle:.0f} mrad aperture needs angles up to {2 * c.semiangle:.0f} mrad but "
+                f"potential_sampling={settings.potential_sampling} Å reaches {limit:.0f} mrad; reduce potential_sampling"
+            )
+
+
+def _sigmas(atoms: Atoms, sigma: dict) -> dict:
+    default = float(sigma.get("default", 0.08))
+    return {s: float(sigma.get(s, default)) for s in set(atoms.get_chemical_symbols())}
+
+
+def _potential(atoms: Atoms, settings: SimulationSettings):
+    import abtem
+
+    if settings.frozen_phonons > 1:
+        atoms = abtem.FrozenPhonons(
+            atoms, num_configs=settings.frozen_phonons, sigmas=_sigmas(atoms, settings.sigma), seed=settings.seed
+        )
+    return abtem.Potential(
+        atoms,
+        sampling=settings.potential_sampling,
+        slice_thickness=settings.slice_thickness,
+        parametrization=settings.parametrization,
+        projection="infinite",
+        device=settings.device,
+    )
+
+
+def _asnumpy(a) -> np.ndarray:
+    if hasattr(a, "get"):
+        a = a.get()
+    return np.asarray(a)
+
+
+def _lowpass_fourier(image: np.ndarray, sampling: tuple[float, float], cutoff: float, sigma: float = 0.0) -> np.ndarray:
+    """Low-pass a periodic image: zero frequencies beyond ``cutoff`` [1/Å] and apply a Gaussian
+    blur of standard deviation ``sigma`` [Å]."""
+    kx = np.fft.fftfreq(image.shape[0], sampling[0])
+    ky = np.fft.fftfreq(image.shape[1], sampling[1])
+    k2 = kx[:, None] ** 2 + ky[None, :] ** 2
+    f = np.fft.fft2(image)
+    f *= (k2 <= cutoff**2) * np.exp(-2 * np.pi**2 * sigma**2 * k2)
+    return np.fft.ifft2(f).real
+
+
+def fourier_crop(image: np.ndarray, sampling: tuple[float, float], target: float):
+    """Band-limit a periodic image by cropping its spectrum to the grid of sampling >= ``target`` [Å].
+
+    Returns the cropped image (same mean) and its sampling. Images already coarser are returned
+    unchanged.
+    """
+    n0 = np.array(image.shape[-2:])
+    extent = n0 * np.asarray(sampling)
+    n1 = np.minimum(n0, np.maximum(2, np.ceil(extent / target).astype(int)))
+    n1 += n1 % 2
+    n1 = np.minimum(n0, n1)
+    if (n1 == n0).all():
+        return image, tuple(float(v) for v in sampling)
+    f = np.fft.fftshift(np.fft.fft2(image), axes=(-2, -1))
+    c0 = n0 // 2
+    f = f[..., c0[0] - n1[0] // 2: c0[0] - n1[0] // 2 + n1[0], c0[1] - n1[1] // 2: c0[1] - n1[1] // 2 + n1[1]]
+    out = np.fft.ifft2(np.fft.ifftshift(f, axes=(-2, -1))).real * (n1.prod() / n0.prod())
+    return out, tuple(float(v) for v in extent / n1)
+
+
+def to_canonical(
+    image: np.ndarray,
+    sampling: tuple[float, float],
+    shape: tuple[int, int],
+    out_sampling: float,
+    source_size: float = 0.0,
+) -> np.ndarray:
+    """Resample a periodic image (x along axis 0) to ``shape`` pixels of ``out_sampling`` [Å], centred.
+
+    The image is band-limited to the output Nyquist frequency (and blurred by the source size)
+    in Fourier space, then sampled at the exact output grid with cubic splines (periodic). The
+    output is indexed [row=y, col=x] as images are displayed, y pointing up.
+    """
+    from scipy.ndimage import map_coordinates
+
+    image = np.asarray(image, dtype=np.float64)
+    extent = (image.shape[0] * sampling[0], image.shape[1] * sampling[1])
+    fov = (shape[1] * out_sampling, shape[0] * out_sampling)  # (x, y)
+    if fov[0] > extent[0] + 1e-6 or fov[1] > extent[1] + 1e-6:
+        raise SimulationError(
+            f"field of view {fov[0]:.1f}x{fov[1]:.1f} Å is larger than the structure cell "
+            f"{extent[0]:.1f}x{extent[1]:.1f} Å: build structures with fov >= image shape x sampling"
+        )
+    image = _lowpass_fourier(image, sampling, 0.5 / out_sampling, source_size)
+    x0 = (extent[0] - fov[0]) / 2
+    y0 = (extent[1] - fov[1]) / 2
+    # abTEM grids put sample k at k * sampling
+    xs = (x0 + (np.arange(shape[1]) + 0.5) * out_sampling) / sampling[0]
+    ys = (y0 + (np.arange(shape[0]) + 0.5) * out_sampling) / sampling[1]
+    # rows = y from top (high y) to bottom so that y points up in the displayed image
+    yy, xx = np.meshgrid(ys[::-1], xs, indexing="ij")
+    return map_coordinates(image, [xx, yy], order=3, mode="grid-wrap").astype(np.float32)
+
+
+def _incoherent(atoms, conditions, shape, settings) -> dict[int, np.ndarray]:
+    """Projected potential^p convolved with the probe intensity: one projection per structure."""
+    import abtem
+
+    # one slice through the whole thickness: the projection is all this mode needs
+    potential = _potential(atoms, replace(settings, slice_thickness=float(atoms.cell[2, 2])))
+    projected = _asnumpy(potential.build().project().compute(progress_bar=False).array)
+    if projected.ndim == 3:  # frozen phonons: thermal average of the object
+        obj = (np.maximum(projected, 0) ** settings.incoherent_exponent).mean(0)
+    else:
+        obj = np.maximum(projected, 0) ** settings.incoherent_exponent
+    # the probe passes spatial frequencies below 2 x aperture / wavelength only, so the object
+    # is band-limited first to a grid at least 4x finer than that (saves most of the FFT work)
+    kmax = max(2 * c.semiangle * 1e-3 / c.wavelength for _, c in conditions)
+    target = min(1.0 / (4 * kmax), min(c.sampling for _, c in conditions) / 2)
+    obj, sampling = fourier_crop(obj, potential.sampling, target)
+    obj_f = np.fft.fft2(obj)
+    extent = (obj.shape[0] * sampling[0], obj.shape[1] * sampling[1])
+    out = {}
+    probes: dict[tuple, np.ndarray] = {}
+    for i, c in conditions:
+        pk = (c.energy, c.semiangle, c.defocus, c.cs)
+        if pk not in probes:
+            probe = abtem.Probe(
+                energy=c.energy, semiangle_cutoff=c.semiangle, defocus=c.defocus, Cs=c.cs,
+                extent=extent, gpts=obj.shape, device="cpu",
+            )
+            intensity = _asnumpy(probe.build(scan=(0.0, 0.0)).intensity().compute(progress_bar=False).array)
+            probes[pk] = np.fft.fft2(intensity / intensity.sum())
+        image = np.fft.ifft2(obj_f * probes[pk]).real * settings.incoherent_scale
+        out[i] = to_canonical(image, sampling, shape, c.sampling, c.source_size)
+    return out
+
+
+def _scan_sampling(c: ImagingConditions, settings: SimulationSettings) -> float:
+    nyquist = c.wavelength / (4 * c.semiangle * 1e-3)
+    return min(nyquist / settings.scan_oversampling, nyquist)
+
+
+def _stem(potential, key, conditions, shape, settings) -> dict[int, np.ndarray]:
+    """One STEM scan (multislice or PRISM) with a flexible annular detector, integrated per condition."""
+    import abtem
+
+    c0 = conditions[0][1]
+    scan = abtem.GridScan(
+        start=(0, 0), end=(1, 1), fractional=True, endpoint=False,
+        sampling=_scan_sampling(c0, settings), potential=potential,
+    )
+    detector = abtem.FlexibleAnnularDetector(step_size=1.0)
+    if key[0] == "prism":
+        smatrix = abtem.SMatrix(
+            potential=potential, energy=c0.energy, semiangle_cutoff=c0.semiangle,
+            interpolation=settings.prism_interpolation, device=settings.device,
+        )
+        by_ctf = defaultdict(list)
+        for i, c in conditions:
+            by_ctf[(c.defocus, c.cs)].append((i, c))
+        measurements = {}
+        for (defocus, cs), group in by_ctf.items():
+            ctf = abtem.CTF(semiangle_cutoff=c0.semiangle, defocus=defocus, Cs=cs, energy=c0.energy)
+            m = smatrix.scan(scan=scan, detectors=detector, ctf=ctf).compute(progress_bar=False)
+            for i, _ in group:
+                measurements[i] = m
+    else:
+        probe = abtem.Probe(
+            energy=c0.energy, semiangle_cutoff=c0.semiangle, defocus=c0.defocus, Cs=c0.cs, device=settings.device
+        )
+        m = probe.scan(potential, scan=scan, detectors=detector).compute(progress_bar=False)
+        measurements = {i: m for i, _ in conditions}
+    out = {}
+    for i, c in conditions:
+        m = measurements[i]
+        images = m.integrate_radial(c.inner, c.outer)
+        arr = _asnumpy(images.array)
+        while arr.ndim > 2:
+            arr = arr.mean(0)
+        # the scan covers the periodic cell without its end point
+        sampling = (potential.extent[0] / arr.shape[0], potential.extent[1] / arr.shape[1])
+        out[i] = to_canonical(arr, sampling, shape, c.sampling, c.source_size)
+    return out
+
+
+def _hrtem(potential, conditions, shape, settings) -> dict[int, np.ndarray]:
+    """One plane-wave exit wave per structure and energy; a CTF (with partial coherence) per condition."""
+    import abtem
+
+    c0 = conditions[0][1]
+    exit_waves = abtem.PlaneWave(energy=c0.energy, device=settings.device).multislice(potential)
+    exit_waves = exit_waves.compute(progress_bar=False)
+    # keep the angles the widest objective aperture passes, on a grid fine enough for |psi|^2
+    # (twice that frequency) with 2x margin for interpolation
+    widest = max(c.semiangle for _, c in conditions)
+    canonical = 1e3 * c0.wavelength / (2 * min(c.sampling for _, c in conditions))
+    max_angle = max(4 * widest, 2 * canonical)
+    if max_angle < min(exit_waves.cutoff_angles):
+        exit_waves = exit_waves.downsample(max_angle=max_angle)
+    out = {}
+    for i, c in conditions:
+        ctf = abtem.CTF(
+            semiangle_cutoff=c.semiangle, defocus=c.defocus, Cs=c.cs, focal_spread=c.focal_spread, energy=c.energy
+        )
+        if c.focal_spread > 0:
+            # partial temporal coherence as an incoherent focal series (quasi-coherent envelope
+            # applies only to linear imaging; this is exact for thick specimens)
+            n = 5
+            offsets = np.linspace(-2, 2, n) * c.focal_spread
+            weights = np.exp(-0.5 * (offsets / c.focal_spread) ** 2)
+            weights /= weights.sum()
+            arr = 0.0
+            for w, dz in zip(weights, offsets):
+                ctf_dz = abtem.CTF(semiangle_cutoff=c.semiangle, defocus=c.defocus + dz, Cs=c.cs, energy=c.energy)
+                arr = arr + w * _asnumpy(exit_waves.apply_transform(ctf_dz).intensity().compute(progress_bar=False).array)
+        else:
+            arr = _asnumpy(exit_waves.apply_transform(ctf).intensity().compute(progress_bar=False).array)
+        while arr.ndim > 2:
+            arr = arr.mean(0)
+        out[i] = to_canonical(arr, exit_waves.sampling, shape, c.sampling, c.source_size)
+    return out
+
+
+def render(
+    atoms: Atoms,
+    conditions: Sequence[ImagingConditions],
+    shape: tuple[int, int] = (128, 128),
+    settings: SimulationSettings | None = None,
+    noise: bool = True,
+) -> np.ndarray:
+    """Simulate ``atoms`` under every condition.
+
+    The potential is built once; conditions that share a probe share one STEM scan (all detectors
+    and source sizes from one flexible annular detector) or one HRTEM exit wave (all CTFs); the
+    incoherent mode shares one projected potential. Noise (dose) is applied last, seeded by the
+    condition's seed.
+
+    Parameters
+    ----------
+    atoms
+        Structure with the beam along z and an orthogonal cell at least as large as the field of view.
+    conditions
+        Imaging conditions; all must share the canonical sampling.
+    shape
+        Output image shape (rows, cols) [px].
+    settings
+        Numerical settings; defaults to :class:`SimulationSettings`.
+    noise
+        Apply the dose noise of each condition.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(conditions), *shape)`` float32 images: fraction of the beam on the detector (STEM) or
+        of the incident intensity (HRTEM), with Poisson noise when a dose is given.
+    """
+    settings = settings or SimulationSettings()
+    conditions = list(conditions)
+    if not conditions:
+        return np.zeros((0, *shape), np.float32)
+    if len(atoms) == 0:
+        raise SimulationError("cannot simulate an empty structure: check the structure builder's output")
+    cell = atoms.cell.array
+    if not np.allclose(cell, np.diag(np.diag(cell)), atol=1e-6):
+        raise SimulationError("structure cell is not orthogonal: build it with surrogate.structures (beam along z)")
+    _check(conditions, settings)
+    import abtem
+
+    groups: dict[tuple, list] = defaultdict(list)
+    for i, c in enumerate(conditions):
+        groups[c.probe_key()].append((i, c))
+    images: dict[int, np.ndarray] = {}
+    # eager abTEM: parallelism is across structures (library workers), not inside one
+    with abtem.config.set({"dask.lazy": False, "device": settings.device}):
+        potential = None
+        for key, group in groups.items():
+            if key[0] == "incoherent":
+                images.update(_incoherent(atoms, group, shape, settings))
+                continue
+            if potential is None:
+                potential = _potential(atoms, settings).build()
+            if key[0] == "hrtem":
+                images.update(_hrtem(potential, group, shape, settings))
+            else:
+                images.update(_stem(potential, key, group, shape, settings))
+    out = np.stack([images[i] for i in range(len(conditions))]).astype(np.float32)
+    if noise:
+        for i, c in enumerate(conditions):
+            if c.dose is not None:
+                out[i] = apply_dose(out[i], c.dose, c.sampling, seed=c.seed, mode=c.mode)
+    if not np.isfinite(out).all():
+        raise SimulationError("simulation produced non-finite values: check the structure for overlapping atoms")
+    return out
