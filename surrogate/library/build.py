@@ -170,31 +170,32 @@ def build_library(
 
     t0 = time.perf_counter()
     bar = tqdm(total=n_units * k, initial=len(done) * k, unit="img", desc="library", disable=not progress)
-    with connect(root / "structures.db") as db:
-        def record(result):
-            _write_row(db, result["atoms"], result["unit"])
-            atomic_write_text(root / "done" / f"{result['unit']:08d}.done", result["atoms"].info["config_id"])
-            bar.update(k)
+    db = connect(root / "structures.db")  # no `with`: every row commits on its own, before its marker
 
-        client = _client(library) if todo else None
-        try:
-            if client is None:
-                for u in todo:
-                    record(run_unit(str(root), u, recipes[u], simulate, k, shape, sampling, seed))
-            else:
-                from distributed import as_completed
+    def record(result):
+        _write_row(db, result["atoms"], result["unit"])
+        atomic_write_text(root / "done" / f"{result['unit']:08d}.done", result["atoms"].info["config_id"])
+        bar.update(k)
 
-                futures = [client.submit(run_unit, str(root.resolve()), u, recipes[u], simulate, k, shape, sampling,
-                                         seed, key=f"unit-{chash}-{u}", pure=False) for u in todo]
-                for fut in as_completed(futures):
-                    record(fut.result())
-        finally:
-            bar.close()
-            if client is not None:
-                cluster = client.cluster
-                client.close()
-                if cluster is not None:
-                    cluster.close()
+    client = _client(library) if todo else None
+    try:
+        if client is None:
+            for u in todo:
+                record(run_unit(str(root), u, recipes[u], simulate, k, shape, sampling, seed))
+        else:
+            from distributed import as_completed
+
+            futures = [client.submit(run_unit, str(root.resolve()), u, recipes[u], simulate, k, shape, sampling,
+                                     seed, key=f"unit-{chash}-{u}", pure=False) for u in todo]
+            for fut in as_completed(futures):
+                record(fut.result())
+    finally:
+        bar.close()
+        if client is not None:
+            cluster = client.cluster
+            client.close()
+            if cluster is not None:
+                cluster.close()
     elapsed = time.perf_counter() - t0
     missing = set(range(n_units)) - _done_units(root / "done")
     if missing:
@@ -218,8 +219,10 @@ def write_manifest(root: Path, chash: str, content: dict, n_units: int, k: int, 
     if (cids == 0).any():
         raise LibraryError(f"{int((cids == 0).sum())} empty image slots in {root}: rerun the build to fill them")
     modes = np.asarray(group["conditions"][:, 0]).astype(int)
-    with connect(root / "structures.db") as db:
-        family_of = {row.config_id: row.family for row in db.select(columns=["key_value_pairs"])}
+    family_of = {row.config_id: row.family for row in connect(root / "structures.db").select(columns=["key_value_pairs"])}
+    missing = {f"{int(c):016x}" for c in np.unique(cids)} - set(family_of)
+    if missing:
+        raise LibraryError(f"{len(missing)} configurations of {root} have images but no structure row: rebuild the library")
     n_structures = len(family_of)
     per_family_images = Counter(family_of.get(f"{int(c):016x}", "?") for c in cids[::k])
     manifest = {

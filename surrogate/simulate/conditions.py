@@ -196,6 +196,9 @@ def sample_conditions(
         raise ConfigError(f"number of conditions must be >= 0, got {n}")
     if not modes:
         raise ConfigError("no imaging modes configured: give at least one {mode, method} in simulate.modes")
+    for m in modes:
+        if m.get("mode") not in MODES:
+            raise ConfigError(f"unknown imaging mode {m.get('mode')!r}: choose one of {', '.join(MODES)}")
     weights = np.array([float(m.get("weight", 1.0)) for m in modes])
     if (weights < 0).any() or weights.sum() <= 0:
         raise ConfigError("mode weights must be non-negative and not all zero")

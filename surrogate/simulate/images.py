@@ -50,6 +50,10 @@ class SimulationSettings:
         PRISM interpolation factor.
     device
         ``cpu`` or ``gpu`` (CuPy through abTEM).
+    fft
+        abTEM's FFT library on the CPU. ``numpy`` (pocketfft) is bit-reproducible across
+        processes, which makes a resumed library build identical to an uninterrupted one; ``fftw``
+        with measured plans may differ in the last bit from run to run.
     seed
         Seed of the frozen-phonon displacements.
     """
@@ -64,6 +68,7 @@ class SimulationSettings:
     scan_oversampling: float = 1.0
     prism_interpolation: int = 1
     device: str = "cpu"
+    fft: str = "numpy"
     seed: int = 0
 
 
@@ -352,7 +357,7 @@ def render(
         groups[c.probe_key()].append((i, c))
     images: dict[int, np.ndarray] = {}
     # eager abTEM: parallelism is across structures (library workers), not inside one
-    with abtem.config.set({"dask.lazy": False, "device": settings.device}):
+    with abtem.config.set({"dask.lazy": False, "device": settings.device, "fft": settings.fft}):
         potential = None
         for key, group in groups.items():
             if key[0] == "incoherent":

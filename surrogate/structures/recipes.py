@@ -50,6 +50,13 @@ def plan_structures(cfg: Mapping[str, Any]) -> list[dict]:
     dcfg = cfg.get("defects") or {}
     rng = np.random.default_rng(int(dcfg.get("seed", 0)))
     recipes: list[dict] = []
+    kinds_of: dict[str, list[str]] = {}
+    for mat in materials:  # defect kinds that make sense for each material
+        compound = len(set(_unit(mat).get_chemical_symbols())) > 1
+        kinds_of[mat["name"]] = [
+            k for k in dcfg.get("kinds", ["vacancy"])
+            if not (k == "antisite" and not compound) and not (k == "substitution" and not mat.get("substituents"))
+        ] or ["vacancy"]
     for mat, za, t in itertools.product(materials, zone_axes, thicknesses):
         base = {"material": mat, "zone_axis": za, "thickness": float(t), "fov": fov}
         if cfg.get("bulk", True):
@@ -58,17 +65,10 @@ def plan_structures(cfg: Mapping[str, Any]) -> list[dict]:
             n = int(rng.integers(1, int(dcfg.get("max_per_structure", 1)) + 1))
             specs = []
             for _ in range(n):
-                kind = str(rng.choice(list(dcfg.get("kinds", ["vacancy"]))))
+                kind = str(rng.choice(kinds_of[mat["name"]]))
                 spec = {"kind": kind, "depth": float(rng.choice(list(dcfg.get("depths", [0.5]))))}
-                subs = mat.get("substituents") or []
                 if kind == "substitution":
-                    if not subs:
-                        kind = spec["kind"] = "vacancy"
-                    else:
-                        spec["element"] = str(rng.choice(subs))
-                species = mat.get("species")
-                if species:
-                    spec["species"] = str(rng.choice(species))
+                    spec["element"] = str(rng.choice(mat["substituents"]))
                 specs.append(spec)
             recipes.append({"kind": "defect", **base, "defects": specs, "seed": int(rng.integers(2**31))})
     for b in cfg.get("boundaries") or []:
