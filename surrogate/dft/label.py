@@ -273,11 +273,11 @@ def run_job(
     out.mkdir(parents=True, exist_ok=True)
     done = done_ids(out)
     mine = [a for k, a in enumerate(structures) if k % n_shard == i_shard]
-    todo = [a for a in mine if a.info["config_id"] not in done]
-    if max_structures is not None:
-        todo = todo[:max_structures]
-    log(f"surrogate.dft: {len(done)} labelled in {out}, {len(mine) - len(todo) if max_structures is None else len(mine) - len([a for a in mine if a.info['config_id'] not in done])} of "
-        f"shard {i_shard}/{n_shard} done, {len(todo)} to label now; settings {json.dumps(settings.describe())}")
+    remaining = [a for a in mine if a.info["config_id"] not in done]
+    todo = remaining if max_structures is None else remaining[:max_structures]
+    log(f"surrogate.dft: {len(done)} structures labelled in {out}; shard {i_shard}/{n_shard}: "
+        f"{len(mine) - len(remaining)} of {len(mine)} done, labelling {len(todo)} now; "
+        f"settings {json.dumps(settings.describe())}")
     labeller = labeller or label_one
     # continue the shard's last batch if it is not full
     from ase.io import read
