@@ -208,3 +208,21 @@ def test_real_gpaw_calculation_tiny():
     assert np.isfinite(frame.info["REF_energy"]) and frame.info["REF_energy"] < 0
     assert np.abs(frame.arrays["REF_forces"]).max() < 1e-2
     assert frame.info["dft_version"] and frame.info["dft_kpts"] == "1x1x1"
+
+
+def test_a_crashing_structure_is_logged_and_retried_not_recorded(tmp_path, structures):
+    subset = structures[:4]
+    calls, lines = [], []
+    label = stub_labeller(calls)
+
+    def crashes_on_second(atoms, settings):
+        if atoms.info["config_id"] == subset[1].info["config_id"]:
+            raise RuntimeError("boom")
+        return label(atoms, settings)
+
+    new = run_job(subset, tmp_path, labeller=crashes_on_second, log=lines.append)
+    assert len(new) == 3 and subset[1].info["config_id"] not in done_ids(tmp_path)
+    assert any("FAILED" in s and "boom" in s for s in lines)
+    calls2 = []
+    run_job(subset, tmp_path, labeller=stub_labeller(calls2), log=lambda s: None)
+    assert calls2 == [subset[1].info["config_id"]]

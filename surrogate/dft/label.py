@@ -288,13 +288,20 @@ def run_job(
     else:
         path, current = _next_batch_path(out, label), []
     new: list[Atoms] = []
+    failed: list[str] = []
     t_start = time.perf_counter()
     for atoms in todo:
         if stop_after_s is not None and time.perf_counter() - t_start > stop_after_s:
             log("surrogate.dft: time limit reached, stopping before the next structure")
             break
         t0 = time.perf_counter()
-        frame = labeller(atoms, settings)
+        try:
+            frame = labeller(atoms, settings)
+        except Exception as exc:  # a crash of one structure must not end a multi-hour job
+            failed.append(atoms.info["config_id"])
+            log(f"{time.strftime('%H:%M:%S')} FAILED {atoms.info['config_id']} {atoms.info['family']} "
+                f"({type(exc).__name__}: {exc}); not recorded, it is retried on the next run")
+            continue
         if frame.info["config_id"] != atoms.info["config_id"]:
             raise SurrogateError("labeller returned a frame with another config_id")
         current.append(frame)
@@ -307,4 +314,6 @@ def run_job(
             f"{time.perf_counter() - t0:.1f} s -> {path.name}{flag}")
         if len(current) >= batch:
             path, current = _next_batch_path(out, label), []
+    if failed:
+        log(f"surrogate.dft: {len(failed)} structures failed with an error (see above): {', '.join(failed)}")
     return new
