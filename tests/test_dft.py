@@ -226,3 +226,26 @@ def test_a_crashing_structure_is_logged_and_retried_not_recorded(tmp_path, struc
     calls2 = []
     run_job(subset, tmp_path, labeller=stub_labeller(calls2), log=lambda s: None)
     assert calls2 == [subset[1].info["config_id"]]
+
+
+def test_structure_ids_are_pinned(structures):
+    """The labelled data is matched to the list by config_id: a change to the structure builders or
+    to the hash would orphan it (and the job would relabel everything). Update these only together
+    with the shipped data."""
+    assert [a.info["config_id"] for a in structures[:5]] == [
+        "eb97cd1945dd657d", "a16ffc8df08e1ac8", "eb0c17001a9fd8b4", "7de2886d485159b0", "b39bf4f871bdd627"]
+    assert structures[-1].info["config_id"] == "a0a9f43031866825"
+
+
+def test_shipped_frames_belong_to_the_structure_list(structures):
+    from pathlib import Path
+
+    frames = read_batches(Path(__file__).resolve().parents[1] / "data" / "dft" / "cdte")
+    if not frames:
+        pytest.skip("no labelled batches shipped yet")
+    by_id = {a.info["config_id"]: a for a in structures}
+    for f in frames:
+        a = by_id.get(f.info["config_id"])
+        assert a is not None, f"shipped frame {f.info['config_id']} ({f.info['_file']}) is not in the structure list"
+        assert f.info["family"] == a.info["family"]
+        assert np.allclose(f.positions, a.positions, atol=1e-6)
