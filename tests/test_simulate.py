@@ -133,3 +133,9 @@ def test_conditions_round_trip_and_sampling_is_deterministic():
 def test_bad_condition_ranges_are_clear_errors(ranges, modes, match):
     with pytest.raises(ConfigError, match=match):
         sample_conditions(3, ranges, modes)
+
+
+def test_overlapping_atoms_are_refused_before_simulation():
+    atoms = Atoms("Si2", positions=[[2, 2, 0], [2.05, 2, 0]], cell=[8, 8, 2], pbc=True)
+    with pytest.raises(SimulationError, match="overlapping atoms"):
+        render(atoms, [ImagingConditions()], shape=(16, 16), settings=SETTINGS)

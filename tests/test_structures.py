@@ -154,3 +154,11 @@ def test_rattle_is_seeded_and_tagged(slab):
     d = a.positions - slab.positions
     assert d.std() == pytest.approx(0.1, rel=0.15)
     assert a.info["family"] == "rattled" and a.info["params"]["parent"] == slab.info["config_id"]
+
+
+def test_overlapping_atoms_are_a_clear_error():
+    from surrogate.structures import tag
+
+    atoms = Atoms("Si2", positions=[[0, 0, 0], [0.1, 0, 0]], cell=[5, 5, 5], pbc=True)
+    with pytest.raises(StructureError, match="overlapping atoms"):
+        tag(atoms, "bulk", {})

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
-from surrogate.errors import SimulationError
+from surrogate.errors import SimulationError, SurrogateError
 from surrogate.simulate.conditions import ImagingConditions, wavelength
 from surrogate.simulate.noise import apply_dose
 
@@ -350,6 +350,12 @@ def render(
     if not np.allclose(cell, np.diag(np.diag(cell)), atol=1e-6):
         raise SimulationError("structure cell is not orthogonal: build it with surrogate.structures (beam along z)")
     _check(conditions, settings)
+    from surrogate.structures.crystals import check_overlaps
+
+    try:
+        check_overlaps(atoms)
+    except SurrogateError as exc:
+        raise SimulationError(str(exc)) from None
     import abtem
 
     groups: dict[tuple, list] = defaultdict(list)

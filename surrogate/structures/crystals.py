@@ -11,7 +11,10 @@ from ase.data import atomic_numbers
 
 from surrogate.errors import StructureError
 
-__all__ = ["BUILTIN", "crystal", "check_symbols", "shortest_distance"]
+__all__ = ["BUILTIN", "crystal", "check_symbols", "check_overlaps", "shortest_distance", "MIN_DISTANCE"]
+
+#: Atoms closer than this [Å] are treated as overlapping (no bond is this short).
+MIN_DISTANCE = 0.5
 
 #: Built-in materials: ASE ``bulk`` arguments with experimental lattice constants [Å].
 BUILTIN: dict[str, dict] = {
@@ -100,3 +103,16 @@ def shortest_distance(atoms: Atoms) -> float:
         return float("inf")
     d = neighbor_list("d", atoms, 6.0)
     return float(d.min()) if len(d) else float("inf")
+
+
+def check_overlaps(atoms: Atoms, min_distance: float = MIN_DISTANCE) -> None:
+    """Raise :class:`StructureError` if two atoms are closer than ``min_distance`` [Å]."""
+    from ase.neighborlist import neighbor_list
+
+    i, j, d = neighbor_list("ijd", atoms, min_distance)
+    if len(i):
+        k = int(np.argmin(d))
+        raise StructureError(
+            f"overlapping atoms: {atoms[i[k]].symbol}{i[k]} and {atoms[j[k]].symbol}{j[k]} are {d[k]:.3f} Å apart "
+            f"(< {min_distance} Å); remove duplicates or enable collision removal"
+        )

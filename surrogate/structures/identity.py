@@ -56,6 +56,9 @@ def tag(atoms: Atoms, family: str, params: dict[str, Any], zone_axis=None, **pro
     (the generator's parameters, JSON-serialisable), ``zone_axis`` (beam along z) and any provenance
     keys given.
     """
+    from surrogate.structures.crystals import check_overlaps
+
+    check_overlaps(atoms)
     info = atoms.info
     info["family"] = family
     info["params"] = jsonable(params)
