@@ -9,8 +9,8 @@ import sys
 EPILOG = """\
 examples:
   # label everything not yet labelled, 10 frames per batch file (resumes where it stopped)
-  OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 nohup nice -n 19 \\
-      python -m surrogate.dft --out data/dft/cdte --batch 10 > /tmp/dft_label.log 2>&1 &
+  OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 setsid nohup nice -n 19 \\
+      python -m surrogate.dft --out data/dft/cdte --batch 10 > /tmp/dft_label.log 2>&1 < /dev/null &
   # four cores: four independent shards (no MPI needed), each writes its own batch files
   for i in 0 1 2 3; do python -m surrogate.dft --out data/dft/cdte --shard $i/4 > /tmp/dft_$i.log 2>&1 & done
   # list the structures and what is already done, compute nothing
