@@ -6,13 +6,12 @@ version validates its inputs and says what is missing.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from surrogate.errors import ConfigError, SurrogateError
+from surrogate.errors import ConfigError, exit_on_user_error
 
 
 def infer(cfg: DictConfig) -> None:
@@ -26,12 +25,9 @@ def infer(cfg: DictConfig) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="surrogate/configs", config_name="infer")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    try:
-        infer(cfg)
-    except SurrogateError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    infer(cfg)
 
 
 if __name__ == "__main__":

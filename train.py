@@ -6,12 +6,10 @@ embedding (issue 5) and potential (issue 4) experiments plug in as ``experiment=
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from surrogate.errors import ConfigError, SurrogateError
+from surrogate.errors import ConfigError, exit_on_user_error
 
 
 def train(cfg: DictConfig) -> dict:
@@ -28,12 +26,9 @@ def train(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="surrogate/configs", config_name="train")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    try:
-        train(cfg)
-    except SurrogateError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    train(cfg)
 
 
 if __name__ == "__main__":

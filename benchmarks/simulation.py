@@ -80,6 +80,7 @@ def main():
     cell = zone_axis_slab(unit, (1, 1, 0), fov=(9.0, 12.9), thickness=thickness)
     shape = (int(cell.cell[1, 1] / 0.2), int(cell.cell[0, 0] / 0.2))
     ref_raw, t_ref, n_pos = abtem_default_haadf(cell, 0.2, 0.04)
+    print(f"cell: abTEM default multislice {t_ref:.1f} s for {n_pos} positions", flush=True)
     from surrogate.simulate import to_canonical
 
     ref = to_canonical(ref_raw, (cell.cell[0, 0] / ref_raw.shape[0], cell.cell[1, 1] / ref_raw.shape[1]), shape, 0.2)
@@ -107,6 +108,7 @@ def main():
             score = ssim(inc[0], ref)
         rate = len(conds) / t
         rows.append(("cell", name, len(conds), t, rate, rate * t_ref, score))
+        print(f"cell: {name}: {t:.1f} s", flush=True)
     # --- 2 nm field ------------------------------------------------------------------------------
     field = zone_axis_slab(unit, (1, 1, 0), fov=(20.0, 20.0), thickness=thickness)
     fshape = (100, 100)
@@ -121,6 +123,7 @@ def main():
     for name, conds, s in modes[3:]:
         images, t = timed_render(field, conds, fshape, s)
         rate = len(conds) / t
+        print(f"field: {name}: {t:.1f} s", flush=True)
         rows.append(("field", name, len(conds), t, rate, rate * t_ref_field, None))
     results["rows"] = [dict(zip(("field", "mode", "images", "seconds", "images_per_s", "speedup", "ssim"), r)) for r in rows]
     out = Path(args.out)

@@ -7,7 +7,7 @@ Entry points catch it and print ``error: <message>`` without a traceback.
 
 from __future__ import annotations
 
-__all__ = ["SurrogateError", "ConfigError", "StructureError", "SimulationError", "LibraryError"]
+__all__ = ["SurrogateError", "ConfigError", "StructureError", "SimulationError", "LibraryError", "exit_on_user_error"]
 
 
 class SurrogateError(Exception):
@@ -28,3 +28,20 @@ class SimulationError(SurrogateError, ValueError):
 
 class LibraryError(SurrogateError, OSError):
     """A library directory is unwritable, corrupt, or from an incompatible build."""
+
+
+def exit_on_user_error(func):
+    """Decorator for entry points: a :class:`SurrogateError` becomes ``error: <message>`` on stderr
+    and exit status 2, without a traceback. Other exceptions (bugs) propagate unchanged."""
+    import functools
+    import sys
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except SurrogateError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper

@@ -9,12 +9,10 @@ Examples
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from surrogate.errors import SurrogateError
+from surrogate.errors import exit_on_user_error
 
 
 def build(cfg: DictConfig):
@@ -30,12 +28,9 @@ def build(cfg: DictConfig):
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="build_library")
+@exit_on_user_error
 def _main(cfg: DictConfig) -> None:
-    try:
-        build(cfg)
-    except SurrogateError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    build(cfg)
 
 
 def main() -> None:

@@ -131,5 +131,7 @@ def add_defects(atoms: Atoms, defects: Sequence[Mapping[str, Any]], seed: int = 
         del out[to_delete]
     for element, site in added:
         out += Atoms(element, positions=[site])
-    params = {"parent": atoms.info.get("config_id"), "parent_params": atoms.info.get("params"), "defects": record, "seed": seed}
+    parent = atoms.info.get("params") or {}
+    params = {"material": parent.get("material", atoms.get_chemical_formula()), "parent": atoms.info.get("config_id"),
+              "parent_params": parent, "defects": record, "seed": seed}
     return tag(out, "defect", params, zone_axis=atoms.info.get("zone_axis"))
