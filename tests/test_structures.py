@@ -162,3 +162,17 @@ def test_overlapping_atoms_are_a_clear_error():
     atoms = Atoms("Si2", positions=[[0, 0, 0], [0.1, 0, 0]], cell=[5, 5, 5], pbc=True)
     with pytest.raises(StructureError, match="overlapping atoms"):
         tag(atoms, "bulk", {})
+
+
+def test_any_cif_builds_zone_axis_slabs(tmp_path, si):
+    from ase.io import write
+
+    path = tmp_path / "si.cif"
+    write(path, si)
+    unit = crystal(cif=str(path))
+    assert np.allclose(np.diag(orient(unit, (1, 1, 0)).cell), np.array([1 / np.sqrt(2), 1, 1 / np.sqrt(2)]) * 5.431, atol=1e-3)
+    (tmp_path / "bad.cif").write_text("data_x\n_cell_length_a oops\n")
+    with pytest.raises(StructureError, match="cannot read CIF"):
+        crystal(cif=str(tmp_path / "bad.cif"))
+    with pytest.raises(StructureError, match="CIF file not found"):
+        crystal(cif=str(tmp_path / "missing.cif"))
