@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+import torch
+
+from surrogate.augment import Corrupt
+from surrogate.embedding import EmbeddingNet
+from surrogate.errors import ConfigError
+
+
+def lattice(n=64, period=8):
+    y, x = np.mgrid[0:n, 0:n]
+    return torch.tensor(np.cos(2 * np.pi * x / period) + np.cos(2 * np.pi * y / period), dtype=torch.float32)[None, None]
+
+
+def test_corruption_is_seeded_standardised_and_changes_the_image():
+    x = lattice().repeat(4, 1, 1, 1)
+    a = Corrupt()(x, torch.Generator().manual_seed(0))
+    b = Corrupt()(x, torch.Generator().manual_seed(0))
+    c = Corrupt()(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.allclose(a.mean(dim=(2, 3)), torch.zeros(4, 1), atol=1e-4)
+    assert torch.allclose(a.std(dim=(2, 3)), torch.ones(4, 1), atol=1e-3)
+    assert not torch.allclose(a[0], a[1])  # parameters drawn per image
+
+
+def test_lower_dose_is_noisier():
+    x = lattice().repeat(8, 1, 1, 1)
+    quiet = dict(rotation=0, flip=False, scale=0, translate=0, drift=0, jitter=0, blur=(0, 0), read_noise=0,
+                 background=0, gamma=(1, 1), signal=(0.1, 0.1))
+    clean = Corrupt(dose=None, **quiet)(x)
+    low = Corrupt(dose=(1e2, 1e2), **quiet)(x, torch.Generator().manual_seed(0))
+    high = Corrupt(dose=(1e5, 1e5), **quiet)(x, torch.Generator().manual_seed(0))
+    assert (low - clean).std() > 3 * (high - clean).std()
+
+
+def test_identity_settings_leave_a_lattice_unchanged_up_to_standardisation():
+    x = lattice()
+    out = Corrupt(rotation=0, flip=False, scale=0, translate=0, drift=0, jitter=0, blur=(0, 0), dose=None, read_noise=0,
+                  background=0, gamma=(1, 1))(x)
+    ref = (x - x.mean()) / x.std()
+    assert torch.allclose(out, ref, atol=1e-3)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_b0"])
+def test_embeddings_are_unit_vectors(backbone):
+    net = EmbeddingNet(backbone, dim=16).eval()
+    with torch.no_grad():
+        z = net(torch.randn(3, 1, 64, 64))
+    assert z.shape == (3, 16)
+    assert torch.allclose(z.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_unknown_backbone_is_a_clear_error():
+    with pytest.raises(ConfigError, match="unknown backbone"):
+        EmbeddingNet("vgg11")
