@@ -1,0 +1,39 @@
+"""The embedding experiment trains, checkpoints, resumes, and refuses another library's checkpoint."""
+
+import pytest
+from hydra import compose, initialize_config_module
+
+from surrogate.errors import LibraryError
+from surrogate.library import Library
+
+
+def compose_train(library_dir, out, *extra):
+    with initialize_config_module(version_base="1.3", config_module="surrogate.configs"):
+        return compose(config_name="train", overrides=[
+            "experiment=embedding_demo", f"library_dir={library_dir}", f"paths.output_dir={out}",
+            "model.net.dim=16", "data.batch_size=4", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
+            "+trainer.limit_val_batches=1", "+trainer.enable_progress_bar=false", "logger=csv", *extra])
+
+
+def test_embedding_training_runs_checkpoints_and_resumes(tiny_library, tmp_path):
+    from train import checkpoint_library, train
+
+    result = train(compose_train(tiny_library, tmp_path / "run"))
+    assert result["sizes"]["train"] > 0 and "train/loss" in result["metrics"]
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert checkpoint_library(last) == {"library_hash": Library(tiny_library).hash, "sampling": 0.2}
+    resumed = train(compose_train(tiny_library, tmp_path / "run2", f"ckpt_path={last}", "trainer.max_epochs=2"))
+    assert "train/loss" in resumed["metrics"]
+
+
+def test_checkpoint_of_another_library_is_refused(tiny_library, tmp_path):
+    import torch
+
+    from train import train
+
+    fake = tmp_path / "other.ckpt"
+    torch.save({"surrogate": {"library_hash": "0000", "sampling": 0.2}, "state_dict": {}}, fake)
+    with pytest.raises(LibraryError, match="trained on library 0000"):
+        train(compose_train(tiny_library, tmp_path / "run", f"ckpt_path={fake}"))
+    with pytest.raises(LibraryError, match="checkpoint not found"):
+        train(compose_train(tiny_library, tmp_path / "run", f"ckpt_path={tmp_path / 'none.ckpt'}"))
