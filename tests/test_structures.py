@@ -119,7 +119,8 @@ def _grain_misfit(atoms, grain, unit_cell, tilt, origin):
     return float(np.sqrt((np.linalg.norm(d, axis=-1).min(axis=1) ** 2).mean()))
 
 
-@pytest.mark.parametrize("tilts, flip", [((54.73561, 125.26439), True), ((-19.47, 19.47), False), ((-2.0, 2.0), False)])
+@pytest.mark.parametrize("tilts, flip", [((54.73561, 125.26439), True), ((-19.47, 19.47), False), ((-2.0, 2.0), False),
+                                         ((0.0, 70.5288), False)])  # twin, sigma9, low angle, asymmetric
 def test_bicrystal_has_the_requested_misorientation(cdte, tilts, flip):
     gb = bicrystal(cdte, {"zone_axis": (1, 1, 0), "tilt": tilts[0]},
                    {"zone_axis": (1, 1, 0), "tilt": tilts[1], "flip_species": flip}, fov=(25.6, 25.6), thickness=10)
