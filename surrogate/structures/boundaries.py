@@ -67,7 +67,9 @@ def _fill(oriented: Atoms, tilt: float, origin: np.ndarray, xlim, height: float,
     radius = np.hypot(xlim[1] - xlim[0] + 2 * abs(origin[0]) + 10, height + 10) + 10
     nx, ny = int(ceil(2 * radius / ax)) + 2, int(ceil(2 * radius / ay)) + 2
     big = oriented.repeat((nx, ny, 1))
-    pos = big.positions - np.array([(nx // 2) * ax, (ny // 2) * ay, 0.0])  # a lattice point at the origin
+    # centred on the origin; for odd repeat counts this is a rigid half-period translation of the
+    # grain (kept: the shipped DFT cells were built this way)
+    pos = big.positions - np.array([nx * ax / 2, ny * ay / 2, 0.0])
     t = np.radians(tilt)
     rot = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
     pos = pos @ rot.T + origin + np.asarray(shift)
