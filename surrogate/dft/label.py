@@ -20,20 +20,18 @@ progress.
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from ase import Atoms
 
 from surrogate.dft.structures import KPT_DENSITY, kpts_for, split_of
 from surrogate.errors import SurrogateError
+from surrogate.io.files import atomic_open
 
 __all__ = [
     "DFTSettings", "DFTDataError", "read_batches", "done_ids", "label_one", "run_job", "gpaw_calculator",
@@ -119,18 +117,8 @@ def write_atomic(path: Path, frames: Sequence[Atoms]) -> None:
     """Write ``frames`` as extxyz to a temporary file in the same folder, then rename it to ``path``."""
     from ase.io import write
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            write(fh, list(frames), format="extxyz")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as fh:
+        write(fh, list(frames), format="extxyz")
 
 
 def gpaw_version() -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from surrogate.errors import ConfigError, LibraryError
-from surrogate.library.store import atomic_write_text
+from surrogate.io.files import atomic_write_text
 
 __all__ = ["EmbeddingIndex"]
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from surrogate.errors import LibraryError
+from surrogate.io.files import atomic_write_text
 from surrogate.simulate.conditions import METHODS, MODES, ImagingConditions
 
 __all__ = [
@@ -34,22 +34,6 @@ CONDITION_COLUMNS = (
     "mode", "method", "energy", "semiangle", "defocus", "cs", "inner", "outer", "source_size",
     "focal_spread", "sampling", "dose", "rotation", "scale", "seed",
 )
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def id_to_int(cid: str) -> int:
