@@ -1,67 +1,36 @@
 """Training entry point: ``python train.py [experiment=<name>] [key=value ...]``.
 
-``python train.py experiment=embedding_demo`` trains the embedding network on the library in
-``library_dir`` (resume with ``ckpt_path=<run>/checkpoints/last.ckpt``). Without a model it checks
-the library and reports the train/val/test splits.
+``task`` picks what is trained (experiments set it):
+
+- ``experiment=embedding_demo`` (task ``embedding``) trains the embedding network on the library in
+  ``library_dir``; resume with ``ckpt_path=<run>/checkpoints/last.ckpt``. Without a model it checks
+  the library and reports the train/val/test splits.
+- ``experiment=potential_si`` / ``potential_cdte`` (task ``potential``) trains the interatomic
+  potential on DFT data.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
-from surrogate.errors import LibraryError, exit_on_user_error
+from surrogate.errors import ConfigError, exit_on_user_error
 
-
-def checkpoint_library(path: str | Path) -> dict:
-    """The ``surrogate`` block (library hash, sampling) recorded in a checkpoint."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise LibraryError(f"checkpoint not found: {path}; give ckpt_path=<run dir>/checkpoints/last.ckpt")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise LibraryError(f"cannot read checkpoint {path} ({type(exc).__name__}); is it a surrogate checkpoint?") from None
-    if "surrogate" not in ckpt:
-        raise LibraryError(f"{path} is not a surrogate checkpoint (no library record)")
-    return ckpt["surrogate"]
+TASKS = {
+    "embedding": "surrogate.embedding.train:train_embedding",
+    "potential": "surrogate.potential.train:train_potential",
+}
 
 
 def train(cfg: DictConfig) -> dict:
-    """Report the library splits and, when a model is configured, train it; returns sizes and metrics."""
-    from surrogate.embedding.datamodule import LibraryDataModule
+    """Run the training task named by ``cfg.task``; returns what it reports."""
+    import importlib
 
-    dm = LibraryDataModule(cfg.library_dir, **cfg.data)
-    sizes = {"train": len(dm.train_set), "val": len(dm.val_set)}
-    print(f"library {cfg.library_dir}: " + ", ".join(f"{k} {v} images" for k, v in sizes.items()))
-    if cfg.get("model") is None:
-        return {"sizes": sizes}
-    import lightning as L
-    from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    L.seed_everything(int(cfg.seed), workers=True)
-    lib = dm.library
-    if cfg.get("ckpt_path"):
-        rec = checkpoint_library(cfg.ckpt_path)
-        if rec.get("library_hash") != lib.hash or rec.get("sampling") != lib.sampling:
-            raise LibraryError(
-                f"checkpoint {cfg.ckpt_path} was trained on library {rec.get('library_hash')} at {rec.get('sampling')} Å/px, "
-                f"not {lib.hash} at {lib.sampling} Å/px: use a checkpoint of this library or train anew"
-            )
-    model = instantiate(cfg.model, library_hash=lib.hash, sampling=lib.sampling)
-    loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else False
-    out = Path(cfg.paths.output_dir)
-    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, monitor="val/loss", mode="min")
-    trainer = instantiate(cfg.trainer, logger=loggers, callbacks=[checkpoint])
-    trainer.fit(model, dm, ckpt_path=cfg.get("ckpt_path"))
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    print(f"checkpoints in {out / 'checkpoints'}; " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-    return {"sizes": sizes, "metrics": metrics, "checkpoint_dir": str(out / "checkpoints")}
+    task = cfg.get("task", "embedding")
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; use task=" + " | ".join(TASKS))
+    module, func = TASKS[task].split(":")
+    return getattr(importlib.import_module(module), func)(cfg)
 
 
 @hydra.main(version_base="1.3", config_path="surrogate/configs", config_name="train")

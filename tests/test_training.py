@@ -16,7 +16,8 @@ def compose_train(library_dir, out, *extra):
 
 
 def test_embedding_training_runs_checkpoints_and_resumes(tiny_library, tmp_path):
-    from train import checkpoint_library, train
+    from surrogate.embedding.train import checkpoint_library
+    from train import train
 
     result = train(compose_train(tiny_library, tmp_path / "run"))
     assert result["sizes"]["train"] > 0 and "train/loss" in result["metrics"]
