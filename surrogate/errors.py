@@ -7,7 +7,7 @@ Entry points catch it and print ``error: <message>`` without a traceback.
 
 from __future__ import annotations
 
-__all__ = ["SurrogateError", "ConfigError", "StructureError", "SimulationError", "LibraryError", "exit_on_user_error"]
+__all__ = ["SurrogateError", "ConfigError", "StructureError", "SimulationError", "LibraryError", "ImageError", "exit_on_user_error"]
 
 
 class SurrogateError(Exception):
@@ -28,6 +28,10 @@ class SimulationError(SurrogateError, ValueError):
 
 class LibraryError(SurrogateError, OSError):
     """A library directory is unwritable, corrupt, or from an incompatible build."""
+
+
+class ImageError(SurrogateError, ValueError):
+    """An input image is unreadable, uncalibrated, or not a usable micrograph (NaN, constant, RGB, ...)."""
 
 
 def exit_on_user_error(func):
