@@ -1,0 +1,331 @@
+"""Energies of library configurations from an interatomic potential.
+
+:func:`annotate_energies` gives every row of a library's ``structures.db`` an energy per atom
+(and, with ``relax=True``, the energy per atom and positions after a fixed-cell relaxation), writing
+into the row's key/value pairs:
+
+=========================== ==============================================================
+``energy_per_atom``         potential energy / number of atoms [eV/atom]
+``energy_model``            the model: checkpoint sha256[:16], or ``Class:hash`` of a stand-in
+``energy_flag``             ``ok``, or why there is no energy: ``overlap``, ``unknown_element``,
+                            ``calculator_error``, ``nonfinite``, ``empty``
+``energy_message``          one line explaining a flag (absent when ``ok``)
+``relaxed_energy_per_atom`` after relaxation [eV/atom] (``relax=True``)
+``relax_converged``         max force <= fmax at the end; ``relax_steps``: optimiser steps
+=========================== ==============================================================
+
+and the relaxed positions [Å] into the row's ``data["relaxed_positions"]``. Each row commits on its
+own, so a killed pass resumes: rows already annotated by the same model (with a relaxation when
+one is asked for) are skipped. ``energies.json`` beside the database records the model, the
+checkpoint, the date and the counts (atomic write).
+
+Command line::
+
+    python -m surrogate.library.energies --library demo_library --checkpoint ckpt/potential.ckpt
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from surrogate.errors import ConfigError, LibraryError, exit_on_user_error
+from surrogate.io.files import atomic_write_text
+
+__all__ = [
+    "SIDECAR", "annotate_energies", "read_energies", "read_compositions", "energy_model", "relative_energies",
+    "main",
+]
+
+#: Sidecar recording the model behind a library's energies.
+SIDECAR = "energies.json"
+
+
+def _db_path(library_dir: str | os.PathLike) -> Path:
+    path = Path(library_dir) / "structures.db"
+    if not path.is_file():
+        raise LibraryError(f"no structures.db in {library_dir}: not a library; build one with surrogate-build-library")
+    return path
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+def _is_done(kvp: Mapping[str, Any], model_id: str, relax: bool) -> bool:
+    if kvp.get("energy_model") != model_id or "energy_flag" not in kvp:
+        return False
+    if kvp["energy_flag"] != "ok":
+        return True  # flagged rows are deterministic: flagging them again gives the same answer
+    return not relax or "relaxed_energy_per_atom" in kvp
+
+
+def annotate_energies(
+    library_dir: str | os.PathLike,
+    calculator=None,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    model_id: str | None = None,
+    relax: bool = False,
+    fmax: float = 0.05,
+    steps: int = 200,
+    optimizer: str = "FIRE",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Compute the energy per atom of every configuration in a library and store it in its row.
+
+    Parameters
+    ----------
+    library_dir
+        Library directory (holds ``structures.db``).
+    calculator
+        An ASE calculator, a zero-argument factory, a checkpoint path, or a
+        :class:`surrogate.search.energy.EnergyModel`.
+    checkpoint
+        Potential checkpoint (instead of ``calculator``); loaded lazily with
+        ``surrogate.potential.calculator.load_calculator`` and identified by its sha256[:16].
+    model_id
+        Override of the recorded ``energy_model``.
+    relax
+        Also relax positions at fixed cell and store ``relaxed_energy_per_atom`` and the positions.
+    fmax
+        Relaxation force criterion [eV/Å].
+    steps
+        Largest number of relaxation steps.
+    optimizer
+        :mod:`ase.optimize` optimiser name.
+
+    Returns
+    -------
+    dict
+        Summary (also written to ``energies.json``): model, counts of rows, annotated, computed now,
+        skipped, flagged (per flag), relaxed and relaxations that did not converge.
+    """
+    from ase.db import connect
+    from tqdm.auto import tqdm
+
+    from surrogate.search.energy import check_structure, relax as relax_atoms, resolve_calculator
+
+    if fmax <= 0 or steps < 0:
+        raise ConfigError(f"fmax must be > 0 [eV/Å] and steps >= 0, got fmax={fmax}, steps={steps}")
+    db_path = _db_path(library_dir)
+    model = resolve_calculator(calculator, checkpoint=checkpoint, model_id=model_id)
+    db = connect(db_path)  # no `with`: each update commits on its own (resumable)
+    ids = [(row.id, row.key_value_pairs) for row in db.select(columns=["id", "key_value_pairs"])]
+    computed = 0
+    bar = tqdm(ids, unit="structure", desc="energies", disable=not progress)
+    for row_id, kvp in bar:
+        if _is_done(kvp, model.model_id, relax):
+            continue
+        atoms = db.get_atoms(id=row_id)
+        problem = check_structure(atoms, model.elements)
+        update: dict[str, Any] = {"energy_model": model.model_id}
+        data = None
+        stale = [k for k in ("energy_per_atom", "energy_message", "relaxed_energy_per_atom", "relax_converged",
+                             "relax_steps") if k in kvp]
+        if problem is None:
+            try:
+                _, energy, _, _ = relax_atoms(atoms, model.calculator, fmax, 0, optimizer)
+                if not math.isfinite(energy):
+                    problem = ("nonfinite", f"the model returned a non-finite energy ({energy})")
+                else:
+                    update["energy_per_atom"] = energy / len(atoms)
+                    if relax:
+                        relaxed, e_relaxed, converged, n = relax_atoms(atoms, model.calculator, fmax, steps, optimizer)
+                        if not math.isfinite(e_relaxed):
+                            problem = ("nonfinite", f"non-finite energy during relaxation ({e_relaxed})")
+                        else:
+                            update.update(relaxed_energy_per_atom=e_relaxed / len(atoms),
+                                          relax_converged=converged, relax_steps=n)
+                            data = {"relaxed_positions": relaxed.positions.astype(np.float64),
+                                    "relaxed_model": model.model_id}
+            except ConfigError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one bad row must not stop the pass; it is flagged
+                msg = _one_line(exc)
+                problem = ("unknown_element" if "element" in msg.lower() else "calculator_error", msg)
+        if problem is None:
+            update["energy_flag"] = "ok"
+        else:
+            update = {"energy_model": model.model_id, "energy_flag": problem[0], "energy_message": problem[1]}
+        db.update(row_id, delete_keys=[k for k in stale if k not in update], data=data, **update)
+        computed += 1
+    bar.close()
+    summary = _summary(db, model, relax=relax, fmax=fmax, steps=steps, optimizer=optimizer, computed=computed)
+    _write_sidecar(Path(library_dir), summary)
+    return summary
+
+
+def _summary(db, model, computed: int, **settings) -> dict[str, Any]:
+    from collections import Counter
+
+    n = annotated = relaxed = unconverged = other_model = 0
+    flags: Counter = Counter()
+    for row in db.select(columns=["key_value_pairs"]):
+        n += 1
+        kvp = row.key_value_pairs
+        if kvp.get("energy_model") != model.model_id:
+            other_model += "energy_model" in kvp
+            continue
+        flag = kvp.get("energy_flag")
+        if flag == "ok":
+            annotated += 1
+            if "relaxed_energy_per_atom" in kvp:
+                relaxed += 1
+                unconverged += not kvp.get("relax_converged", False)
+        elif flag is not None:
+            flags[flag] += 1
+    return {
+        "energy_model": model.model_id,
+        **model.describe(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "settings": settings,
+        "counts": {"rows": n, "annotated": annotated, "flagged": sum(flags.values()), "flags": dict(flags),
+                   "relaxed": relaxed, "relax_not_converged": unconverged, "computed": computed,
+                   "skipped": n - computed, "other_model": other_model},
+    }
+
+
+def _write_sidecar(root: Path, summary: dict) -> None:
+    path = root / SIDECAR
+    history = []
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+            history = old.get("history", []) + [{k: old.get(k) for k in ("energy_model", "checkpoint", "date", "counts")}]
+        except json.JSONDecodeError:
+            history = []
+    atomic_write_text(path, json.dumps({**summary, "history": history[-20:]}, indent=1))
+
+
+def energy_model(library_dir: str | os.PathLike) -> str | None:
+    """The ``energy_model`` of a library's energies (from ``energies.json``), or ``None``."""
+    path = Path(library_dir) / SIDECAR
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get("energy_model")
+    except json.JSONDecodeError as exc:
+        raise LibraryError(f"corrupt {path} ({exc}); rerun python -m surrogate.library.energies") from None
+
+
+def read_energies(library_dir: str | os.PathLike, relaxed: bool = False, model: str | None = None) -> dict[str, float]:
+    """Energy per atom [eV/atom] of every configuration, keyed by its 16-hex ``config_id``.
+
+    Parameters
+    ----------
+    relaxed
+        Return the energy after relaxation (``relaxed_energy_per_atom``) instead.
+    model
+        Only energies of this ``energy_model`` (default: the model in ``energies.json``, or any
+        model when there is no sidecar).
+
+    Returns
+    -------
+    dict
+        ``{config_id: energy}``; NaN for configurations not annotated (or flagged, or by another model).
+    """
+    from ase.db import connect
+
+    model = model or energy_model(library_dir)
+    key = "relaxed_energy_per_atom" if relaxed else "energy_per_atom"
+    out: dict[str, float] = {}
+    for row in connect(_db_path(library_dir)).select(columns=["key_value_pairs"]):
+        kvp = row.key_value_pairs
+        ok = key in kvp and (model is None or kvp.get("energy_model") == model)
+        out[kvp["config_id"]] = float(kvp[key]) if ok else float("nan")
+    return out
+
+
+def read_compositions(library_dir: str | os.PathLike) -> dict[str, str]:
+    """Reduced chemical formula (e.g. ``Cd47Te48``, ``CdTe``) of every configuration, by ``config_id``."""
+    from ase.db import connect
+    from ase.formula import Formula
+
+    return {row.config_id: Formula(row.formula).reduce()[0].format("hill")
+            for row in connect(_db_path(library_dir)).select()}
+
+
+def relative_energies(energies: Mapping[str, float], compositions: Mapping[str, str]) -> dict[str, float]:
+    """Energy per atom above the lowest configuration of the same composition [eV/atom].
+
+    Parameters
+    ----------
+    energies
+        ``{config_id: energy per atom}`` (e.g. from :func:`read_energies`); NaN = unknown.
+    compositions
+        ``{config_id: composition}`` (e.g. from :func:`read_compositions`); configurations missing
+        here form their own group.
+
+    Returns
+    -------
+    dict
+        ``{config_id: energy - min(energy of its composition)}``: 0 for the lowest of each
+        composition, NaN where the energy is NaN.
+    """
+    lowest: dict[str, float] = {}
+    for cid, e in energies.items():
+        if e is None or not math.isfinite(e):
+            continue
+        group = compositions.get(cid, f"?{cid}")
+        lowest[group] = min(e, lowest.get(group, math.inf))
+    out = {}
+    for cid, e in energies.items():
+        ok = e is not None and math.isfinite(e)
+        out[cid] = float(e - lowest[compositions.get(cid, f"?{cid}")]) if ok else float("nan")
+    return out
+
+
+def _calculator_from_path(spec: str):
+    """``module:Class`` (or ``module.Class``) -> an instance built with no arguments."""
+    import importlib
+
+    module, _, name = spec.partition(":") if ":" in spec else spec.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)()
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"cannot build calculator {spec!r} ({exc}); give module:Class, e.g. ase.calculators.emt:EMT") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m surrogate.library.energies",
+        description="Give every configuration of a library its energy per atom from an interatomic potential "
+                    "(resumable: rows already done by the same model are skipped).",
+        epilog="Example: python -m surrogate.library.energies --library demo_library --checkpoint ckpt.ckpt --relax",
+    )
+    p.add_argument("--library", required=True, help="library directory (holds structures.db)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="potential checkpoint (surrogate.potential)")
+    src.add_argument("--calculator", help="an ASE calculator class built without arguments, e.g. ase.calculators.emt:EMT")
+    p.add_argument("--relax", action="store_true", help="also relax positions (fixed cell) and store the relaxed copy")
+    p.add_argument("--fmax", type=float, default=0.05, help="relaxation force criterion [eV/Å] (default 0.05)")
+    p.add_argument("--steps", type=int, default=200, help="largest number of relaxation steps (default 200)")
+    p.add_argument("--optimizer", default="FIRE", help="ase.optimize optimiser (FIRE, BFGS, LBFGS)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+@exit_on_user_error
+def main(argv=None) -> dict:
+    args = _parser().parse_args(argv)
+    calc = _calculator_from_path(args.calculator) if args.calculator else None
+    summary = annotate_energies(args.library, calc, checkpoint=args.checkpoint, relax=args.relax, fmax=args.fmax,
+                                steps=args.steps, optimizer=args.optimizer, progress=not args.no_progress)
+    c = summary["counts"]
+    print(f"energies of {args.library} by model {summary['energy_model']}: {c['annotated']}/{c['rows']} annotated, "
+          f"{c['flagged']} flagged {c['flags'] or ''}, {c['computed']} computed now, {c['relaxed']} relaxed "
+          f"({c['relax_not_converged']} not converged)")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
