@@ -1,34 +1,14 @@
-"""Inference entry point: ``python infer.py image=<file>``.
+"""Inference entry point: ``python infer.py image=<file> [key=value ...]`` (same as ``surrogate-infer``).
 
-The retrieval pipeline (read -> embed -> search -> rank -> refine -> report) is issue 6; this
-version validates its inputs and says what is missing.
+Reads one micrograph, matches it against the library (CNN embedding + FAISS, or method=sift|hog),
+ranks the candidates by image distance and energy, refines the top ones against the image, and
+writes ``candidates.json``, structures, overlay PNGs and ``report.html`` into ``output_dir``.
+See ``python infer.py --help`` and surrogate/configs/infer.yaml.
 """
 
-from __future__ import annotations
+from surrogate.inference.cli import infer, main
 
-from pathlib import Path
-
-import hydra
-from omegaconf import DictConfig
-
-from surrogate.errors import ConfigError, exit_on_user_error
-
-
-def infer(cfg: DictConfig) -> None:
-    path = Path(cfg.image)
-    if not path.is_file():
-        raise ConfigError(f"image file not found: {path}; pass image=<path to a dm3/dm4/emd/tif/png/npy file>")
-    from surrogate.library import Library
-
-    Library(cfg.library_dir)
-    raise ConfigError("inference needs a trained embedding index, which this version does not build yet (issue 6)")
-
-
-@hydra.main(version_base="1.3", config_path="surrogate/configs", config_name="infer")
-@exit_on_user_error
-def main(cfg: DictConfig) -> None:
-    infer(cfg)
-
+__all__ = ["infer", "main"]
 
 if __name__ == "__main__":
     main()

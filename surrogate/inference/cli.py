@@ -1,0 +1,54 @@
+"""Single-image inference CLI: ``python infer.py image=<file> [key=value ...]`` or ``surrogate-infer``.
+
+Reads one micrograph, matches it against the library (CNN embedding + FAISS, or method=sift|hog),
+ranks the candidates by image distance and energy, refines the top ones against the image, and
+writes ``candidates.json``, structures, overlay PNGs and ``report.html`` into ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from surrogate.errors import exit_on_user_error
+
+
+def infer(cfg: DictConfig) -> dict:
+    """Run the job described by ``cfg`` (see surrogate/configs/infer.yaml); returns the written files."""
+    from omegaconf import OmegaConf
+
+    from surrogate.inference.pipeline import run_inference
+    from surrogate.inference.report import write_report
+
+    refine = OmegaConf.to_container(cfg.refine, resolve=True)
+    top = int(refine.pop("top"))
+    result = run_inference(
+        cfg.image, cfg.library_dir, method=cfg.method, checkpoint=cfg.checkpoint, index=cfg.index,
+        pixel_size=cfg.pixel_size, channel=cfg.channel, frame=cfg.frame, denoise=cfg.preprocess.denoise,
+        stride=cfg.preprocess.stride, k=cfg.retrieval.k, candidates=cfg.retrieval.candidates,
+        energy_weight=cfg.rank.energy_weight, threshold=cfg.retrieval.threshold, refine_top=top,
+        refine_settings=refine, device=cfg.device,
+    )
+    files = write_report(result, cfg.output_dir)
+    if cfg.get("wandb"):
+        from surrogate.inference.report import log_wandb
+
+        log_wandb(result, files)
+    best = result.candidates[0] if result.candidates else None
+    if best is not None:
+        fom = best.refinement.get("fom")
+        print(f"best: {best.family} {best.config_id} distance {best.distance:.3f}"
+              + (f", FOM {best.refinement['fom_before']:.3f} -> {fom:.3f}" if fom is not None else "")
+              + (" (OUT OF LIBRARY: beyond the calibrated distance)" if result.out_of_library else ""))
+    print(f"report: {files['report']}")
+    return files
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="infer")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    infer(cfg)
+
+
+if __name__ == "__main__":
+    main()

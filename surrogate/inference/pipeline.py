@@ -1,0 +1,156 @@
+"""The single-image job: read -> preprocess -> match windows -> aggregate -> rank with energies ->
+refine the top candidates -> report.
+
+:func:`run_inference` takes plain arguments (so tests and benchmarks call it without Hydra);
+``infer.py`` maps the Hydra config onto it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from surrogate.errors import ConfigError
+from surrogate.inference.preprocess import prepare
+from surrogate.inference.rank import Candidate, rank_candidates
+from surrogate.inference.retrieve import aggregate, make_matcher
+from surrogate.io.readers import Micrograph, read_image
+from surrogate.library import Library
+
+__all__ = ["InferenceResult", "run_inference", "library_energies"]
+
+
+@dataclass
+class InferenceResult:
+    image: np.ndarray                   # resampled, normalised experiment
+    micrograph: Micrograph
+    windows: list                       # preprocess.Window
+    window_best: list[str]              # best configuration per window
+    candidates: list[Candidate]
+    out_of_library: bool
+    threshold: float | None
+    timings: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def library_energies(library: Library) -> tuple[dict[str, float], str | None]:
+    """Energy per atom of every library configuration, and the model that computed them, where the
+    library has been annotated (``python -m surrogate.library.energies``)."""
+    try:
+        from surrogate.library.energies import energy_model, read_energies
+    except ImportError:  # pragma: no cover - energies module absent in very old checkouts
+        return {}, None
+    energies = {k: float(v) for k, v in read_energies(library.root).items() if v is not None and np.isfinite(v)}
+    return energies, (energy_model(library.root) if energies else None)
+
+
+def run_inference(
+    image: str | Path | Micrograph,
+    library_dir: str | Path,
+    method: str = "cnn",
+    checkpoint: str | Path | None = None,
+    index: str | Path | None = None,
+    pixel_size: float | None = None,
+    channel: str | None = None,
+    frame: int | None = None,
+    denoise: str = "none",
+    stride: int | None = None,
+    k: int = 10,
+    candidates: int = 10,
+    energy_weight: float = 1.0,
+    threshold: float | None = None,
+    refine_top: int = 3,
+    refine_settings: dict | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> InferenceResult:
+    """Find the library configurations that best explain one image.
+
+    Parameters
+    ----------
+    image
+        Path to the micrograph (or a :class:`Micrograph`).
+    library_dir
+        Library directory (``surrogate-build-library``).
+    method
+        ``cnn`` (embedding + FAISS), ``sift``, ``hog`` or ``spectrum``.
+    checkpoint, index
+        Embedding checkpoint; FAISS index (default: cached in ``<library>/index/``).
+    denoise, stride
+        Preprocessing: ``none|gaussian|nlmeans``; window stride [px] (default half a window).
+    k, candidates
+        Matches per window; candidates kept after aggregation.
+    energy_weight
+        Distance per eV/atom of energy above the lowest candidate of the same composition.
+    threshold
+        Distance beyond which the image is flagged out-of-library (default: the index calibration).
+    refine_top
+        Number of top candidates refined against the image (0 = none).
+    """
+    from tqdm.auto import tqdm
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    micrograph = image if isinstance(image, Micrograph) else read_image(image, pixel_size, channel, frame)
+    library = Library(library_dir)
+    shape = tuple(library.manifest["image_shape"])
+    timings["read"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    resampled, wins = prepare(micrograph, library.sampling, shape, stride, denoise)
+    timings["preprocess"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    matcher = make_matcher(method, library, checkpoint, index, device)
+    timings["load"] = time.perf_counter() - t
+    t = time.perf_counter()
+    batch = np.stack([w.image for w in wins])
+    indices, distances = matcher.search(batch, k)
+    timings["search"] = time.perf_counter() - t
+
+    cands = aggregate(library, indices, distances)
+    energies, model = library_energies(library)
+    for c in cands:
+        c.energy = energies.get(c.config_id)
+    cands = sorted(cands, key=lambda c: c.distance)[:candidates]
+    ranked = rank_candidates(cands, energy_weight)
+    cids = library.config_ids()
+    from surrogate.library.store import int_to_id
+
+    window_best = [int_to_id(cids[int(i[0])]) for i in indices]
+    if threshold is None:
+        threshold = getattr(matcher, "threshold", None)
+    best = min((c.distance for c in ranked), default=np.inf)
+    ool = bool(threshold is not None and best > threshold)
+
+    t = time.perf_counter()
+    if refine_top > 0:
+        from surrogate.inference.refine import refine
+        from surrogate.simulate.images import SimulationSettings
+
+        rs = dict(refine_settings or {})
+        settings = SimulationSettings(potential_sampling=float(rs.pop("potential_sampling", 0.08)))
+        steps = tuple(rs.pop("defocus_steps", (-30.0, 30.0)))
+        max_evals = int(rs.pop("max_evals", 300))
+        if rs:
+            raise ConfigError(f"unknown refine setting(s) {sorted(rs)}: use potential_sampling, defocus_steps, max_evals")
+        for c in tqdm(ranked[:refine_top], desc="refine", disable=not progress):
+            atoms = library.atoms(c.config_id)
+            conditions = library.conditions(c.entry)
+            fit = refine(wins[c.window].image, atoms, conditions, settings, steps, max_evals)
+            c.refinement = fit.summary()
+            c.refinement["image"] = fit.image
+            c.refinement["conditions"] = conditions.replace(defocus=fit.defocus).to_dict()
+    timings["refine"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    info = {
+        "library": str(library.root), "library_hash": library.hash, "method": matcher.name,
+        "checkpoint": str(checkpoint) if method == "cnn" else None, "energy_model": model,
+        "sampling": library.sampling, "image_shape": list(shape), "n_windows": len(wins),
+        "energies": "potential" if energies else "none (run python -m surrogate.library.energies)",
+    }
+    return InferenceResult(resampled, micrograph, wins, window_best, ranked, ool, threshold, timings, info)

@@ -1,0 +1,123 @@
+"""Bring an experimental micrograph to the library's canonical form: resampled to its pixel size,
+intensity-normalised, optionally denoised, and cut into model-sized windows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from surrogate.errors import ImageError
+from surrogate.io.readers import Micrograph
+
+__all__ = ["Window", "resample", "normalise", "denoise", "windows", "estimate_rotation", "prepare"]
+
+
+@dataclass
+class Window:
+    """One model-sized crop of the resampled image: ``image`` and its top-left corner [px]."""
+
+    image: np.ndarray
+    row: int
+    col: int
+
+
+def resample(image: np.ndarray, sampling: float, target: float) -> np.ndarray:
+    """Resample ``image`` from ``sampling`` to ``target`` Å/px (anti-aliased when shrinking)."""
+    from skimage.transform import rescale
+
+    factor = sampling / target
+    if abs(factor - 1.0) < 1e-3:
+        return image.astype(np.float32)
+    return rescale(image.astype(np.float64), factor, order=3, anti_aliasing=factor < 1, mode="reflect").astype(np.float32)
+
+
+def normalise(image: np.ndarray) -> np.ndarray:
+    """Zero mean, unit standard deviation (robust to a few hot pixels: clipped at 0.1/99.9 %)."""
+    lo, hi = np.percentile(image, [0.1, 99.9])
+    x = np.clip(image, lo, hi).astype(np.float64)
+    sd = x.std()
+    if sd <= 0:
+        raise ImageError("the image has no contrast after clipping outliers: check the file")
+    return ((x - x.mean()) / sd).astype(np.float32)
+
+
+def denoise(image: np.ndarray, method: str = "none", sampling: float = 0.2, sigma: float = 0.3) -> np.ndarray:
+    """``none``, ``gaussian`` (sigma in Å) or ``nlmeans`` (scikit-image non-local means)."""
+    if method in (None, "none"):
+        return image
+    if method == "gaussian":
+        from scipy.ndimage import gaussian_filter
+
+        return gaussian_filter(image, sigma / sampling).astype(np.float32)
+    if method == "nlmeans":
+        from skimage.restoration import denoise_nl_means, estimate_sigma
+
+        s = float(estimate_sigma(image))
+        return denoise_nl_means(image, h=0.8 * s, sigma=s, patch_size=5, patch_distance=6, fast_mode=True).astype(np.float32)
+    raise ImageError(f"unknown denoise method {method!r}; use denoise=none|gaussian|nlmeans")
+
+
+def windows(image: np.ndarray, shape: tuple[int, int], stride: int | None = None) -> list[Window]:
+    """Model-sized windows covering ``image`` on a regular grid (the last row/column flush with the edge).
+
+    An image smaller than ``shape`` is an error: the model needs its whole field of view.
+    """
+    h, w = shape
+    if image.shape[0] < h or image.shape[1] < w:
+        raise ImageError(
+            f"resampled image {image.shape[0]}x{image.shape[1]} px is smaller than the model's field "
+            f"{h}x{w} px: use a larger field of view (or a library with a smaller image shape)"
+        )
+    stride = int(stride or max(1, h // 2))
+
+    def starts(n, k):
+        s = list(range(0, n - k + 1, stride))
+        if s[-1] != n - k:
+            s.append(n - k)
+        return s
+
+    return [Window(image[r:r + h, c:c + w], r, c) for r in starts(image.shape[0], h) for c in starts(image.shape[1], w)]
+
+
+def _log_polar_spectrum(image: np.ndarray, radius: int) -> np.ndarray:
+    from skimage.filters import window
+    from skimage.transform import warp_polar
+
+    f = np.abs(np.fft.fftshift(np.fft.fft2(image * window("hann", image.shape))))
+    f[f.shape[0] // 2, f.shape[1] // 2] = 0
+    # the zero frequency of an fftshifted even-sized spectrum sits at n // 2, not at the centre pixel
+    centre = (f.shape[0] // 2, f.shape[1] // 2)
+    return warp_polar(np.log1p(f), center=centre, radius=radius, output_shape=(720, radius), scaling="log")
+
+
+def estimate_rotation(image: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """Rotation [deg, counter-clockwise] and scale that map ``reference`` onto ``image``.
+
+    Log-polar phase correlation of the two power spectra (Reddy & Chatterji 1996): translation
+    drops out of the spectrum, rotation and scale become shifts. Spectra are centrosymmetric, so
+    the angle is known modulo 180 degrees.
+    """
+    from skimage.registration import phase_cross_correlation
+
+    n = min(min(image.shape), min(reference.shape))
+    a = image[:n, :n]
+    b = reference[:n, :n]
+    radius = n // 2
+    pa, pb = _log_polar_spectrum(a, radius), _log_polar_spectrum(b, radius)
+    # only the mid frequencies (lattice reflections) carry the orientation
+    lo, hi = radius // 16, radius // 2
+    shift, _, _ = phase_cross_correlation(pa[:, lo:hi], pb[:, lo:hi], upsample_factor=10, normalization=None)
+    angle = float(shift[0]) * 360.0 / pa.shape[0]
+    klog = radius / np.log(radius)
+    scale = float(np.exp(-shift[1] / klog))
+    angle = (angle + 90.0) % 180.0 - 90.0
+    return angle, scale
+
+
+def prepare(micrograph: Micrograph, sampling: float, shape: tuple[int, int], stride: int | None = None,
+            denoise_method: str = "none") -> tuple[np.ndarray, list[Window]]:
+    """Resample to ``sampling``, normalise, denoise, and cut into windows of ``shape``."""
+    image = resample(micrograph.data, micrograph.sampling, sampling)
+    image = normalise(denoise(image, denoise_method, sampling))
+    return image, windows(image, shape, stride)

@@ -1,0 +1,73 @@
+"""Rank retrieved configurations by image distance and energy, and mark the fit/energy Pareto front."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Candidate", "pareto_mask", "rank_candidates"]
+
+
+@dataclass
+class Candidate:
+    """One retrieved configuration and everything the report says about it."""
+
+    config_id: str
+    distance: float                     # best image distance over windows (0 = identical)
+    window: int                         # index of the window where it matched best
+    entry: int                          # library image index of the best match
+    family: str = ""
+    formula: str = ""
+    energy: float | None = None         # energy per atom [eV/atom] from the potential
+    energy_above: float | None = None   # above the lowest candidate of the same composition [eV/atom]
+    score: float = 0.0                  # distance + energy_weight * energy_above
+    pareto: bool = False
+    rank: int = 0
+    votes: int = 0                      # windows whose best match is this configuration
+    refinement: dict[str, Any] = field(default_factory=dict)
+
+
+def pareto_mask(points: np.ndarray) -> np.ndarray:
+    """True for the non-dominated rows of ``points`` (every column minimised).
+
+    A point is dominated when another is no worse in every column and better in at least one.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    n = len(points)
+    mask = np.ones(n, dtype=bool)
+    for i in range(n):
+        no_worse = (points <= points[i]).all(axis=1)
+        better = (points < points[i]).any(axis=1)
+        if (no_worse & better).any():
+            mask[i] = False
+    return mask
+
+
+def rank_candidates(candidates: list[Candidate], energy_weight: float = 1.0) -> list[Candidate]:
+    """Score ``distance + energy_weight * energy_above`` and sort; mark the (distance, energy) front.
+
+    ``energy_above`` is the energy per atom above the lowest-energy candidate of the same
+    composition, so a weight of 1 trades 0.01 of cosine distance for 10 meV/atom. Candidates without
+    an energy are scored on distance alone (and stay off the front's energy axis at +inf).
+    """
+    by_formula: dict[str, float] = {}
+    for c in candidates:
+        if c.energy is not None and np.isfinite(c.energy):
+            by_formula[c.formula] = min(by_formula.get(c.formula, np.inf), c.energy)
+    for c in candidates:
+        if c.energy is not None and np.isfinite(c.energy):
+            c.energy_above = float(c.energy - by_formula[c.formula])
+            c.score = float(c.distance + energy_weight * c.energy_above)
+        else:
+            c.energy_above = None
+            c.score = float(c.distance)
+    if candidates:
+        pts = np.array([[c.distance, np.inf if c.energy_above is None else c.energy_above] for c in candidates])
+        for c, p in zip(candidates, pareto_mask(pts)):
+            c.pareto = bool(p)
+    ranked = sorted(candidates, key=lambda c: (c.score, c.distance, c.config_id))
+    for i, c in enumerate(ranked, 1):
+        c.rank = i
+    return ranked

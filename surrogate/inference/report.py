@@ -1,0 +1,225 @@
+"""Write what inference found: ``candidates.json``, CIF + extxyz per candidate, overlay and window-map
+PNGs, and a self-contained HTML report (images inlined) that a person can check by eye."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from surrogate.inference.pipeline import InferenceResult
+from surrogate.io.files import atomic_open, atomic_write_text
+from surrogate.library import Library
+
+__all__ = ["write_report"]
+
+COLUMN_COLOURS = {"Cd": "#ff7f0e", "Te": "#1f77b4", "Si": "#2ca02c", "Ge": "#9467bd", "Se": "#d62728", "Cl": "#e377c2"}
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _save_png(path: Path, data: bytes) -> None:
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def overlay_figure(window: np.ndarray, simulation: np.ndarray, columns: list[dict], title: str):
+    """experiment | simulation | difference, with the candidate's projected columns on the experiment."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def norm(x):
+        x = np.asarray(x, np.float64)
+        return (x - x.mean()) / (x.std() or 1.0)
+
+    e, s = norm(window), norm(simulation)
+    fig, ax = plt.subplots(1, 3, figsize=(11, 4))
+    ax[0].imshow(e, cmap="gray")
+    for sym in sorted({c["symbol"] for c in columns}):
+        pts = np.array([[c["col"], c["row"]] for c in columns if c["symbol"] == sym])
+        ax[0].scatter(pts[:, 0], pts[:, 1], s=6, c=COLUMN_COLOURS.get(sym, "#ffff00"), label=sym, alpha=0.8)
+    if columns:
+        ax[0].legend(loc="upper right", fontsize=7, markerscale=2)
+    ax[0].set_title("experiment + model columns")
+    ax[1].imshow(s, cmap="gray")
+    ax[1].set_title("simulation (fitted)")
+    lim = float(np.abs(e - s).max())
+    ax[2].imshow(e - s, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax[2].set_title("difference")
+    for a in ax:
+        a.set_xticks([])
+        a.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def window_map_figure(result: InferenceResult, families: dict[str, str]):
+    """The resampled image with each window's best-matching family (where in the image each kind sits)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    fams = sorted({families.get(c, "?") for c in result.window_best})
+    cmap = plt.get_cmap("tab10")
+    colour = {f: cmap(i % 10) for i, f in enumerate(fams)}
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.imshow(result.image, cmap="gray")
+    h, w = result.windows[0].image.shape
+    for win, cid in zip(result.windows, result.window_best):
+        f = families.get(cid, "?")
+        cy, cx = win.row + h / 2, win.col + w / 2
+        ax.add_patch(Rectangle((cx - w / 4, cy - h / 4), w / 2, h / 2, fill=True, alpha=0.25, color=colour[f], lw=0))
+    for f in fams:
+        ax.plot([], [], "s", color=colour[f], label=f)
+    ax.legend(loc="upper right", fontsize=7)
+    ax.set_title("best-matching family per window")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return fig
+
+
+def _candidate_record(c) -> dict[str, Any]:
+    ref = {k: v for k, v in c.refinement.items() if k != "image"}
+    return {
+        "rank": c.rank, "config_id": c.config_id, "family": c.family, "formula": c.formula,
+        "distance": round(float(c.distance), 5), "energy_per_atom": c.energy, "energy_above": c.energy_above,
+        "score": round(float(c.score), 5), "pareto": c.pareto, "votes": c.votes, "window": c.window,
+        "library_entry": c.entry, "fom": ref.get("fom"), "refinement": ref or None,
+    }
+
+
+def write_report(result: InferenceResult, out_dir: str | Path) -> dict[str, Path]:
+    """Write every output file into ``out_dir``; returns their paths by name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from ase.io import write
+
+    from surrogate.inference.refine import atom_columns
+    from surrogate.simulate.conditions import ImagingConditions
+
+    out = Path(out_dir)
+    (out / "structures").mkdir(parents=True, exist_ok=True)
+    library = Library(result.info["library"])
+    files: dict[str, Path] = {}
+    records = [_candidate_record(c) for c in result.candidates]
+    summary = {
+        "image": result.micrograph.path, "pixel_size": result.micrograph.sampling,
+        "image_metadata": result.micrograph.metadata, **result.info,
+        "out_of_library": result.out_of_library, "threshold": result.threshold,
+        "timings_s": {k: round(v, 3) for k, v in result.timings.items()}, "candidates": records,
+    }
+    files["candidates"] = out / "candidates.json"
+    atomic_write_text(files["candidates"], json.dumps(summary, indent=1, default=float))
+
+    families = {c.config_id: c.family for c in result.candidates}
+    for cid in set(result.window_best) - set(families):
+        families[cid] = "?"
+    try:
+        from ase.db import connect
+
+        with connect(library.root / "structures.db") as db:
+            for row in db.select(columns=["key_value_pairs"]):
+                families[row.config_id] = row.get("family", "?")
+    except Exception:  # the map is a convenience; a missing family is shown as "?"
+        pass
+    fig = window_map_figure(result, families)
+    files["window_map"] = out / "window_map.png"
+    _save_png(files["window_map"], _png(fig))
+    plt.close(fig)
+
+    blocks = []
+    for c in result.candidates:
+        atoms = library.atoms(c.config_id)
+        stem = f"rank{c.rank:02d}_{c.config_id}"
+        write(out / "structures" / f"{stem}.cif", atoms)
+        write(out / "structures" / f"{stem}.extxyz", atoms)
+        if c.refinement.get("image") is None:
+            continue
+        r = c.refinement
+        cond = ImagingConditions.from_dict(r["conditions"])
+        cols = atom_columns(atoms, cond, result.windows[c.window].image.shape, r["margin"], r["rotation_deg"],
+                            r["scale"], tuple(r["shift_px"]))
+        title = (f"rank {c.rank} · {c.family} · {c.config_id} · distance {c.distance:.3f} · "
+                 f"FOM {r['fom_before']:.3f} → {r['fom']:.3f} (SSIM {r['ssim']:.3f})")
+        fig = overlay_figure(result.windows[c.window].image, r["image"], cols, title)
+        png = _png(fig)
+        plt.close(fig)
+        files[f"overlay_{c.rank}"] = out / f"overlay_rank{c.rank:02d}.png"
+        _save_png(files[f"overlay_{c.rank}"], png)
+        blocks.append((c, png))
+    files["report"] = out / "report.html"
+    atomic_write_text(files["report"], _html(summary, records, blocks, _png_of(files["window_map"])))
+    return files
+
+
+def _png_of(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def _img_tag(png: bytes, width: int = 900) -> str:
+    return f'<img width="{width}" src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
+
+
+def _html(summary: dict, records: list[dict], blocks: list, window_map: bytes) -> str:
+    esc = html.escape
+    flag = ('<p style="color:#b00"><b>Out of library:</b> the best distance is beyond the calibrated threshold '
+            f'({summary["threshold"]:.3f}); treat every candidate as a guess.</p>') if summary["out_of_library"] else ""
+    head = ["rank", "config_id", "family", "formula", "distance", "E/atom [eV]", "ΔE [eV/atom]", "score", "Pareto", "FOM", "votes"]
+    rows = []
+    for r in records:
+        e = "" if r["energy_per_atom"] is None else f'{r["energy_per_atom"]:.4f}'
+        de = "" if r["energy_above"] is None else f'{r["energy_above"]:.4f}'
+        fom = "" if r["fom"] is None else f'{r["fom"]:.3f}'
+        cells = [r["rank"], r["config_id"], r["family"], r["formula"], f'{r["distance"]:.4f}', e, de, f'{r["score"]:.4f}',
+                 "★" if r["pareto"] else "", fom, r["votes"]]
+        rows.append("<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in cells) + "</tr>")
+    table = ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
+    fits = "".join(
+        f"<h3>rank {c.rank}: {esc(c.family)} {esc(c.config_id)}</h3>{_img_tag(png)}"
+        f"<pre>{esc(json.dumps({k: v for k, v in c.refinement.items() if k != 'image'}, indent=1, default=float))}</pre>"
+        for c, png in blocks
+    )
+    meta = {k: summary[k] for k in ("image", "pixel_size", "library", "library_hash", "method", "checkpoint",
+                                    "energy_model", "energies", "n_windows", "timings_s")}
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>surrogate: {esc(Path(summary['image']).name)}</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}pre{{font-size:11px;background:#f6f6f6}}</style></head><body>
+<h1>Configurations behind {esc(Path(summary['image']).name)}</h1>{flag}
+<p>Ranked by image distance + energy weight × energy above the lowest candidate of the same composition
+(★ = on the distance/energy Pareto front). FOM = 0.1 × shift [px] + (1 − SSIM), before → after refinement.</p>
+{table}<h2>Where each family matches</h2>{_img_tag(window_map, 500)}<h2>Refined candidates</h2>{fits}
+<h2>Run</h2><pre>{esc(json.dumps(meta, indent=1, default=str))}</pre></body></html>"""
+
+
+def log_wandb(result: InferenceResult, files: dict[str, Path]) -> None:
+    """Log the candidate table and the figures to a wandb run (offline unless WANDB_MODE says otherwise)."""
+    import os
+
+    try:
+        import wandb
+    except ImportError:
+        from surrogate.errors import ConfigError
+
+        raise ConfigError("wandb=true but wandb is not installed: pip install wandb, or leave wandb=false") from None
+    os.environ.setdefault("WANDB_MODE", "offline")
+    run = wandb.init(project="surrogate-infer", config=result.info, dir=str(files["report"].parent))
+    records = [_candidate_record(c) for c in result.candidates]
+    cols = ["rank", "config_id", "family", "distance", "energy_above", "score", "pareto", "fom"]
+    run.log({"candidates": wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in records]),
+             **{k: wandb.Image(str(v)) for k, v in files.items() if v.suffix == ".png"}})
+    run.finish()

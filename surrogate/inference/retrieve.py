@@ -1,0 +1,156 @@
+"""Match image windows against a library: the CNN embedding + FAISS index, or a classical matcher
+(SIFT, HOG, power spectrum) behind the same interface, and aggregate windows into candidates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from surrogate.errors import ConfigError, LibraryError
+from surrogate.inference.rank import Candidate
+from surrogate.library import Library
+from surrogate.library.store import int_to_id
+
+__all__ = ["Matcher", "CNNMatcher", "ClassicMatcher", "make_matcher", "aggregate"]
+
+
+class Matcher(Protocol):
+    name: str
+
+    def search(self, windows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, distances), each (n_windows, k): library image indices, smaller = closer."""
+        ...
+
+
+class CNNMatcher:
+    """Embed windows with a trained checkpoint and search the library's FAISS index.
+
+    The index is built on first use (every library image embedded once) and cached next to the
+    library as ``index/<checkpoint hash>.faiss``; a checkpoint trained on another library is refused.
+    """
+
+    name = "cnn"
+
+    def __init__(self, library: Library, checkpoint: str | Path, index_path: str | Path | None = None, device: str = "cpu"):
+        from surrogate.embedding.embed import build_index, load_embedder
+        from surrogate.index import EmbeddingIndex
+
+        checkpoint = Path(checkpoint)
+        if not checkpoint.is_file():
+            raise ConfigError(
+                f"embedding checkpoint not found: {checkpoint}; train one (python train.py experiment=embedding_demo) "
+                "or pass checkpoint=<file.ckpt>, or use method=sift|hog"
+            )
+        self.embedder = load_embedder(checkpoint, device=device)
+        if self.embedder.library_hash != library.hash:
+            raise LibraryError(
+                f"checkpoint {checkpoint.name} was trained on library {self.embedder.library_hash}, not "
+                f"{library.hash} ({library.root}): pass the library it was trained on, or train on this one"
+            )
+        self.checkpoint_hash = self.embedder.checkpoint_hash
+        path = Path(index_path) if index_path else library.root / "index" / f"{self.checkpoint_hash}.faiss"
+        expect = {"library_hash": library.hash}
+        if path.is_file():
+            self.index = EmbeddingIndex.load(path, expect=expect)
+        else:
+            self.index = build_index(library.root, checkpoint, path)
+        self.index_path = path
+        self.threshold = self.calibrate(library)
+
+    def calibrate(self, library: Library, n: int = 64, dose: float = 1e3, quantile: float = 0.99) -> float:
+        """Out-of-library threshold: the ``quantile`` of the distances from re-noised library images
+        (``dose`` e/Å²) to their nearest entry, cached beside the index."""
+        from surrogate.io.files import atomic_write_text
+        from surrogate.simulate.noise import apply_dose
+
+        path = Path(str(self.index_path) + ".calibration.json")
+        if path.is_file():
+            return float(json.loads(path.read_text())["threshold"])
+        rng = np.random.default_rng(0)
+        picks = np.sort(rng.choice(len(library), size=min(n, len(library)), replace=False))
+        images = []
+        for i in picks:
+            img = library.image(int(i))
+            c = library.conditions(int(i))
+            clean = np.clip(img, 0, None)
+            images.append(apply_dose(clean, dose, c.sampling, seed=int(i) + 1, mode=c.mode) if clean.max() > 0 else img)
+        d, _ = self.index.search(self.embedder.embed(np.stack(images).astype(np.float32)), 1)
+        threshold = float(np.quantile(np.asarray(d)[:, 0], quantile))
+        atomic_write_text(path, json.dumps({"threshold": threshold, "quantile": quantile, "dose": dose, "n": len(picks)}, indent=1))
+        return threshold
+
+    def search(self, windows: np.ndarray, k: int):
+        distances, indices = self.index.search(self.embedder.embed(windows), k)
+        return np.asarray(indices), np.asarray(distances)
+
+    def embed(self, windows: np.ndarray) -> np.ndarray:
+        return self.embedder.embed(windows)
+
+
+class ClassicMatcher:
+    """SIFT, HOG or power-spectrum matching of windows against every library image."""
+
+    def __init__(self, library: Library, method: str):
+        from surrogate.baseline import make_retriever
+
+        self.name = method
+        self.retriever = make_retriever(method)
+        images = np.asarray(library.group["images"][:], dtype=np.float32)
+        self.retriever.fit(images)
+
+    def search(self, windows: np.ndarray, k: int):
+        idx, dist = [], []
+        for w in windows:
+            i, d = self.retriever.query(w, k)
+            idx.append(i)
+            dist.append(d)
+        return np.asarray(idx), np.asarray(dist, dtype=np.float64)
+
+
+def make_matcher(method: str, library: Library, checkpoint: str | Path | None = None,
+                 index_path: str | Path | None = None, device: str = "cpu") -> Matcher:
+    if method == "cnn":
+        return CNNMatcher(library, checkpoint, index_path, device)
+    if method in ("sift", "hog", "spectrum"):
+        return ClassicMatcher(library, method)
+    raise ConfigError(f"unknown method {method!r}; use method=cnn|sift|hog|spectrum")
+
+
+def aggregate(library: Library, indices: np.ndarray, distances: np.ndarray) -> list[Candidate]:
+    """Per-window matches -> one candidate per configuration, at its best window.
+
+    ``votes`` counts the windows whose best match is that configuration (where in the image it is).
+    """
+    cids = library.config_ids()
+    best: dict[str, Candidate] = {}
+    for w in range(indices.shape[0]):
+        for j, (i, d) in enumerate(zip(indices[w], distances[w])):
+            if i < 0:
+                continue
+            cid = int_to_id(cids[int(i)])
+            c = best.get(cid)
+            if c is None or d < c.distance:
+                votes = c.votes if c else 0
+                best[cid] = c = Candidate(config_id=cid, distance=float(d), window=w, entry=int(i), votes=votes)
+            if j == 0:
+                c.votes += 1
+    rows = _structure_rows(library)
+    for c in best.values():
+        family, formula = rows.get(c.config_id, ("", ""))
+        c.family, c.formula = family, formula
+    return list(best.values())
+
+
+def _structure_rows(library: Library) -> dict[str, tuple[str, str]]:
+    """config_id -> (family, reduced formula) from the library's structure database."""
+    from ase.db import connect
+
+    out = {}
+    with connect(library.root / "structures.db") as db:
+        for row in db.select(columns=["key_value_pairs", "numbers"]):
+            out[row.config_id] = (row.get("family", ""), row.toatoms().get_chemical_formula(mode="metal", empirical=True))
+    return out
+
