@@ -74,6 +74,7 @@ def annotate_energies(
     *,
     checkpoint: str | os.PathLike | None = None,
     model_id: str | None = None,
+    elements=None,
     relax: bool = False,
     fmax: float = 0.05,
     steps: int = 200,
@@ -94,6 +95,9 @@ def annotate_energies(
         ``surrogate.potential.calculator.load_calculator`` and identified by its sha256[:16].
     model_id
         Override of the recorded ``energy_model``.
+    elements
+        Elements the model knows (default: what the calculator declares); rows with others are
+        flagged ``unknown_element`` without calling the model.
     relax
         Also relax positions at fixed cell and store ``relaxed_energy_per_atom`` and the positions.
     fmax
@@ -117,7 +121,7 @@ def annotate_energies(
     if fmax <= 0 or steps < 0:
         raise ConfigError(f"fmax must be > 0 [eV/Å] and steps >= 0, got fmax={fmax}, steps={steps}")
     db_path = _db_path(library_dir)
-    model = resolve_calculator(calculator, checkpoint=checkpoint, model_id=model_id)
+    model = resolve_calculator(calculator, checkpoint=checkpoint, model_id=model_id, elements=elements)
     db = connect(db_path)  # no `with`: each update commits on its own (resumable)
     ids = [(row.id, row.key_value_pairs) for row in db.select(columns=["id", "key_value_pairs"])]
     computed = 0
