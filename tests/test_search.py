@@ -237,3 +237,42 @@ def test_candidates_round_trip_and_export_for_the_library(tmp_path):
     (tmp_path / "edited.extxyz").write_text(text)
     with pytest.raises(ConfigError, match="does not match"):
         read_candidates(tmp_path / "edited.extxyz")
+
+
+# -- command line ----------------------------------------------------------------------------------
+def _compose(overrides):
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(version_base="1.3", config_module="surrogate.configs"):
+        return compose(config_name="search", overrides=overrides)
+
+
+def test_cli_config_runs_a_multi_objective_ga_and_writes_library_input(tmp_path):
+    from surrogate.search.cli import run_search
+
+    small = "{kind: defect, material: {name: CdTe}, zone_axis: [1,1,0], thickness: 8.0, fov: [6.4,6.4], seed: 0, "
+    cfg = _compose([
+        f"output_dir={tmp_path}", "progress=false", "search=ga", "search.generations=2", "search.population=4",
+        "search.relax_steps=0", "search.mutations={vacancy: 1.0}",
+        "structure=" + small + "defects: [{kind: vacancy, species: Te, position: [0.75, 0.75]}]}",
+        "target.from_structure=" + small + "defects: [{kind: vacancy, species: Te, position: [0.25, 0.25]}]}",
+        "target.weight=0.05",
+    ])
+    result = run_search(cfg)
+    assert (tmp_path / "target.npy").is_file() and np.load(tmp_path / "target.npy").shape == (32, 32)
+    lib = read_candidates(tmp_path / "for_library.extxyz")
+    assert {a.info["config_id"] for a in lib} == {a.info["config_id"] for a in result.candidates}
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["n_candidates"] == len(result.candidates) and summary["settings"]["multi_objective"]
+    again = run_search(cfg)  # finished: resumes to the same result without new evaluations
+    assert [a.info["config_id"] for a in again.candidates] == [a.info["config_id"] for a in result.candidates]
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "surrogate.search", f"output_dir={tmp_path}",
+                           f"structure_file={tmp_path / 'missing.extxyz'}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: structure_file not found")
+    assert "Traceback" not in proc.stderr

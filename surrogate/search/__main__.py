@@ -1,0 +1,3 @@
+from surrogate.search.cli import main
+
+main()
