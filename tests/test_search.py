@@ -276,3 +276,15 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
                            f"structure_file={tmp_path / 'missing.extxyz'}"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: structure_file not found")
     assert "Traceback" not in proc.stderr
+
+
+def test_every_search_config_composes_and_its_calculator_builds(tmp_path):
+    import hydra
+
+    (tmp_path / "Si.tersoff").write_text(
+        "Si Si Si 3.0 1.0 0.0 1.0039e5 16.217 -0.59825 0.78734 1.1e-6 1.7322 471.18 2.85 0.15 2.4799 1830.8\n")
+    for method in ("basin", "ga"):
+        for calc, extra in (("lj", []), ("emt", []), ("tersoff", [f"calculator.potential_file={tmp_path / 'Si.tersoff'}"])):
+            cfg = _compose([f"search={method}", f"search/calculator={calc}", *extra])
+            assert cfg.search.method == method
+            assert hasattr(hydra.utils.instantiate(cfg.calculator), "get_potential_energy")
