@@ -32,10 +32,14 @@ def resample(image: np.ndarray, sampling: float, target: float) -> np.ndarray:
     return rescale(image.astype(np.float64), factor, order=3, anti_aliasing=factor < 1, mode="reflect").astype(np.float32)
 
 
-def normalise(image: np.ndarray) -> np.ndarray:
-    """Zero mean, unit standard deviation (robust to a few hot pixels: clipped at 0.1/99.9 %)."""
-    lo, hi = np.percentile(image, [0.1, 99.9])
-    x = np.clip(image, lo, hi).astype(np.float64)
+def normalise(image: np.ndarray, clip_sigma: float = 8.0) -> np.ndarray:
+    """Zero mean, unit standard deviation, after clipping outliers (hot/dead pixels) beyond
+    ``clip_sigma`` robust standard deviations (1.4826 x median absolute deviation) of the median."""
+    x = image.astype(np.float64)
+    med = float(np.median(x))
+    mad = 1.4826 * float(np.median(np.abs(x - med)))
+    if mad > 0:
+        x = np.clip(x, med - clip_sigma * mad, med + clip_sigma * mad)
     sd = x.std()
     if sd <= 0:
         raise ImageError("the image has no contrast after clipping outliers: check the file")

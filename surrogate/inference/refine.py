@@ -173,9 +173,9 @@ def _fit_transform(window, field, start, max_evals):
 
 
 def _initial(window: np.ndarray, field: np.ndarray) -> list[float]:
-    """Starting transform: rotation and scale from the power spectra, shift from phase correlation."""
+    """Starting transform: the best by SSIM of the library orientation and the rotations (and
+    scale) that the power spectra suggest, each aligned by the nearest cross-correlation peak."""
     from skimage.metrics import structural_similarity
-    from skimage.registration import phase_cross_correlation
 
     from surrogate.inference.preprocess import estimate_rotation
 
@@ -184,13 +184,13 @@ def _initial(window: np.ndarray, field: np.ndarray) -> list[float]:
     scale0 = float(np.clip(scale0, 0.8, 1.25))
     a = _norm(window)
     best, best_s = None, -2.0
-    for angle in (angle0, angle0 + 180.0):
-        sim = transform(field, window.shape, angle, scale0)
-        shift, _, _ = phase_cross_correlation(a, _norm(sim), normalization=None)
-        sim = transform(field, window.shape, angle, scale0, tuple(shift))
+    for angle, scale in ((0.0, 1.0), (angle0, scale0), (angle0 + 180.0, scale0)):
+        sim = transform(field, window.shape, angle, scale)
+        shift = local_shift(a, _norm(sim), max(window.shape) / 4)
+        sim = transform(field, window.shape, angle, scale, tuple(shift))
         s = structural_similarity(a, _norm(sim), data_range=float(a.max() - a.min()))
         if s > best_s:
-            best, best_s = [angle, np.log(scale0), shift[0], shift[1], 0.5], s
+            best, best_s = [angle, np.log(scale), shift[0], shift[1], 0.5], s
     return best
 
 
@@ -205,7 +205,8 @@ def refine(window: np.ndarray, atoms: Atoms, conditions: ImagingConditions,
     conditions = conditions.replace(dose=None)
     field = simulate_field(atoms, conditions, window.shape, settings, margin)
     fit = Fit(defocus=conditions.defocus, simulations=1)
-    fit.fom_before, _, fit.ssim_before = fom(window, transform(field, window.shape))
+    field0 = field
+    fit.fom_before, before_shift, fit.ssim_before = fom(window, transform(field, window.shape))
     params, loss = _fit_transform(window, field, _initial(window, field), max_evals)
     best = (loss, params, conditions.defocus, field)
     for step in defocus_steps:  # a short defocus search, each step one simulation
@@ -220,5 +221,9 @@ def refine(window: np.ndarray, atoms: Atoms, conditions: ImagingConditions,
     fit.scale, fit.shift = float(np.exp(logs)), (float(dr), float(dc))
     fit.image = transform(field, window.shape, fit.angle, fit.scale, fit.shift, fit.blur).astype(np.float32)
     fit.fom, fit.shift_px, fit.ssim = fom(window, fit.image)
+    if fit.fom > fit.fom_before:  # the fit found a better SSIM but a worse FOM: keep the library pose
+        fit.angle, fit.scale, fit.shift, fit.blur, fit.defocus = 0.0, 1.0, (0.0, 0.0), 0.0, conditions.defocus
+        fit.image = transform(field0, window.shape).astype(np.float32)
+        fit.fom, fit.shift_px, fit.ssim = fit.fom_before, before_shift, fit.ssim_before
     fit.extra["margin"] = margin
     return fit

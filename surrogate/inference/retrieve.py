@@ -77,13 +77,13 @@ class CNNMatcher:
             c = library.conditions(int(i))
             clean = np.clip(img, 0, None)
             images.append(apply_dose(clean, dose, c.sampling, seed=int(i) + 1, mode=c.mode) if clean.max() > 0 else img)
-        d, _ = self.index.search(self.embedder.embed(np.stack(images).astype(np.float32)), 1)
+        _, d = self.index.search(self.embedder.embed(np.stack(images).astype(np.float32)), 1)
         threshold = float(np.quantile(np.asarray(d)[:, 0], quantile))
         atomic_write_text(path, json.dumps({"threshold": threshold, "quantile": quantile, "dose": dose, "n": len(picks)}, indent=1))
         return threshold
 
     def search(self, windows: np.ndarray, k: int):
-        distances, indices = self.index.search(self.embedder.embed(windows), k)
+        indices, distances = self.index.search(self.embedder.embed(windows), k)
         return np.asarray(indices), np.asarray(distances)
 
     def embed(self, windows: np.ndarray) -> np.ndarray:

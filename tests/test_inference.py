@@ -1,0 +1,163 @@
+"""End to end on a tiny library: a simulated query of a library configuration comes back first with
+its energy; the report files exist and parse; bad inputs give their documented errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from surrogate.errors import ConfigError, ImageError, LibraryError
+
+
+@pytest.fixture(scope="module")
+def embedder_ckpt(tiny_library, tmp_path_factory):
+    """An (untrained) embedding checkpoint in the shipped format, recorded against the tiny library."""
+    import torch
+
+    from surrogate.embedding.embed import FORMAT
+    from surrogate.embedding.networks import EmbeddingNet
+    from surrogate.library import Library
+
+    torch.manual_seed(0)
+    lib = Library(tiny_library)
+    net_cfg = {"backbone": "resnet18", "dim": 16}
+    net = EmbeddingNet(**net_cfg)
+    rec = {"library_hash": lib.hash, "sampling": lib.sampling, "image_shape": lib.manifest["image_shape"], "net": net_cfg}
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    torch.save({"format": FORMAT, "state_dict": net.state_dict(), "surrogate": rec}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def annotated_library(tiny_library):
+    """The tiny library with energies from a Lennard-Jones stand-in for the potential."""
+    from ase.calculators.lj import LennardJones
+
+    from surrogate.library.energies import annotate_energies
+
+    annotate_energies(tiny_library, LennardJones(sigma=2.1, epsilon=0.1, rc=5.0), model_id="lj-test", progress=False)
+    return tiny_library
+
+
+def test_library_image_retrieves_its_configuration_first_with_energy(annotated_library, embedder_ckpt, tmp_path):
+    from surrogate.inference.report import write_report
+    from surrogate.inference.pipeline import run_inference
+    from surrogate.library import Library
+    from surrogate.library.energies import read_energies
+    from surrogate.library.store import int_to_id
+
+    lib = Library(annotated_library)
+    i = 4
+    np.save(tmp_path / "query.npy", lib.image(i))
+    truth = int_to_id(lib.config_ids()[i])
+    result = run_inference(tmp_path / "query.npy", annotated_library, checkpoint=embedder_ckpt, pixel_size=lib.sampling,
+                           refine_top=1, refine_settings={"defocus_steps": (), "max_evals": 40}, progress=False)
+    best = result.candidates[0]
+    assert best.config_id == truth and best.distance < 1e-4
+    assert best.energy == pytest.approx(read_energies(annotated_library)[truth])
+    assert best.energy_above is not None and best.pareto
+    assert {"fom", "fom_before", "ssim"} <= set(best.refinement) and best.refinement["fom"] <= best.refinement["fom_before"] + 1e-6
+    files = write_report(result, tmp_path / "out")
+    data = json.loads(files["candidates"].read_text())
+    assert data["candidates"][0]["config_id"] == truth and data["candidates"][0]["rank"] == 1
+    assert data["energy_model"] == "lj-test"
+    from ase.io import read
+
+    assert len(read(next((tmp_path / "out" / "structures").glob("rank01_*.extxyz")))) == len(lib.atoms(truth))
+    assert files["overlay_1"].stat().st_size > 1000 and "<table>" in files["report"].read_text()
+
+
+def test_classical_matcher_runs_the_same_pipeline(tiny_library, tmp_path):
+    from surrogate.inference.pipeline import run_inference
+    from surrogate.library import Library
+    from surrogate.library.store import int_to_id
+
+    lib = Library(tiny_library)
+    np.save(tmp_path / "q.npy", lib.image(7))
+    result = run_inference(tmp_path / "q.npy", tiny_library, method="hog", pixel_size=lib.sampling, refine_top=0,
+                           energy_weight=0.0, progress=False)  # the library may carry energies from another test
+    assert result.candidates[0].config_id == int_to_id(lib.config_ids()[7])
+
+
+def test_bad_inputs_give_documented_errors(tiny_library, embedder_ckpt, tmp_path):
+    import torch
+
+    from surrogate.inference.pipeline import run_inference
+
+    np.save(tmp_path / "q.npy", np.random.default_rng(0).random((64, 64)))
+    with pytest.raises(ImageError, match="pixel_size"):
+        run_inference(tmp_path / "q.npy", tiny_library, checkpoint=embedder_ckpt)
+    with pytest.raises(ImageError, match="smaller than the model's field"):
+        run_inference(tmp_path / "q.npy", tiny_library, checkpoint=embedder_ckpt, pixel_size=0.05)  # 16 px at 0.2 Å/px
+    with pytest.raises(ConfigError, match="unknown method"):
+        run_inference(tmp_path / "q.npy", tiny_library, method="orb", pixel_size=0.2)
+    with pytest.raises(ConfigError, match="checkpoint not found"):
+        run_inference(tmp_path / "q.npy", tiny_library, checkpoint=tmp_path / "none.pt", pixel_size=0.2)
+    other = torch.load(embedder_ckpt, weights_only=True)
+    other["surrogate"]["library_hash"] = "0123456789abcdef"
+    torch.save(other, tmp_path / "other.pt")
+    with pytest.raises(LibraryError, match="0123456789abcdef"):
+        run_inference(tmp_path / "q.npy", tiny_library, checkpoint=tmp_path / "other.pt", pixel_size=0.2)
+
+
+def test_infer_cli_exits_2_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    np.save(tmp_path / "nan.npy", np.full((64, 64), np.nan))
+    r = subprocess.run([sys.executable, str(REPO / "infer.py"), f"image={tmp_path / 'nan.npy'}", "pixel_size=0.2",
+                        f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "NaN" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_pareto_mask_is_exactly_the_non_dominated_set():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from surrogate.inference.rank import pareto_mask
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), min_size=1, max_size=12))
+    def check(pts):
+        p = np.array(pts, float)
+        mask = pareto_mask(p)
+        for i in range(len(p)):
+            dominated = any((p[j] <= p[i]).all() and (p[j] < p[i]).any() for j in range(len(p)))
+            assert mask[i] == (not dominated)
+
+    check()
+
+
+def test_energy_breaks_a_distance_tie_and_weight_zero_ignores_it():
+    from surrogate.inference.rank import Candidate, rank_candidates
+
+    def make():
+        return [Candidate("a", 0.10, 0, 0, formula="CdTe", energy=-2.00),
+                Candidate("b", 0.09, 0, 1, formula="CdTe", energy=-1.90)]
+
+    assert rank_candidates(make(), energy_weight=1.0)[0].config_id == "a"  # 0.10 + 0 < 0.09 + 0.10
+    assert rank_candidates(make(), energy_weight=0.0)[0].config_id == "b"
+    assert all(c.pareto for c in rank_candidates(make()))  # neither dominates the other
+
+
+def test_refinement_recovers_a_known_rotation_scale_and_shift():
+    """Registration finds the transform of a rotated, magnified, shifted, noisy simulation."""
+    from surrogate.inference import refine as R
+    from surrogate.simulate.conditions import ImagingConditions
+    from surrogate.simulate.images import SimulationSettings
+    from surrogate.structures.recipes import build_structure
+
+    atoms = build_structure({"kind": "bulk", "material": {"name": "CdTe"}, "zone_axis": [1, 1, 0],
+                             "thickness": 10.0, "fov": [12.8, 12.8]})
+    c = ImagingConditions(mode="haadf", method="incoherent", source_size=0.4, sampling=0.2)
+    field = R.simulate_field(atoms, c, (64, 64), SimulationSettings(potential_sampling=0.1))
+    exp = R.transform(field, (64, 64), angle=17.0, scale=1.04, shift=(2.0, -1.5), blur=0.8)
+    exp = exp + np.random.default_rng(0).normal(0, 0.2 * exp.std(), exp.shape)
+    fit = R.refine(exp, atoms, c, SimulationSettings(potential_sampling=0.1), defocus_steps=(), max_evals=300)
+    # [110] CdTe projects with a 2-fold axis: 17 and 197 degrees are the same image
+    assert min(abs(fit.angle - 17.0), abs(fit.angle - 197.0)) < 1.0
+    assert fit.scale == pytest.approx(1.04, abs=0.01)
+    assert fit.ssim > 0.8 and fit.fom < fit.fom_before and fit.simulations == 1
