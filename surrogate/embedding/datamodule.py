@@ -1,31 +1,140 @@
-"""LightningDataModule over a library: splits by imaging condition (default) or configuration."""
+"""LightningDataModule over a library: splits by imaging condition (default) or configuration,
+and a family-aware batch sampler that puts near-identical configurations in the same batch."""
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import lightning as L
-from torch.utils.data import DataLoader
+import numpy as np
+from torch.utils.data import DataLoader, Sampler
 
-from surrogate.library import LibraryDataset
+from surrogate.errors import ConfigError
+from surrogate.library import Library, LibraryDataset
 
-__all__ = ["LibraryDataModule"]
+__all__ = ["LibraryDataModule", "FamilyBatchSampler", "configuration_groups"]
+
+
+def configuration_groups(library: Library) -> dict[int, str]:
+    """Group key of every configuration (uint64 id -> ``material zone_axis``).
+
+    Configurations in one group are near-identical: a bulk slab, its point-defect variants, and the
+    boundaries (and their translations) along the same zone axis of the same material.
+    """
+    from ase.db import connect
+
+    with connect(library.root / "structures.db") as db:
+        return {int(r.config_id, 16): f"{r.material} {r.zone_axis}" for r in db.select(columns=["key_value_pairs"])}
+
+
+class FamilyBatchSampler(Sampler[list[int]]):
+    """Batches of ``classes_per_batch`` configurations x ``images_per_class`` images, filled group by
+    group so that each batch holds whole families of near-identical configurations (hard negatives).
+
+    Parameters
+    ----------
+    labels
+        Class (configuration) of every dataset position.
+    groups
+        Group of every class (``groups[label]``).
+    classes_per_batch, images_per_class
+        Batch layout; the batch size is their product.
+    seed
+        Base seed; the epoch is added (``set_epoch``), so each epoch draws anew and reproducibly.
+    """
+
+    def __init__(self, labels: np.ndarray, groups: np.ndarray, classes_per_batch: int = 16, images_per_class: int = 4,
+                 seed: int = 0):
+        if classes_per_batch < 2 or images_per_class < 1:
+            raise ConfigError("the family sampler needs classes_per_batch >= 2 and images_per_class >= 1")
+        self.labels, self.groups = np.asarray(labels), np.asarray(groups)
+        self.by_class = {c: np.flatnonzero(self.labels == c) for c in np.unique(self.labels)}
+        self.by_group: dict = {}
+        for c in self.by_class:
+            self.by_group.setdefault(self.groups[c], []).append(c)
+        self.cpb, self.ipc, self.seed, self.epoch = int(classes_per_batch), int(images_per_class), int(seed), 0
+        self.cpb = min(self.cpb, len(self.by_class))
+        if self.cpb < 2:
+            raise ConfigError("the family sampler needs at least two configurations in the training split")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return max(1, len(self.labels) // (self.cpb * self.ipc))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng(self.seed + self.epoch)
+        self.epoch += 1  # advances even when the Trainer does not call set_epoch
+        order: list = []
+        for _ in range(len(self)):
+            batch_classes: list = []
+            while len(batch_classes) < self.cpb:
+                if not order:
+                    keys = list(self.by_group)
+                    order = [keys[i] for i in rng.permutation(len(keys))]
+                members = [c for c in self.by_group[order.pop()] if c not in batch_classes]
+                batch_classes += [members[i] for i in rng.permutation(len(members))][: self.cpb - len(batch_classes)]
+            yield [int(i) for c in batch_classes
+                   for i in rng.choice(self.by_class[c], self.ipc, replace=len(self.by_class[c]) < self.ipc)]
 
 
 class LibraryDataModule(L.LightningDataModule):
+    """Parameters
+    ----------
+    library_dir
+        Library directory.
+    batch_size
+        Images per batch (``sampler=random``; the family sampler uses ``classes_per_batch x images_per_class``).
+    sampler
+        ``random`` (shuffled) or ``family`` (:class:`FamilyBatchSampler`, hard negatives in every batch).
+    split_by, fractions
+        Split of the library (see :func:`surrogate.library.split_indices`).
+    """
+
     def __init__(self, library_dir: str, batch_size: int = 64, num_workers: int = 0, split_by: str = "condition",
-                 fractions=(0.8, 0.1, 0.1)):
+                 fractions=(0.8, 0.1, 0.1), sampler: str = "random", classes_per_batch: int = 16,
+                 images_per_class: int = 4, seed: int = 0, preload: bool = False):
         super().__init__()
+        if sampler not in ("random", "family"):
+            raise ConfigError(f"unknown sampler {sampler!r}: choose random or family")
         self.library_dir, self.batch_size, self.num_workers = library_dir, batch_size, num_workers
-        self.split_by, self.fractions = split_by, tuple(fractions)
+        self.split_by, self.fractions, self.sampler = split_by, tuple(fractions), sampler
+        self.classes_per_batch, self.images_per_class, self.seed = classes_per_batch, images_per_class, seed
         self.train_set = LibraryDataset(library_dir, "train", split_by, self.fractions)
         self.val_set = LibraryDataset(library_dir, "val", split_by, self.fractions)
         self.library = self.train_set.library
+        if preload:  # small libraries: read the store once instead of one zarr chunk read per item
+            images = np.asarray(self.library.group["images"][:], dtype=np.float32)
+            for ds in (self.train_set, self.val_set):
+                ds.library = _InMemory(self.library, images)
 
-    def _loader(self, ds, shuffle):
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, drop_last=False)
+    def _family_sampler(self) -> FamilyBatchSampler:
+        ds = self.train_set
+        group_of = configuration_groups(self.library)
+        groups = np.array([group_of.get(int(c), str(int(c))) for c in ds.classes])
+        return FamilyBatchSampler(ds.labels[ds.indices], groups, self.classes_per_batch, self.images_per_class, self.seed)
 
     def train_dataloader(self):
-        return self._loader(self.train_set, True)
+        kw = dict(num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        if self.sampler == "family":
+            return DataLoader(self.train_set, batch_sampler=self._family_sampler(), **kw)
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
+                          drop_last=len(self.train_set) > self.batch_size, **kw)
 
     def val_dataloader(self):
-        return self._loader(self.val_set, False)
+        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+
+class _InMemory:
+    """A :class:`Library` whose images are held in memory (same ``image`` interface)."""
+
+    def __init__(self, library: Library, images: np.ndarray):
+        self._library, self._images = library, images
+
+    def image(self, i: int) -> np.ndarray:
+        return self._images[i]
+
+    def __getattr__(self, name):
+        return getattr(self._library, name)

@@ -47,7 +47,8 @@ def train_embedding(cfg: DictConfig) -> dict:
                 f"checkpoint {cfg.ckpt_path} was trained on library {rec.get('library_hash')} at {rec.get('sampling')} Å/px, "
                 f"not {lib.hash} at {lib.sampling} Å/px: use a checkpoint of this library or train anew"
             )
-    model = instantiate(cfg.model, library_hash=lib.hash, sampling=lib.sampling)
+    model = instantiate(cfg.model, library_hash=lib.hash, sampling=lib.sampling,
+                        image_shape=list(lib.manifest["image_shape"]))
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else False
     out = Path(cfg.paths.output_dir)
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, monitor="val/loss", mode="min")
