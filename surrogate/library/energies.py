@@ -310,6 +310,8 @@ def _parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="potential checkpoint (surrogate.potential)")
     src.add_argument("--calculator", help="an ASE calculator class built without arguments, e.g. ase.calculators.emt:EMT")
+    p.add_argument("--elements", nargs="+", help="elements the model knows (others are flagged unknown_element); "
+                                                 "default: what the calculator declares")
     p.add_argument("--relax", action="store_true", help="also relax positions (fixed cell) and store the relaxed copy")
     p.add_argument("--fmax", type=float, default=0.05, help="relaxation force criterion [eV/Å] (default 0.05)")
     p.add_argument("--steps", type=int, default=200, help="largest number of relaxation steps (default 200)")
@@ -322,8 +324,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> dict:
     args = _parser().parse_args(argv)
     calc = _calculator_from_path(args.calculator) if args.calculator else None
-    summary = annotate_energies(args.library, calc, checkpoint=args.checkpoint, relax=args.relax, fmax=args.fmax,
-                                steps=args.steps, optimizer=args.optimizer, progress=not args.no_progress)
+    summary = annotate_energies(args.library, calc, checkpoint=args.checkpoint, elements=args.elements,
+                                relax=args.relax, fmax=args.fmax, steps=args.steps, optimizer=args.optimizer,
+                                progress=not args.no_progress)
     c = summary["counts"]
     print(f"energies of {args.library} by model {summary['energy_model']}: {c['annotated']}/{c['rows']} annotated, "
           f"{c['flagged']} flagged {c['flags'] or ''}, {c['computed']} computed now, {c['relaxed']} relaxed "
