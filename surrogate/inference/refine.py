@@ -78,27 +78,33 @@ def simulate_field(atoms: Atoms, conditions: ImagingConditions, shape: tuple[int
     return render(atoms.repeat(reps), [clean], shape=big, settings=settings, noise=False)[0]
 
 
-def _matrix(angle: float, scale: float) -> np.ndarray:
+def _matrix(angle: float, scale: float, shear: float = 0.0, stretch: float = 0.0) -> np.ndarray:
+    """Output -> field pixel map: rotation, magnification, and the scan distortions of a STEM
+    image (shear between fast and slow scan, stretch along one scan direction)."""
     t = np.deg2rad(angle)
-    return np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]) / scale
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    distort = np.array([[1.0 + stretch / 2, shear], [0.0, 1.0 - stretch / 2]])
+    return rot @ distort / scale
 
 
 def transform(field: np.ndarray, shape: tuple[int, int], angle: float = 0.0, scale: float = 1.0,
-              shift: tuple[float, float] = (0.0, 0.0), blur: float = 0.0) -> np.ndarray:
+              shift: tuple[float, float] = (0.0, 0.0), blur: float = 0.0, shear: float = 0.0,
+              stretch: float = 0.0) -> np.ndarray:
     """Window of ``shape`` from ``field``: rotated by ``angle`` [deg], magnified by ``scale``, moved by
-    ``shift`` [px, (row, col)], blurred by a Gaussian of ``blur`` px."""
+    ``shift`` [px, (row, col)], blurred by a Gaussian of ``blur`` px, with scan ``shear`` and ``stretch``."""
     from scipy.ndimage import affine_transform, gaussian_filter
 
     if blur > 0:
         field = gaussian_filter(field, blur)
-    m = _matrix(angle, scale)
+    m = _matrix(angle, scale, shear, stretch)
     c_out = (np.array(shape) - 1) / 2 + np.asarray(shift)
     c_in = (np.array(field.shape) - 1) / 2
     return affine_transform(field, m, offset=c_in - m @ c_out, output_shape=shape, order=1, mode="reflect")
 
 
 def atom_columns(atoms: Atoms, conditions: ImagingConditions, shape: tuple[int, int], margin: float,
-                 angle: float, scale: float, shift: tuple[float, float], tol: float = 0.3) -> list[dict]:
+                 angle: float, scale: float, shift: tuple[float, float], shear: float = 0.0, stretch: float = 0.0,
+                 tol: float = 0.3) -> list[dict]:
     """Projected atom columns [(row, col, symbol)] in window pixels, under the fitted transform."""
     big = np.array([int(round(shape[0] * margin)), int(round(shape[1] * margin))])
     fov = big[::-1] * conditions.sampling  # (x, y) Å
@@ -109,7 +115,7 @@ def atom_columns(atoms: Atoms, conditions: ImagingConditions, shape: tuple[int, 
     pos = rep.positions[:, :2]
     cols = (pos[:, 0] - x0) / conditions.sampling - 0.5
     rows = big[0] - 0.5 - (pos[:, 1] - y0) / conditions.sampling
-    m = _matrix(angle, scale)
+    m = _matrix(angle, scale, shear, stretch)
     c_out = (np.array(shape) - 1) / 2 + np.asarray(shift)
     c_in = (big - 1) / 2
     # field = m @ out + (c_in - m @ c_out)  =>  out = m^-1 (field - c_in) + c_out
@@ -122,14 +128,24 @@ def atom_columns(atoms: Atoms, conditions: ImagingConditions, shape: tuple[int, 
     return list(seen.values())
 
 
+# the fitted pose: name, start, simplex step, bounds
+POSE = (
+    ("angle", 0.0, 1.0, (-720.0, 720.0)),    # [deg]
+    ("log_scale", 0.0, 0.02, (-0.3, 0.3)),
+    ("row", 0.0, 1.0, (-64.0, 64.0)),        # shift [px]
+    ("col", 0.0, 1.0, (-64.0, 64.0)),
+    ("blur", 0.5, 0.3, (0.0, 4.0)),          # source size + residual blur [px]
+    ("shear", 0.0, 0.01, (-0.1, 0.1)),       # scan distortions
+    ("stretch", 0.0, 0.01, (-0.1, 0.1)),
+    ("gamma", 1.0, 0.05, (0.2, 3.0)),        # detector / incoherent-exponent nonlinearity
+)
+
+
 @dataclass
 class Fit:
     """Result of refining one candidate."""
 
-    angle: float = 0.0
-    scale: float = 1.0
-    shift: tuple[float, float] = (0.0, 0.0)
-    blur: float = 0.0
+    pose: dict[str, float] = field(default_factory=lambda: {n: v for n, v, _, _ in POSE})
     defocus: float = 0.0
     fom_before: float = np.inf
     fom: float = np.inf
@@ -137,44 +153,69 @@ class Fit:
     ssim: float = 0.0
     shift_px: float = 0.0
     simulations: int = 0
+    evaluations: int = 0
     image: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def angle(self) -> float:
+        return self.pose["angle"]
+
+    @property
+    def scale(self) -> float:
+        return float(np.exp(self.pose["log_scale"]))
+
+    @property
+    def shift(self) -> tuple[float, float]:
+        return (self.pose["row"], self.pose["col"])
+
     def summary(self) -> dict[str, Any]:
+        p = self.pose
         return {
-            "rotation_deg": round(self.angle, 3), "scale": round(self.scale, 4),
-            "shift_px": [round(float(v), 2) for v in self.shift], "source_blur_px": round(self.blur, 3),
+            "rotation_deg": round(p["angle"], 3), "scale": round(self.scale, 4),
+            "shift_px": [round(float(v), 2) for v in self.shift], "source_blur_px": round(p["blur"], 3),
+            "shear": round(p["shear"], 4), "stretch": round(p["stretch"], 4), "gamma": round(p["gamma"], 3),
             "defocus_A": round(self.defocus, 1), "fom_before": round(self.fom_before, 4), "fom": round(self.fom, 4),
             "ssim_before": round(self.ssim_before, 4), "ssim": round(self.ssim, 4),
-            "residual_shift_px": round(self.shift_px, 3), "simulations": self.simulations, **self.extra,
+            "residual_shift_px": round(self.shift_px, 3), "simulations": self.simulations,
+            "evaluations": self.evaluations, **self.extra,
         }
 
 
-def _fit_transform(window, field, start, max_evals):
-    """Nelder-Mead over (angle, log scale, row shift, col shift, blur) maximising SSIM."""
+def render_pose(field: np.ndarray, shape: tuple[int, int], pose: dict[str, float]) -> np.ndarray:
+    """The simulated window under a fitted pose."""
+    img = transform(field, shape, pose["angle"], float(np.exp(pose["log_scale"])), (pose["row"], pose["col"]),
+                    pose["blur"], pose["shear"], pose["stretch"])
+    return np.clip(img, 0, None) ** pose["gamma"]
+
+
+def _fit_pose(window, field, start: dict, names: tuple[str, ...], max_evals: int) -> tuple[dict, float, int]:
+    """Nelder-Mead over the pose parameters ``names`` (the others fixed) maximising SSIM."""
     from scipy.optimize import minimize
     from skimage.metrics import structural_similarity
 
     a = _norm(window)
     rng = float(a.max() - a.min())
+    spec = {n: (step, bounds) for n, _, step, bounds in POSE}
+    calls = [0]
 
-    def loss(p):
-        angle, logs, dr, dc, blur = p
-        if abs(logs) > 0.3 or blur < 0 or blur > 4:
+    def loss(x):
+        pose = dict(start, **dict(zip(names, x)))
+        if any(not spec[n][1][0] <= pose[n] <= spec[n][1][1] for n in names):
             return 2.0
-        sim = _norm(transform(field, window.shape, angle, float(np.exp(logs)), (dr, dc), blur))
-        return 1.0 - structural_similarity(a, sim, data_range=rng)
+        calls[0] += 1
+        return 1.0 - structural_similarity(a, _norm(render_pose(field, window.shape, pose)), data_range=rng)
 
-    x0 = np.asarray(start, float)
-    simplex = np.vstack([x0, x0 + np.diag([1.0, 0.02, 1.0, 1.0, 0.3])])  # steps: 1 deg, 2 %, 1 px, 0.3 px
+    x0 = np.array([start[n] for n in names], float)
+    simplex = np.vstack([x0, x0 + np.diag([spec[n][0] for n in names])])
     res = minimize(loss, x0, method="Nelder-Mead",
-                   options={"maxfev": max_evals, "xatol": 1e-3, "fatol": 1e-5, "initial_simplex": simplex})
-    return res.x, float(res.fun)
+                   options={"maxfev": max_evals, "xatol": 1e-4, "fatol": 1e-6, "initial_simplex": simplex})
+    return dict(start, **dict(zip(names, (float(v) for v in res.x)))), float(res.fun), calls[0]
 
 
-def _initial(window: np.ndarray, field: np.ndarray) -> list[float]:
-    """Starting transform: the best by SSIM of the library orientation and the rotations (and
-    scale) that the power spectra suggest, each aligned by the nearest cross-correlation peak."""
+def _initial(window: np.ndarray, field: np.ndarray) -> dict[str, float]:
+    """Starting pose: the best by SSIM of the library orientation and the rotations (and scale)
+    that the power spectra suggest, each aligned by the nearest cross-correlation peak."""
     from skimage.metrics import structural_similarity
 
     from surrogate.inference.preprocess import estimate_rotation
@@ -190,8 +231,14 @@ def _initial(window: np.ndarray, field: np.ndarray) -> list[float]:
         sim = transform(field, window.shape, angle, scale, tuple(shift))
         s = structural_similarity(a, _norm(sim), data_range=float(a.max() - a.min()))
         if s > best_s:
-            best, best_s = [angle, np.log(scale), shift[0], shift[1], 0.5], s
+            pose = {n: v for n, v, _, _ in POSE}
+            pose.update(angle=angle, log_scale=float(np.log(scale)), row=float(shift[0]), col=float(shift[1]))
+            best, best_s = pose, s
     return best
+
+
+RIGID = ("angle", "log_scale", "row", "col", "blur")
+FULL = RIGID + ("shear", "stretch", "gamma")
 
 
 def refine(window: np.ndarray, atoms: Atoms, conditions: ImagingConditions,
@@ -199,30 +246,34 @@ def refine(window: np.ndarray, atoms: Atoms, conditions: ImagingConditions,
            max_evals: int = 300, margin: float = 2.0) -> Fit:
     """Fit ``atoms`` imaged under ``conditions`` to an experimental ``window`` (same sampling).
 
-    Returns the fitted transform and imaging parameters with the figure of merit before (library
-    conditions, only aligned by phase correlation) and after.
+    Stage 1 fits the rigid pose (rotation, magnification, shift) and blur, stage 2 adds scan shear,
+    stretch and an intensity exponent, then a short defocus search re-simulates (one simulation a
+    step). Returns the fit with the figure of merit before (library conditions, aligned by the
+    nearest cross-correlation peak) and after; the result is never worse than the library pose.
     """
     conditions = conditions.replace(dose=None)
     field = simulate_field(atoms, conditions, window.shape, settings, margin)
     fit = Fit(defocus=conditions.defocus, simulations=1)
     field0 = field
     fit.fom_before, before_shift, fit.ssim_before = fom(window, transform(field, window.shape))
-    params, loss = _fit_transform(window, field, _initial(window, field), max_evals)
-    best = (loss, params, conditions.defocus, field)
+    pose, loss, n1 = _fit_pose(window, field, _initial(window, field), RIGID, max_evals)
+    pose, loss, n2 = _fit_pose(window, field, pose, FULL, max_evals)
+    fit.evaluations = n1 + n2
+    best = (loss, pose, conditions.defocus, field)
     for step in defocus_steps:  # a short defocus search, each step one simulation
         c = conditions.replace(defocus=conditions.defocus + step)
         f = simulate_field(atoms, c, window.shape, settings, margin)
         fit.simulations += 1
-        p, l_ = _fit_transform(window, f, best[1], max_evals // 3)
+        p, l_, n = _fit_pose(window, f, best[1], FULL, max_evals // 3)
+        fit.evaluations += n
         if l_ < best[0]:
             best = (l_, p, c.defocus, f)
-    _, params, fit.defocus, field = best
-    fit.angle, logs, dr, dc, fit.blur = (float(v) for v in params)
-    fit.scale, fit.shift = float(np.exp(logs)), (float(dr), float(dc))
-    fit.image = transform(field, window.shape, fit.angle, fit.scale, fit.shift, fit.blur).astype(np.float32)
+    _, fit.pose, fit.defocus, field = best
+    fit.image = render_pose(field, window.shape, fit.pose).astype(np.float32)
     fit.fom, fit.shift_px, fit.ssim = fom(window, fit.image)
     if fit.fom > fit.fom_before:  # the fit found a better SSIM but a worse FOM: keep the library pose
-        fit.angle, fit.scale, fit.shift, fit.blur, fit.defocus = 0.0, 1.0, (0.0, 0.0), 0.0, conditions.defocus
+        fit.pose, fit.defocus = {n: v for n, v, _, _ in POSE}, conditions.defocus
+        fit.pose["blur"] = 0.0
         fit.image = transform(field0, window.shape).astype(np.float32)
         fit.fom, fit.shift_px, fit.ssim = fit.fom_before, before_shift, fit.ssim_before
     fit.extra["margin"] = margin

@@ -153,7 +153,7 @@ def write_report(result: InferenceResult, out_dir: str | Path) -> dict[str, Path
         r = c.refinement
         cond = ImagingConditions.from_dict(r["conditions"])
         cols = atom_columns(atoms, cond, result.windows[c.window].image.shape, r["margin"], r["rotation_deg"],
-                            r["scale"], tuple(r["shift_px"]))
+                            r["scale"], tuple(r["shift_px"]), r["shear"], r["stretch"])
         title = (f"rank {c.rank} · {c.family} · {c.config_id} · distance {c.distance:.3f} · "
                  f"FOM {r['fom_before']:.3f} → {r['fom']:.3f} (SSIM {r['ssim']:.3f})")
         fig = overlay_figure(result.windows[c.window].image, r["image"], cols, title)
