@@ -161,3 +161,24 @@ def test_refinement_recovers_a_known_rotation_scale_and_shift():
     assert min(abs(fit.angle - 17.0), abs(fit.angle - 197.0)) < 1.0
     assert fit.scale == pytest.approx(1.04, abs=0.01)
     assert fit.ssim > 0.8 and fit.fom < fit.fom_before and fit.simulations == 1
+
+
+def test_refinement_with_relaxation_lowers_the_energy_and_reports_it():
+    from ase.calculators.lj import LennardJones
+
+    from surrogate.inference import refine as R
+    from surrogate.simulate.conditions import ImagingConditions
+    from surrogate.simulate.images import SimulationSettings
+    from surrogate.structures.recipes import build_structure
+    from surrogate.structures.thermal import rattle
+
+    atoms = rattle(build_structure({"kind": "bulk", "material": {"name": "Si"}, "zone_axis": [1, 1, 0],
+                                    "thickness": 8.0, "fov": [9.6, 9.6]}), 0.05, 0)
+    c = ImagingConditions(mode="haadf", method="incoherent", source_size=0.4, sampling=0.2)
+    settings = SimulationSettings(potential_sampling=0.1)
+    exp = R.transform(R.simulate_field(atoms, c, (48, 48), settings), (48, 48), angle=5.0)
+    fit = R.refine(exp, atoms, c, settings, defocus_steps=(), max_evals=60,
+                   calculator=LennardJones(sigma=2.1, epsilon=0.1, rc=4.5), relax_steps=30)
+    s = fit.summary()
+    assert s["energy_per_atom_relaxed"] < s["energy_per_atom_unrelaxed"]
+    assert "fom_relaxed" in s and s["simulations"] == 2 and "relaxed_atoms" not in s

@@ -136,12 +136,26 @@ def run_inference(
         settings = SimulationSettings(potential_sampling=float(rs.pop("potential_sampling", 0.08)))
         steps = tuple(rs.pop("defocus_steps", (-30.0, 30.0)))
         max_evals = int(rs.pop("max_evals", 300))
+        final_method = rs.pop("final_method", None)
+        relax = bool(rs.pop("relax", False))
+        potential = rs.pop("potential", None)
         if rs:
-            raise ConfigError(f"unknown refine setting(s) {sorted(rs)}: use potential_sampling, defocus_steps, max_evals")
+            raise ConfigError(
+                f"unknown refine setting(s) {sorted(rs)}: use potential_sampling, defocus_steps, max_evals, "
+                "final_method, relax, potential"
+            )
+        calculator = None
+        if relax:
+            if not potential:
+                raise ConfigError("refine.relax=true needs a potential checkpoint: refine.potential=<file>")
+            from surrogate.potential.calculator import load_calculator
+
+            calculator = load_calculator(potential)
         for c in tqdm(ranked[:refine_top], desc="refine", disable=not progress):
             atoms = library.atoms(c.config_id)
             conditions = library.conditions(c.entry)
-            fit = refine(wins[c.window].image, atoms, conditions, settings, steps, max_evals)
+            fit = refine(wins[c.window].image, atoms, conditions, settings, steps, max_evals,
+                         calculator=calculator, final_method=final_method)
             c.refinement = fit.summary()
             c.refinement["image"] = fit.image
             c.refinement["conditions"] = conditions.replace(defocus=fit.defocus).to_dict()
