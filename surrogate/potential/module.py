@@ -110,6 +110,10 @@ class PotentialModule(L.LightningModule):
         self.log("val/loss", t[0] / t[2], prog_bar=True)
         self.log("val/energy_mae", 1000 * t[1] / t[2], prog_bar=True)  # meV/atom
         self.log("val/forces_mae", 1000 * t[3] / t[4], prog_bar=True)  # meV/Å
+        if self.trainer is not None and not self.trainer.sanity_checking and self.trainer.is_global_zero:
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else float("nan")
+            print(f"epoch {self.current_epoch}: val energy MAE {1000 * t[1] / t[2]:.2f} meV/atom, force MAE "
+                  f"{1000 * t[3] / t[4]:.1f} meV/Å, loss {t[0] / t[2]:.3g}, lr {lr:.2g}", flush=True)
 
     def configure_optimizers(self):
         opt = self.optimizer_factory(params=self.net.parameters())
