@@ -253,7 +253,7 @@ def test_cli_config_runs_a_multi_objective_ga_and_writes_library_input(tmp_path)
     small = "{kind: defect, material: {name: CdTe}, zone_axis: [1,1,0], thickness: 8.0, fov: [6.4,6.4], seed: 0, "
     cfg = _compose([
         f"output_dir={tmp_path}", "progress=false", "search=ga", "search.generations=2", "search.population=4",
-        "search.relax_steps=0", "search.mutations={vacancy: 1.0}",
+        "search.relax_steps=0", "search.mutations.antisite=0",
         "structure=" + small + "defects: [{kind: vacancy, species: Te, position: [0.75, 0.75]}]}",
         "target.from_structure=" + small + "defects: [{kind: vacancy, species: Te, position: [0.25, 0.25]}]}",
         "target.weight=0.05",
