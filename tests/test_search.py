@@ -201,6 +201,7 @@ def test_multi_objective_ga_puts_the_target_configuration_on_the_front_at_zero_m
     target, start, image, conditions = cdte_vacancy_pair
     objective = ImageObjective(image, conditions)
     assert objective(start) > 0.1
+    assert math.isnan(ImageObjective(np.zeros((64, 64)) + np.eye(64), conditions)(start))  # cell < field of view
     result = genetic_search(start, toy_lj(), generations=3, population=6, relax_steps=0, mutations={"vacancy": 1},
                             image=objective, seed=0, output_dir=tmp_path, progress=False)
     front = result.pareto()

@@ -164,6 +164,8 @@ def basin_hopping(
         relaxed.info["search"] = a.info["search"]
         mismatch = image(relaxed) if image is not None else float("nan")
         objective = energy + (image_weight * n * mismatch if image is not None else 0.0)
+        if not math.isfinite(objective):  # no image (or no energy): never accepted
+            objective = math.inf
         return relaxed, energy, mismatch, objective
 
     def candidate(a: Atoms, energy: float, mismatch: float, step: int) -> Atoms:
@@ -205,7 +207,7 @@ def basin_hopping(
             trial, move = propose(current, rng, moves, rattle=rattle, translate=translate)
             relaxed, e_new, m_new, f_new = evaluate(trial)
             u = float(rng.random())
-            accepted = bool(f_new <= f_old or u < math.exp(-(f_new - f_old) / kT))
+            accepted = bool(f_new <= f_old or u < math.exp(-min(f_new - f_old, 1e300) / kT))
             history.append({"step": step + 1, "move": move, "objective_old": f_old, "objective_new": f_new,
                             "energy_new": e_new, "mismatch_new": m_new, "u": u, "accepted": accepted})
             if accepted:

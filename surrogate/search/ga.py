@@ -294,7 +294,8 @@ def genetic_search(
         e = np.array([archive[k].info["energy_per_atom"] for k in keys], float)
         if not multi:
             m = np.array([archive[k].info["mismatch"] for k in keys], float)
-            return (e + (image_weight * np.nan_to_num(m) if image is not None else 0.0))[:, None]
+            f = e + (image_weight * m if image is not None else 0.0)
+            return np.where(np.isnan(f), np.inf, f)[:, None]
         return np.column_stack([e, [archive[k].info["mismatch"] for k in keys]])
 
     def order(keys: list[str]) -> list[str]:

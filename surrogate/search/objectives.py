@@ -80,8 +80,15 @@ class ImageObjective:
         return render(atoms, [self.conditions], tuple(self.target.shape), self.settings, noise=False)[0]
 
     def __call__(self, atoms: Atoms) -> float:
-        """``1 - SSIM`` of the simulated image of ``atoms`` against the target."""
-        return image_mismatch(self.simulate(atoms), self.target)
+        """``1 - SSIM`` of the simulated image of ``atoms`` against the target; NaN when it cannot
+        be simulated (a cell smaller than the field of view, overlapping atoms)."""
+        from surrogate.errors import SimulationError
+
+        try:
+            image = self.simulate(atoms)
+        except SimulationError:
+            return float("nan")
+        return image_mismatch(image, self.target)
 
 
 def _points(points) -> np.ndarray:
