@@ -172,3 +172,30 @@ def test_cli_config_typo_is_reported_without_traceback(tmp_path):
     cmd = [sys.executable, "-m", "surrogate.library", "library.ouput_dir=x"]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert res.returncode != 0 and "ouput_dir" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_structure_files_join_the_library_with_their_energies(tmp_path):
+    """Configurations written as extxyz (the search's for_library.extxyz) become library entries,
+    keep their config_id and energy, and an edited file makes another library."""
+    from ase.io import write
+
+    from surrogate.library.cli import build
+    from surrogate.library.energies import read_energies
+    from surrogate.structures.recipes import build_structure
+    from surrogate.structures.thermal import rattle
+
+    base = build_structure({"kind": "bulk", "material": {"name": "Si"}, "zone_axis": [1, 1, 0], "thickness": 8.0,
+                            "fov": [6.4, 6.4]})
+    frames = [rattle(base, 0.05, s) for s in (1, 2)]
+    for i, a in enumerate(frames):
+        a.info["energy_per_atom"], a.info["energy_model"] = -4.5 - i, "test-model"
+    path = tmp_path / "found.extxyz"
+    write(path, frames, format="extxyz")
+    cfg = tiny_library_config(tmp_path / "lib", **{"structures.materials": "[]", "+structures.files": f"[{path}]"})
+    build(cfg)
+    energies = read_energies(tmp_path / "lib")
+    assert sorted(energies.values()) == [-5.5, -4.5]
+    assert set(energies) == {a.info["config_id"] for a in frames}
+    write(path, frames[:1], format="extxyz")  # edited file: another library
+    with pytest.raises(LibraryError, match="another config"):
+        build(cfg)

@@ -78,6 +78,8 @@ def _write_row(db, atoms, unit: int) -> None:
         "n_atoms": len(atoms),
         "unit": unit,
     }
+    if "energy_per_atom" in info and "energy_model" in info:  # configurations from the search carry theirs
+        kvp.update(energy_per_atom=float(info["energy_per_atom"]), energy_model=str(info["energy_model"]), energy_flag="ok")
     db.write(atoms, key_value_pairs=kvp, data={"info": info})
 
 
@@ -142,6 +144,10 @@ def build_library(
     n_units = len(recipes)
     content = {"structures": structures, "simulate": simulate, "seed": seed,
                "library": {"images_per_structure": k, "shape": list(shape), "sampling": sampling}}
+    if structures.get("files"):  # an edited structure file makes another library
+        from surrogate.io.files import file_hash
+
+        content["files"] = {str(f): file_hash(Path(f).expanduser()) for f in structures["files"]}
     chash = config_hash(content)
     try:
         root.mkdir(parents=True, exist_ok=True)

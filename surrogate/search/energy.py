@@ -33,11 +33,9 @@ def checkpoint_model_id(path: str | os.PathLike) -> str:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint not found: {path}; give the path of a trained potential checkpoint")
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    from surrogate.io.files import file_hash
+
+    return file_hash(path)
 
 
 def _calculator_model_id(calc: Calculator) -> str:

@@ -36,15 +36,17 @@ def plan_structures(cfg: Mapping[str, Any]) -> list[dict]:
     Keys of ``cfg``: ``materials`` (list of ``{name, crystalstructure?, a?, cif?, substituents?}``
     or names), ``zone_axes``, ``thicknesses`` [Å], ``fov`` [Å, Å], ``bulk`` (bool),
     ``defects`` (``{per_slab, kinds, depths, max_per_structure, seed}``), ``boundaries`` (list of
-    ``{name, zone_axis?, grain1, grain2, translations}``), ``rattle`` (``{copies, stdev}``).
+    ``{name, zone_axis?, grain1, grain2, translations}``), ``rattle`` (``{copies, stdev}``), ``files``
+    (extxyz files whose frames become configurations, e.g. the output of ``surrogate.search``).
     """
     cfg = _plain(cfg)
     materials = [m if isinstance(m, Mapping) else {"name": m} for m in cfg.get("materials") or []]
-    if not materials:
-        raise ConfigError("structures.materials is empty: list at least one material (e.g. [CdTe, Si])")
+    files = [str(f) for f in cfg.get("files") or []]
+    if not materials and not files:
+        raise ConfigError("structures.materials is empty: list at least one material (e.g. [CdTe, Si]) or structures.files")
     zone_axes = [list(z) for z in cfg.get("zone_axes") or []]
     thicknesses = list(cfg.get("thicknesses") or [])
-    if not zone_axes or not thicknesses:
+    if materials and (not zone_axes or not thicknesses):
         raise ConfigError("structures.zone_axes and structures.thicknesses must each list at least one value")
     fov = list(cfg.get("fov", [25.6, 25.6]))
     dcfg = cfg.get("defects") or {}
@@ -79,6 +81,7 @@ def plan_structures(cfg: Mapping[str, Any]) -> list[dict]:
                 "kind": "gb", "name": b.get("name", "gb"), "material": mat, "thickness": float(t), "fov": fov,
                 "grain1": b["grain1"], "grain2": b["grain2"], "translation": list(tr),
             })
+    recipes += _file_recipes(files)
     rcfg = cfg.get("rattle") or {}
     copies = int(rcfg.get("copies", 0))
     if copies:
@@ -87,6 +90,46 @@ def plan_structures(cfg: Mapping[str, Any]) -> list[dict]:
             for r in list(recipes) for k in range(copies)
         ]
     return recipes
+
+
+def _file_recipes(files: list[str]) -> list[dict]:
+    """One recipe per frame of each extxyz file (e.g. ``for_library.extxyz`` from surrogate.search)."""
+    from pathlib import Path
+
+    from ase.io import read
+
+    recipes = []
+    for f in files:
+        p = Path(f).expanduser().resolve()
+        if not p.is_file():
+            raise ConfigError(f"structures.files: {p} not found; give an extxyz written by python -m surrogate.search")
+        try:
+            frames = read(p, ":", format="extxyz")
+        except Exception as exc:
+            raise ConfigError(f"structures.files: cannot read {p} as extxyz ({type(exc).__name__}); is it truncated?") from None
+        recipes += [{"kind": "file", "path": str(p), "index": i, "config_id": a.info.get("config_id")}
+                    for i, a in enumerate(frames)]
+    return recipes
+
+
+def _from_file(recipe: Mapping[str, Any]) -> Atoms:
+    """A configuration read back from an extxyz frame, re-tagged (the id must not have changed)."""
+    from ase.io import read
+
+    from surrogate.structures.identity import tag
+
+    atoms = read(recipe["path"], index=recipe["index"], format="extxyz")
+    atoms.calc = None
+    info = dict(atoms.info)
+    atoms.info = {}
+    extra = {k: info[k] for k in ("energy_per_atom", "energy_model", "mismatch") if k in info}
+    tag(atoms, info.get("family", "file"), info.get("params") or {"source": recipe["path"]},
+        zone_axis=info.get("zone_axis"), **extra)
+    if recipe.get("config_id") and atoms.info["config_id"] != recipe["config_id"]:
+        raise ConfigError(
+            f"{recipe['path']} frame {recipe['index']} changed since the library was planned: use a new library.output_dir"
+        )
+    return atoms
 
 
 def _unit(mat: Mapping[str, Any]) -> Atoms:
@@ -98,6 +141,8 @@ def build_structure(recipe: Mapping[str, Any]) -> Atoms:
     kind = recipe["kind"]
     if kind == "rattled":
         return rattle(build_structure(recipe["parent"]), recipe["stdev"], recipe["seed"])
+    if kind == "file":
+        return _from_file(recipe)
     mat = recipe["material"]
     unit = _unit(mat)
     if kind == "gb":
