@@ -113,24 +113,6 @@ def test_infer_cli_exits_2_with_one_line(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
-def test_pareto_mask_is_exactly_the_non_dominated_set():
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
-
-    from surrogate.inference.rank import pareto_mask
-
-    @settings(max_examples=60, deadline=None)
-    @given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), min_size=1, max_size=12))
-    def check(pts):
-        p = np.array(pts, float)
-        mask = pareto_mask(p)
-        for i in range(len(p)):
-            dominated = any((p[j] <= p[i]).all() and (p[j] < p[i]).any() for j in range(len(p)))
-            assert mask[i] == (not dominated)
-
-    check()
-
-
 def test_energy_breaks_a_distance_tie_and_weight_zero_ignores_it():
     from surrogate.inference.rank import Candidate, rank_candidates
 

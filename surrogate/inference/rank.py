@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Candidate", "pareto_mask", "rank_candidates"]
+__all__ = ["Candidate", "rank_candidates"]
 
 
 @dataclass
@@ -29,22 +29,6 @@ class Candidate:
     refinement: dict[str, Any] = field(default_factory=dict)
 
 
-def pareto_mask(points: np.ndarray) -> np.ndarray:
-    """True for the non-dominated rows of ``points`` (every column minimised).
-
-    A point is dominated when another is no worse in every column and better in at least one.
-    """
-    points = np.asarray(points, dtype=np.float64)
-    n = len(points)
-    mask = np.ones(n, dtype=bool)
-    for i in range(n):
-        no_worse = (points <= points[i]).all(axis=1)
-        better = (points < points[i]).any(axis=1)
-        if (no_worse & better).any():
-            mask[i] = False
-    return mask
-
-
 def rank_candidates(candidates: list[Candidate], energy_weight: float = 1.0) -> list[Candidate]:
     """Score ``distance + energy_weight * energy_above`` and sort; mark the (distance, energy) front.
 
@@ -64,8 +48,10 @@ def rank_candidates(candidates: list[Candidate], energy_weight: float = 1.0) -> 
             c.energy_above = None
             c.score = float(c.distance)
     if candidates:
+        from surrogate.search.objectives import pareto_front
+
         pts = np.array([[c.distance, np.inf if c.energy_above is None else c.energy_above] for c in candidates])
-        for c, p in zip(candidates, pareto_mask(pts)):
+        for c, p in zip(candidates, pareto_front(pts)):
             c.pareto = bool(p)
     ranked = sorted(candidates, key=lambda c: (c.score, c.distance, c.config_id))
     for i, c in enumerate(ranked, 1):
