@@ -3,6 +3,7 @@
     python benchmarks/potential.py --ours-si <run>/potential.pt [--ours-cdte <run>/potential.pt]
         [--mace-si <mace>.model] [--mace-cdte <mace>.model] [--mace-python /work/mace-venv/bin/python]
         [--train-json <run>/potential_metrics.json ...] [--threads 2] [--out benchmarks/results]
+    python benchmarks/potential.py split-files <dir>    # our train/val/test split as extxyz (for MACE)
 
 Writes ``<out>/potential.json`` and ``<out>/potential.md``. MACE runs in a subprocess of
 ``--mace-python`` (a separate virtualenv with mace-torch; this file's ``mace-worker`` mode imports only
@@ -261,6 +262,21 @@ def cdte_physics(path) -> dict:
     return out
 
 
+def split_files(out: str, val_fraction: float = 0.05) -> None:
+    """Write our train / val / test frames of Si and CdTe as extxyz, so MACE trains on exactly our split."""
+    from ase.io import write
+
+    from surrogate.potential.data import read_frames, split_frames
+
+    for name, files, vf in (("si", [str(REPO / "data/dft/si/*.extxyz")], val_fraction),
+                            ("cdte", [str(REPO / "data/dft/cdte/batch_*.extxyz")], 0.1)):
+        frames, _ = read_frames(files)
+        for split, fr in split_frames(frames, vf).items():
+            for a in fr:
+                a.info.pop("_source", None)
+            write(Path(out) / f"{name}_{split}.extxyz", fr, format="extxyz")
+
+
 # --------------------------------------------------------------------------- report
 def markdown(res: dict) -> str:
     m = res["machine"]
@@ -404,5 +420,8 @@ if __name__ == "__main__":
         q.add_argument("--threads", type=int, default=2)
         q.add_argument("--repeats", type=int, default=3)
         mace_worker(q.parse_args())
+    elif len(sys.argv) > 1 and sys.argv[1] == "split-files":
+        Path(sys.argv[2]).mkdir(parents=True, exist_ok=True)
+        split_files(sys.argv[2])
     else:
         main()
