@@ -129,3 +129,29 @@ class Corrupt:
             x = torch.poisson(x * electrons, generator=g) / electrons
         std = x.std(dim=(2, 3), keepdim=True).clamp_min(1e-12)
         return x + self.read_noise * std * torch.randn(x.shape, generator=g, device=dev)
+
+
+def rotate_scale(images, rotation, scale=1.0):
+    """Rotate by ``rotation`` [deg] (counter-clockwise) and magnify by ``scale`` about the centre,
+    with the same bilinear sampling and reflection padding as :meth:`Corrupt.geometry`.
+
+    ``images`` is ``(N, H, W)`` (numpy or torch); ``rotation`` and ``scale`` are scalars or one value
+    per image. Returns the same type as the input (float32).
+    """
+    import numpy as np
+
+    as_numpy = not isinstance(images, torch.Tensor)
+    x = torch.as_tensor(np.asarray(images, np.float32) if as_numpy else images).float()
+    squeeze = x.ndim == 2
+    if squeeze:
+        x = x[None]
+    b = x.shape[0]
+    angle = torch.as_tensor(rotation, dtype=torch.float32).expand(b) * math.pi / 180
+    s = torch.as_tensor(scale, dtype=torch.float32).expand(b)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = torch.cos(angle) / s, -torch.sin(angle) / s
+    theta[:, 1, 0], theta[:, 1, 1] = torch.sin(angle) / s, torch.cos(angle) / s
+    grid = F.affine_grid(theta, (b, 1, *x.shape[-2:]), align_corners=False)
+    out = F.grid_sample(x[:, None], grid, mode="bilinear", padding_mode="reflection", align_corners=False)[:, 0]
+    out = out[0] if squeeze else out
+    return out.numpy() if as_numpy else out

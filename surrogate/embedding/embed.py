@@ -12,7 +12,6 @@ what ``checkpoints/`` ships). Both are read with ``torch.load(weights_only=True)
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -20,19 +19,11 @@ from typing import Any
 import numpy as np
 
 from surrogate.errors import ConfigError, LibraryError
+from surrogate.io.files import file_hash
 
 __all__ = ["Embedder", "load_embedder", "export_checkpoint", "build_index", "file_hash", "standardise"]
 
 FORMAT = "surrogate-embedding/1"
-
-
-def file_hash(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes (16 hex characters): identifies a checkpoint in index sidecars."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def standardise(images):

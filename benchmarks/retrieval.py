@@ -1,0 +1,364 @@
+"""Retrieval benchmark: the CNN embedding vs SIFT, HOG and the power-spectrum matcher on the same queries.
+
+Queries are the library's own configurations, re-rendered (``surrogate.simulate.render``) under
+imaging conditions drawn from the library's ranges with seeds no library image used, then rotated
+by any angle, magnified by 0.8-1.2 (``surrogate.augment.rotate_scale``, reflection at the borders)
+and given Poisson noise at a dose of 10^2, 10^3, 10^4 or 10^5 e/Å² (one quarter each). A second set
+of configurations that are *not* in the library measures out-of-library detection (AUROC of the
+distance to the nearest library image): ``near`` = the same slabs with point defects drawn with
+another seed, ``far`` = materials the library does not hold (Ge, GaAs).
+
+Metrics per method: top-1 / top-5 (configurations ranked by their nearest gallery image), mAP
+(average precision of the gallery ranking, relevant = images of the query's configuration), each
+by dose, rotation and scale; query latency (embed + FAISS search) at 1k, 10k and 100k entries
+(the library's embeddings padded with random unit vectors), against SIFT's measured cost per
+gallery image times the size.
+
+Galleries: the CNN searches the whole library (every image; what inference does). SIFT is slow
+(one RANSAC match per gallery image), so all methods, the CNN included, are also compared on a
+reduced gallery of ``--per-config`` images per configuration (noise-free ones first).
+
+Usage: ``python benchmarks/retrieval.py --checkpoint checkpoints/embedding_demo.pt [--quick]``;
+writes ``benchmarks/results/retrieval.json``, ``retrieval.md`` and ``retrieval.png`` (CNN examples).
+Rendered queries are cached in ``--cache`` (default ``/tmp/surrogate_retrieval_queries``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+DOSES = (1e2, 1e3, 1e4, 1e5)
+QUERY_SEED = 7_919  # base seed of the query conditions; checked disjoint from the library's seeds
+ROT_BINS = (0, 90, 180, 270, 360)
+SCALE_BINS = (0.8, 0.9333, 1.0667, 1.2001)
+
+
+# ----------------------------------------------------------------------------------------- queries
+def _render_set(recipes, sim, n_per, shape, sampling, seed, label, forbidden_seeds, quick_modes=False):
+    """Render ``n_per`` queries of every recipe; returns images and per-query metadata."""
+    from surrogate.augment import rotate_scale
+    from surrogate.library.build import _settings
+    from surrogate.simulate import apply_dose, render, sample_conditions
+    from surrogate.structures import build_structure
+
+    settings = _settings(sim)
+    rng = np.random.default_rng(seed)
+    images, meta = [], []
+    for u, recipe in enumerate(recipes):
+        atoms = build_structure(recipe)
+        conds = sample_conditions(n_per, sim.get("ranges") or {}, sim.get("modes") or [],
+                                  seed=seed * 1_000_003 + u, sampling=sampling)
+        clash = {c.seed for c in conds} & forbidden_seeds
+        if clash:
+            raise RuntimeError(f"query seeds {sorted(clash)[:3]} were used by the library: change QUERY_SEED")
+        clean = render(atoms, conds, shape, settings, noise=False)
+        rot = rng.uniform(0, 360, n_per)
+        scale = rng.uniform(0.8, 1.2, n_per)
+        dose = np.array([DOSES[(u + j) % len(DOSES)] for j in range(n_per)])
+        geo = rotate_scale(clean, rot, scale)
+        for j, c in enumerate(conds):
+            images.append(apply_dose(geo[j], float(dose[j]), sampling, seed=c.seed, mode=c.mode))
+            meta.append({"config_id": atoms.info["config_id"], "family": atoms.info["family"], "set": label,
+                         "mode": c.mode, "dose": float(dose[j]), "rotation": float(rot[j]), "scale": float(scale[j])})
+        print(f"  {label} {u + 1}/{len(recipes)} {atoms.info['config_id']} ({atoms.info['family']})", flush=True)
+    return np.stack(images).astype(np.float32), meta
+
+
+def make_queries(lib, n_per: int, n_ood: int, cache: Path):
+    """In-library and out-of-library query images (cached on disk by library hash and sizes)."""
+    from surrogate.structures import plan_structures
+
+    path = cache / f"{lib.hash}_{n_per}_{n_ood}.npz"
+    if path.is_file():
+        z = np.load(path, allow_pickle=False)
+        return z["images"], json.loads(str(z["meta"])), z["ood_images"], json.loads(str(z["ood_meta"]))
+    cfg = lib.manifest["config"]
+    sim, scfg, lcfg = cfg["simulate"], cfg["structures"], cfg["library"]
+    shape, sampling = tuple(lcfg["shape"]), float(lcfg["sampling"])
+    used = set(lib.condition_table()[:, -1].astype(np.int64).tolist())
+    recipes = plan_structures(scfg)
+    t = time.perf_counter()
+    images, meta = _render_set(recipes, sim, n_per, shape, sampling, QUERY_SEED, "in", used)
+    # out of library: the same slabs with other defect draws (near), and materials not in the library (far)
+    lib_ids = {f"{int(c):016x}" for c in np.unique(lib.config_ids())}
+    near_cfg = {**scfg, "bulk": False, "boundaries": [], "defects": {**scfg["defects"], "seed": 4242, "per_slab": 1}}
+    far_cfg = {**scfg, "materials": [{"name": "Ge"}, {"name": "GaAs"}], "zone_axes": [[1, 1, 0], [1, 0, 0]],
+               "defects": {**scfg["defects"], "per_slab": 0}, "boundaries": []}
+    near = plan_structures(near_cfg)
+    far = plan_structures(far_cfg)
+    if n_ood < len(near):
+        near = [near[i] for i in np.linspace(0, len(near) - 1, n_ood).astype(int)]
+    if n_ood < len(far):
+        far = [far[i] for i in np.linspace(0, len(far) - 1, n_ood).astype(int)]
+    oi, om = _render_set(near, sim, max(2, n_per // 2), shape, sampling, QUERY_SEED + 1, "near", used)
+    fi, fm = _render_set(far, sim, max(2, n_per // 2), shape, sampling, QUERY_SEED + 2, "far", used)
+    ood_images, ood_meta = np.concatenate([oi, fi]), om + fm
+    keep = [i for i, m in enumerate(ood_meta) if m["config_id"] not in lib_ids]
+    ood_images, ood_meta = ood_images[keep], [ood_meta[i] for i in keep]
+    print(f"rendered {len(images)} + {len(ood_images)} queries in {time.perf_counter() - t:.0f} s", flush=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(path, images=images, meta=json.dumps(meta), ood_images=ood_images, ood_meta=json.dumps(ood_meta))
+    return images, meta, ood_images, ood_meta
+
+
+# ----------------------------------------------------------------------------------------- metrics
+def rank_metrics(dist: np.ndarray, gallery_cfg: np.ndarray, query_cfg: np.ndarray) -> dict:
+    """Per-query top-1, top-5 (configurations ranked by their nearest gallery image) and AP."""
+    classes, inv = np.unique(gallery_cfg, return_inverse=True)
+    per_class = np.full((len(dist), len(classes)), np.inf)
+    for c in range(len(classes)):
+        per_class[:, c] = dist[:, inv == c].min(axis=1)
+    order = np.argsort(per_class, axis=1, kind="stable")
+    truth = np.searchsorted(classes, query_cfg)
+    valid = classes[np.clip(truth, 0, len(classes) - 1)] == query_cfg
+    rank = np.argmax(order == truth[:, None], axis=1)
+    rank[~valid] = len(classes)
+    ap = np.zeros(len(dist))
+    for q in range(len(dist)):
+        rel = (gallery_cfg[np.argsort(dist[q], kind="stable")] == query_cfg[q])
+        if rel.any():
+            hits = np.cumsum(rel)
+            ap[q] = float((hits[rel] / (np.flatnonzero(rel) + 1)).mean())
+    return {"top1": rank == 0, "top5": rank < 5, "ap": ap, "nearest": per_class.min(axis=1)}
+
+
+def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
+    """P(out-of-library distance > in-library distance), ties counted half."""
+    from scipy.stats import rankdata
+
+    r = rankdata(np.concatenate([in_scores, out_scores]))
+    n_in, n_out = len(in_scores), len(out_scores)
+    return float((r[n_in:].sum() - n_out * (n_out + 1) / 2) / (n_in * n_out))
+
+
+def summarise(m: dict, meta: list[dict]) -> dict:
+    dose = np.array([q["dose"] for q in meta])
+    rot = np.array([q["rotation"] for q in meta])
+    scale = np.array([q["scale"] for q in meta])
+
+    def block(mask):
+        return {"n": int(mask.sum()), "top1": float(m["top1"][mask].mean()), "top5": float(m["top5"][mask].mean()),
+                "mAP": float(m["ap"][mask].mean())} if mask.any() else {"n": 0}
+
+    out = {"all": block(np.ones(len(meta), bool))}
+    out["by_dose"] = {f"{d:.0e}": block(dose == d) for d in DOSES}
+    out["by_rotation"] = {f"{a}-{b}": block((rot >= a) & (rot < b)) for a, b in zip(ROT_BINS[:-1], ROT_BINS[1:])}
+    out["by_scale"] = {f"{a:.2f}-{min(b, 1.2):.2f}": block((scale >= a) & (scale < b))
+                       for a, b in zip(SCALE_BINS[:-1], SCALE_BINS[1:])}
+    out["dose_ge_1e3"] = block(dose >= 1e3)
+    return out
+
+
+# ----------------------------------------------------------------------------------------- methods
+def baseline_distances(method: str, gallery: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Distances (Q, G), fit time and mean query time [s] of a classical retriever."""
+    from surrogate.baseline import make_retriever
+
+    r = make_retriever(method)
+    t = time.perf_counter()
+    r.fit(gallery)
+    fit = time.perf_counter() - t
+    t = time.perf_counter()
+    d = np.stack([r.distances(q) for q in queries])
+    return d, fit, (time.perf_counter() - t) / len(queries)
+
+
+def latency(emb, lib_vecs: np.ndarray, query: np.ndarray, sizes=(1_000, 10_000, 100_000), repeats: int = 30) -> dict:
+    """Median time [ms] of embed(one image) + search(k=5) at each index size (flat and HNSW)."""
+    import faiss
+
+    from surrogate.index import EmbeddingIndex
+
+    rng = np.random.default_rng(0)
+    out = {}
+    emb.embed(query[:1])  # warm up
+    t_embed = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        emb.embed(query[:1])
+        t_embed.append(time.perf_counter() - t)
+    embed_ms = 1e3 * float(np.median(t_embed))
+    out["embed_ms"] = embed_ms
+    for n in sizes:
+        pad = rng.standard_normal((max(0, n - len(lib_vecs)), lib_vecs.shape[1])).astype(np.float32)
+        pad /= np.linalg.norm(pad, axis=1, keepdims=True)
+        vecs = np.concatenate([lib_vecs, pad])[:n]
+        z = emb.embed(query[:1])
+        for kind in ("flat", "hnsw"):
+            index = EmbeddingIndex(vecs.shape[1], kind=kind).build(vecs)
+            index.search(z, 5)
+            ts = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                index.search(z, 5)
+                ts.append(time.perf_counter() - t)
+            search_ms = 1e3 * float(np.median(ts))
+            out[f"{n}_{kind}"] = {"search_ms": search_ms, "total_ms": embed_ms + search_ms}
+    out["embed_min_ms"] = 1e3 * float(np.min(t_embed))
+    out["faiss_threads"] = faiss.omp_get_max_threads()
+    out["load_average"] = list(os.getloadavg())
+    return out
+
+
+def figure(path: Path, queries, meta, dist, gallery_images, gallery_cfg, n=8):
+    from surrogate.embedding.figures import retrieval_figure
+
+    import matplotlib.pyplot as plt
+
+    qcfg = np.array([q["config_id"] for q in meta])
+    pick = np.linspace(0, len(queries) - 1, n).astype(int)
+    top = np.argsort(dist[pick], axis=1)[:, :5]
+    fig = retrieval_figure(queries[pick], gallery_images[top], gallery_cfg[top] == qcfg[pick, None])
+    for r, i in enumerate(pick):
+        fig.axes[r * 6].set_ylabel(f"{meta[i]['dose']:.0e}\n{meta[i]['rotation']:.0f}°", fontsize=6)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------- report
+def markdown(res: dict) -> str:
+    L = [f"# Retrieval benchmark{' (quick)' if res['quick'] else ''}", "",
+         f"Library `{res['library']}` ({res['library_images']} images, {res['library_configs']} configurations), "
+         f"checkpoint `{res['checkpoint']}` ({res['backbone']}). {res['n_queries']} queries "
+         f"({res['n_per_config']} per configuration: unseen conditions and seeds, any rotation, scale 0.8-1.2, "
+         f"dose 1e2-1e5 e/Å²); {res['n_ood']} out-of-library queries. Machine: {res['machine']}.", ""]
+    methods = list(res["methods"])
+    L += ["## Accuracy", "", "| method | gallery | top-1 | top-5 | mAP | top-1 at dose >= 1e3 |", "|---|---|---|---|---|---|"]
+    for name in methods:
+        r = res["methods"][name]
+        a = r["summary"]["all"]
+        L.append(f"| {name} | {r['gallery']} | {a['top1']:.3f} | {a['top5']:.3f} | {a['mAP']:.3f} | "
+                 f"{r['summary']['dose_ge_1e3']['top1']:.3f} |")
+    for key, title in (("by_dose", "dose [e/Å²]"), ("by_rotation", "rotation [deg]"), ("by_scale", "scale")):
+        bins = list(res["methods"][methods[0]]["summary"][key])
+        L += ["", f"### Top-1 / mAP by {title}", "", "| method | " + " | ".join(bins) + " |",
+              "|---|" + "---|" * len(bins)]
+        for name in methods:
+            s = res["methods"][name]["summary"][key]
+            L.append(f"| {name} | " + " | ".join(f"{s[b]['top1']:.2f} / {s[b]['mAP']:.2f}" if s[b]["n"] else "-"
+                                                 for b in bins) + " |")
+    L += ["", "## Out-of-library detection (AUROC of the nearest distance)", "",
+          "| method | near (other defect sites) | far (other materials) | all |", "|---|---|---|---|"]
+    for name in methods:
+        o = res["methods"][name].get("auroc")
+        if o:
+            L.append(f"| {name} | {o['near']:.3f} | {o['far']:.3f} | {o['all']:.3f} |")
+    lat = res["latency"]
+    L += ["", "## Query latency (one image: embed + search k=5), 2 threads", "",
+          f"CNN embedding alone: {lat['cnn']['embed_ms']:.1f} ms median, {lat['cnn']['embed_min_ms']:.1f} ms best; "
+          f"load average during the measurement {lat['cnn']['load_average'][0]:.1f} on 2 cores (other jobs share them).", "",
+          "| entries | CNN flat [ms] | CNN HNSW [ms] | SIFT [ms] | SIFT / CNN (best) |", "|---|---|---|---|---|"]
+    for n in (1_000, 10_000, 100_000):
+        f, h = lat["cnn"][f"{n}_flat"]["total_ms"], lat["cnn"][f"{n}_hnsw"]["total_ms"]
+        s = lat["sift_ms_per_entry"] * n + lat["sift_feature_ms"]
+        L.append(f"| {n:,} | {f:.1f} | {h:.1f} | {s:,.0f} | {s / min(f, h):,.0f}x |")
+    L += ["", f"SIFT: {lat['sift_ms_per_entry']:.2f} ms per gallery image (measured on {lat['sift_gallery']} "
+          f"images, linear in the gallery size) + {lat['sift_feature_ms']:.1f} ms of query features. "
+          f"HOG: {lat['hog_ms_per_query']:.1f} ms, spectrum: {lat['spectrum_ms_per_query']:.1f} ms per query "
+          f"against {lat['sift_gallery']} images.", "",
+          f"Total time {res['seconds']:.0f} s. Reproduce: `{res['command']}`.", ""]
+    return "\n".join(L)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--library", default="demo_library")
+    p.add_argument("--checkpoint", default="checkpoints/embedding_demo.pt")
+    p.add_argument("--quick", action="store_true", help="4 queries per configuration (8 in full), 4 gallery images per configuration")
+    p.add_argument("--per-config", type=int, default=None, help="reduced gallery: images per configuration")
+    p.add_argument("--out", default="benchmarks/results", help="directory of retrieval.json / .md / .png")
+    p.add_argument("--cache", default="/tmp/surrogate_retrieval_queries")
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+
+    import faiss
+    import torch
+
+    from surrogate.embedding import load_embedder
+    from surrogate.io.files import atomic_write_text
+    from surrogate.library import Library
+
+    torch.set_num_threads(a.threads)
+    faiss.omp_set_num_threads(a.threads)
+    t0 = time.perf_counter()
+    lib = Library(a.library)
+    emb = load_embedder(a.checkpoint, library=lib)
+    n_per, n_ood = (4, 4) if a.quick else (8, 8)
+    per_config = a.per_config or (4 if a.quick else 8)
+    queries, meta, ood, ood_meta = make_queries(lib, n_per, n_ood, Path(a.cache))
+    qcfg = np.array([int(q["config_id"], 16) for q in meta], dtype=np.uint64)
+
+    images = np.asarray(lib.group["images"][:], dtype=np.float32)
+    cfg = lib.config_ids()
+    dose_col = list(lib.group["conditions"].attrs["columns"]).index("dose")
+    noisy = ~np.isnan(lib.condition_table()[:, dose_col])
+    small = np.concatenate([np.flatnonzero(cfg == c)[np.argsort(noisy[cfg == c], kind="stable")][:per_config]
+                            for c in np.unique(cfg)])
+
+    res = {"quick": a.quick, "library": lib.hash, "library_images": len(lib), "library_configs": int(len(np.unique(cfg))),
+           "checkpoint": str(a.checkpoint), "checkpoint_hash": emb.checkpoint_hash, "backbone": emb.config["backbone"],
+           "n_queries": len(queries), "n_per_config": n_per, "n_ood": len(ood), "methods": {},
+           "machine": f"{platform.processor() or platform.machine()}, {a.threads} threads",
+           "command": "python benchmarks/retrieval.py" + (" --quick" if a.quick else "") + f" --checkpoint {a.checkpoint}"}
+
+    t = time.perf_counter()
+    lib_vecs = emb.embed(images)
+    zq, zo = emb.embed(queries), emb.embed(ood)
+    print(f"embedded {len(images) + len(queries) + len(ood)} images in {time.perf_counter() - t:.1f} s", flush=True)
+    ood_kind = np.array([m["set"] for m in ood_meta])
+
+    def record(name, gallery_label, dist, dist_ood, gcfg):
+        m = rank_metrics(dist, gcfg, qcfg)
+        entry = {"gallery": gallery_label, "summary": summarise(m, meta)}
+        if dist_ood is not None:
+            near_o = dist_ood.min(axis=1)
+            entry["auroc"] = {k: auroc(m["nearest"], near_o[ood_kind == k]) if (ood_kind == k).any() else float("nan")
+                              for k in ("near", "far")}
+            entry["auroc"]["all"] = auroc(m["nearest"], near_o)
+        res["methods"][name] = entry
+        s = entry["summary"]
+        print(f"{name:>14} [{gallery_label}] top1 {s['all']['top1']:.3f} top5 {s['all']['top5']:.3f} "
+              f"mAP {s['all']['mAP']:.3f} | by dose " + " ".join(f"{k}:{v['top1']:.2f}" for k, v in s["by_dose"].items()),
+              flush=True)
+        return m
+
+    d_full = 1 - zq @ lib_vecs.T
+    record("cnn", f"library ({len(images)})", d_full, 1 - zo @ lib_vecs.T, cfg)
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    figure(Path(a.out) / "retrieval.png", queries, meta, d_full, images, cfg)
+    g_label = f"{per_config}/config ({len(small)})"
+    record("cnn (reduced)", g_label, 1 - zq @ lib_vecs[small].T, 1 - zo @ lib_vecs[small].T, cfg[small])
+    lat = {"sift_gallery": len(small)}
+    for method in ("hog", "spectrum", "sift"):
+        d, fit, per_q = baseline_distances(method, images[small], np.concatenate([queries, ood]))
+        lat[f"{method}_ms_per_query"] = 1e3 * per_q
+        record(method, g_label, d[:len(queries)], d[len(queries):], cfg[small])
+        print(f"  {method}: fit {fit:.1f} s, {1e3 * per_q:.1f} ms per query", flush=True)
+    # SIFT cost split into query features + per-gallery-image matching
+    from surrogate.baseline import SIFTRetriever
+
+    sift = SIFTRetriever().fit(images[small[:64]])
+    t = time.perf_counter()
+    for q in queries[:10]:
+        sift._features(q)
+    lat["sift_feature_ms"] = 1e3 * (time.perf_counter() - t) / 10
+    lat["sift_ms_per_entry"] = max(lat["sift_ms_per_query"] - lat["sift_feature_ms"], 0.0) / len(small)
+    lat["cnn"] = latency(emb, lib_vecs, queries)
+    res["latency"] = lat
+    res["seconds"] = time.perf_counter() - t0
+    out = Path(a.out)
+    atomic_write_text(out / "retrieval.json", json.dumps(res, indent=1))
+    atomic_write_text(out / "retrieval.md", markdown(res))
+    print(markdown(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()
