@@ -22,8 +22,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -c "import torchvision.ops, abtem, ase, zarr, distributed"
 	touch $@
 
-demo: setup  ## build the demo library (>= 2,000 abTEM images) with its contact sheet and summary
+demo: setup  ## the whole job on the bundled example: library -> energies -> inference -> report (demo_output/)
 	$(BIN)/surrogate-build-library
+	$(BIN)/surrogate-annotate-energies --library demo_library --checkpoint checkpoints/potential_demo.pt --no-progress
+	$(BIN)/surrogate-infer image=data/examples/cdte_twin_haadf.tif library_dir=demo_library \
+		checkpoint=checkpoints/embedding_demo.pt hydra.run.dir=demo_output
+	@echo "open demo_output/report.html"
 
 test: setup  ## fast test suite (slow tests excluded)
 	$(BIN)/python -c "import torchvision.ops"
@@ -36,4 +40,4 @@ bench: setup
 	$(BIN)/python benchmarks/simulation.py
 
 clean:
-	rm -rf demo_library logs outputs
+	rm -rf demo_library demo_output logs outputs

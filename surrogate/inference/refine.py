@@ -213,9 +213,10 @@ def _fit_pose(window, field, start: dict, names: tuple[str, ...], max_evals: int
     return dict(start, **dict(zip(names, (float(v) for v in res.x)))), float(res.fun), calls[0]
 
 
-def _initial(window: np.ndarray, field: np.ndarray) -> dict[str, float]:
-    """Starting pose: the best by SSIM of the library orientation and the rotations (and scale)
-    that the power spectra suggest, each aligned by the nearest cross-correlation peak."""
+def _initial(window: np.ndarray, field: np.ndarray, starts: int = 3, step: float = 5.0) -> list[dict[str, float]]:
+    """Starting poses: a coarse rotation grid (every ``step`` degrees over the full circle, since a
+    bicrystal has no 2-fold axis) plus the library orientation and the rotation/scale that the power
+    spectra suggest, each aligned by the nearest cross-correlation peak; the ``starts`` best by SSIM."""
     from skimage.metrics import structural_similarity
 
     from surrogate.inference.preprocess import estimate_rotation
@@ -224,17 +225,25 @@ def _initial(window: np.ndarray, field: np.ndarray) -> dict[str, float]:
     angle0, scale0 = estimate_rotation(window, centre)
     scale0 = float(np.clip(scale0, 0.8, 1.25))
     a = _norm(window)
-    best, best_s = None, -2.0
-    for angle, scale in ((0.0, 1.0), (angle0, scale0), (angle0 + 180.0, scale0)):
+    tried = [(0.0, 1.0), (angle0, scale0), (angle0 + 180.0, scale0)]
+    tried += [(float(t), scale0) for t in np.arange(0.0, 360.0, step)]
+    scored = []
+    for angle, scale in tried:
         sim = transform(field, window.shape, angle, scale)
         shift = local_shift(a, _norm(sim), max(window.shape) / 4)
         sim = transform(field, window.shape, angle, scale, tuple(shift))
         s = structural_similarity(a, _norm(sim), data_range=float(a.max() - a.min()))
-        if s > best_s:
-            pose = {n: v for n, v, _, _ in POSE}
-            pose.update(angle=angle, log_scale=float(np.log(scale)), row=float(shift[0]), col=float(shift[1]))
-            best, best_s = pose, s
-    return best
+        pose = {n: v for n, v, _, _ in POSE}
+        pose.update(angle=angle, log_scale=float(np.log(scale)), row=float(shift[0]), col=float(shift[1]))
+        scored.append((s, pose))
+    scored.sort(key=lambda x: -x[0])
+    out: list[dict[str, float]] = []
+    for _, pose in scored:  # distinct starts (at least 2 steps apart in angle)
+        if all(abs((pose["angle"] - q["angle"] + 180) % 360 - 180) >= 2 * step for q in out):
+            out.append(pose)
+        if len(out) == starts:
+            break
+    return out
 
 
 RIGID = ("angle", "log_scale", "row", "col", "blur")
@@ -261,9 +270,10 @@ def refine(window: np.ndarray, atoms: Atoms, conditions: ImagingConditions,
     fit = Fit(defocus=conditions.defocus, simulations=1)
     field0 = field
     fit.fom_before, before_shift, fit.ssim_before = fom(window, transform(field, window.shape))
-    pose, loss, n1 = _fit_pose(window, field, _initial(window, field), RIGID, max_evals)
+    fits = [_fit_pose(window, field, start, RIGID, max_evals // 2) for start in _initial(window, field)]
+    pose, loss, _ = min(fits, key=lambda f: f[1])
     pose, loss, n2 = _fit_pose(window, field, pose, FULL, max_evals)
-    fit.evaluations = n1 + n2
+    fit.evaluations = sum(f[2] for f in fits) + n2
     best = (loss, pose, conditions.defocus, field)
     for step in defocus_steps:  # a short defocus search, each step one simulation
         c = conditions.replace(defocus=conditions.defocus + step)
