@@ -66,8 +66,10 @@ def test_clean_renderings_of_library_configurations_retrieve_themselves(tiny_mod
         again = render(lib.atoms(f"{int(cid):016x}"), [lib.conditions(int(i)) for i in rows], tuple(images.shape[1:]),
                        _settings(cfg["simulate"]))
         np.testing.assert_allclose(again, images[rows], rtol=1e-5, atol=1e-6)  # the library is reproducible
-        idx, _ = loaded.search(emb.embed(again), k=1)
-        assert (cids[idx[:, 0]] == cid).all(), f"configuration {int(cid):016x} retrieved {cids[idx[:, 0]]}"
+        idx, dist = loaded.search(emb.embed(again), k=len(loaded))
+        for q, row in enumerate(rows):  # its own library image is at rank 1 (ties with identical embeddings allowed)
+            own = dist[q, np.flatnonzero(idx[q] == row)[0]]
+            assert own <= dist[q, 0] + 1e-5 and own < 1e-4, f"image {row} of {int(cid):016x} not retrieved first"
 
 
 @pytest.mark.slow
