@@ -26,7 +26,7 @@ demo: setup  ## the whole job on the bundled example: library -> energies -> inf
 	$(BIN)/surrogate-build-library
 	$(BIN)/surrogate-annotate-energies --library demo_library --checkpoint checkpoints/potential_demo.pt --no-progress
 	$(BIN)/surrogate-infer image=data/examples/cdte_twin_haadf.tif library_dir=demo_library \
-		checkpoint=checkpoints/embedding_demo.pt hydra.run.dir=demo_output
+		checkpoint=checkpoints/embedding_demo.pt 'retrieval.elements=[Cd,Te,Se,Cl]' hydra.run.dir=demo_output
 	@echo "open demo_output/report.html"
 
 test: setup  ## fast test suite (slow tests excluded)

@@ -34,7 +34,7 @@ def main(argv=None):
     from ase.db import connect
 
     from surrogate.inference.preprocess import denoise, normalise, resample
-    from surrogate.inference.refine import atom_columns, refine
+    from surrogate.inference.refine import atom_columns, refine, widen_boundary
     from surrogate.inference.report import _png, overlay_figure
     from surrogate.io.files import atomic_open, atomic_write_text
     from surrogate.io.readers import read_image
@@ -87,7 +87,7 @@ def main(argv=None):
         fom_v, window, fit, cid, corner = best_twin
         cond = base.replace(defocus=fit.defocus)
         s = fit.summary()
-        cols = atom_columns(lib.atoms(cid), cond, shape, 2.0, s["rotation_deg"], s["scale"], tuple(s["shift_px"]),
+        cols = atom_columns(widen_boundary(lib.atoms(cid), 2.0 * shape[0] * lib.sampling), cond, shape, 2.0, s["rotation_deg"], s["scale"], tuple(s["shift_px"]),
                             s["shear"], s["stretch"])
         fig = overlay_figure(window, fit.image, cols, f"twin {cid} at window {corner}: FOM {s['fom_before']:.3f} -> {s['fom']:.3f}")
         with atomic_open(out.with_name(out.name + "_overlay.png"), "wb") as f:

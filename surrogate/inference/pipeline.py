@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ase.data import chemical_symbols
+from ase.formula import Formula
 
 from surrogate.errors import ConfigError
 from surrogate.inference.preprocess import prepare
@@ -61,6 +63,7 @@ def run_inference(
     stride: int | None = None,
     k: int = 10,
     candidates: int = 10,
+    elements: list[str] | None = None,
     energy_weight: float = 1.0,
     threshold: float | None = None,
     refine_top: int = 3,
@@ -83,7 +86,9 @@ def run_inference(
     denoise, stride
         Preprocessing: ``none|gaussian|nlmeans``; window stride [px] (default half a window).
     k, candidates
-        Matches per window; candidates kept after aggregation.
+        Distinct configurations matched per window; candidates kept after aggregation.
+    elements
+        Keep only configurations made of these elements (what the sample is known to contain).
     energy_weight
         Distance per eV/atom of energy above the lowest candidate of the same composition.
     threshold
@@ -109,10 +114,20 @@ def run_inference(
     timings["load"] = time.perf_counter() - t
     t = time.perf_counter()
     batch = np.stack([w.image for w in wins])
-    indices, distances = matcher.search(batch, k)
+    # every configuration has images_per_structure entries: search deep enough for k distinct ones
+    depth = min(len(library), int(k) * int(library.manifest.get("images_per_structure", 1)))
+    indices, distances = matcher.search(batch, depth)
     timings["search"] = time.perf_counter() - t
 
     cands = aggregate(library, indices, distances)
+    if elements:
+        allowed = {str(e) for e in elements}
+        unknown = allowed - set(chemical_symbols)
+        if unknown:
+            raise ConfigError(f"retrieval.elements: unknown element(s) {sorted(unknown)}; use symbols like [Cd,Te]")
+        cands = [c for c in cands if set(Formula(c.formula).count()) <= allowed]
+        if not cands:
+            raise ConfigError(f"no library configuration is made of {sorted(allowed)} only: widen retrieval.elements")
     energies, model = library_energies(library)
     for c in cands:
         c.energy = energies.get(c.config_id)
@@ -166,5 +181,6 @@ def run_inference(
         "checkpoint": str(checkpoint) if method == "cnn" else None, "energy_model": model,
         "sampling": library.sampling, "image_shape": list(shape), "n_windows": len(wins),
         "energies": "potential" if energies else "none (run python -m surrogate.library.energies)",
+        "elements": sorted(elements) if elements else None,
     }
     return InferenceResult(resampled, micrograph, wins, window_best, ranked, ool, threshold, timings, info)

@@ -78,6 +78,29 @@ def simulate_field(atoms: Atoms, conditions: ImagingConditions, shape: tuple[int
     return render(atoms.repeat(reps), [clean], shape=big, settings=settings, noise=False)[0]
 
 
+def widen_boundary(atoms: Atoms, width: float) -> Atoms:
+    """A bicrystal rebuilt with grains wide enough that a field ``width`` Å across shows one boundary.
+
+    Periodic bicrystal cells hold two boundaries half a cell apart; a library cell sized to the
+    library's field would put a second boundary into the refinement's larger field, which the
+    experiment does not have. Other configurations are returned unchanged.
+    """
+    from surrogate.structures.recipes import build_structure
+
+    params = atoms.info.get("params") or {}
+    if atoms.info.get("family") != "gb" or "grain1" not in params or atoms.cell[0, 0] >= 2 * width:
+        return atoms
+    keep = ("zone_axis", "upward", "tilt", "flip_species")
+    recipe = {
+        "kind": "gb", "name": params.get("name", "gb"), "material": {"name": params["material"]},
+        "thickness": float(params["thickness"]), "fov": [float(width), float(params["fov"][1])],
+        "grain1": {k: v for k, v in params["grain1"].items() if k in keep},
+        "grain2": {k: v for k, v in params["grain2"].items() if k in keep},
+        "translation": list(params.get("translation", [0, 0, 0])),
+    }
+    return build_structure(recipe)
+
+
 def _matrix(angle: float, scale: float, shear: float = 0.0, stretch: float = 0.0) -> np.ndarray:
     """Output -> field pixel map: rotation, magnification, and the scan distortions of a STEM
     image (shear between fast and slow scan, stretch along one scan direction)."""
@@ -266,6 +289,7 @@ def refine(window: np.ndarray, atoms: Atoms, conditions: ImagingConditions,
     each re-fits the pose briefly and is reported in ``extra`` (energies, FOM of each step).
     """
     conditions = conditions.replace(dose=None)
+    atoms = widen_boundary(atoms, margin * max(window.shape) * conditions.sampling)
     field = simulate_field(atoms, conditions, window.shape, settings, margin)
     fit = Fit(defocus=conditions.defocus, simulations=1)
     field0 = field

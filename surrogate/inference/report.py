@@ -109,7 +109,7 @@ def write_report(result: InferenceResult, out_dir: str | Path) -> dict[str, Path
     import matplotlib.pyplot as plt
     from ase.io import write
 
-    from surrogate.inference.refine import atom_columns
+    from surrogate.inference.refine import atom_columns, widen_boundary
     from surrogate.simulate.conditions import ImagingConditions
 
     out = Path(out_dir)
@@ -152,7 +152,9 @@ def write_report(result: InferenceResult, out_dir: str | Path) -> dict[str, Path
             continue
         r = c.refinement
         cond = ImagingConditions.from_dict(r["conditions"])
-        cols = atom_columns(atoms, cond, result.windows[c.window].image.shape, r["margin"], r["rotation_deg"],
+        shape = result.windows[c.window].image.shape
+        shown = widen_boundary(atoms, r["margin"] * max(shape) * cond.sampling)  # the structure refine imaged
+        cols = atom_columns(shown, cond, shape, r["margin"], r["rotation_deg"],
                             r["scale"], tuple(r["shift_px"]), r["shear"], r["stretch"])
         title = (f"rank {c.rank} · {c.family} · {c.config_id} · distance {c.distance:.3f} · "
                  f"FOM {r['fom_before']:.3f} → {r['fom']:.3f} (SSIM {r['ssim']:.3f})")
