@@ -33,18 +33,26 @@ def standardise(images):
     return (images - mean) / images.std(dim=(2, 3), keepdim=True).clamp_min(1e-6)
 
 
-def _read(path: Path) -> dict:
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a surrogate embedding checkpoint (Lightning or slim) with ``weights_only=True``; a missing,
+    unreadable or foreign file is a one-line :class:`LibraryError`."""
     import torch
 
+    path = Path(path)
     if not path.is_file():
         raise LibraryError(f"checkpoint not found: {path}; train one (python train.py experiment=embedding_demo) or use checkpoints/")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise LibraryError(f"cannot read checkpoint {path} ({type(exc).__name__}); is it a surrogate checkpoint?") from None
-    rec = ckpt.get("surrogate") if isinstance(ckpt, dict) else None
-    if not rec:
+    if not isinstance(ckpt, dict) or not ckpt.get("surrogate"):
         raise LibraryError(f"{path} is not a surrogate embedding checkpoint (no library record)")
+    return ckpt
+
+
+def _read(path: Path) -> dict:
+    ckpt = read_checkpoint(path)
+    rec = ckpt["surrogate"]
     if "net" not in rec:
         raise LibraryError(f"{path} records no network config (written before the embedding API): retrain it")
     state = ckpt["state_dict"]

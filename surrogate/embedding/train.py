@@ -10,19 +10,10 @@ from surrogate.errors import LibraryError
 
 
 def checkpoint_library(path: str | Path) -> dict:
-    """The ``surrogate`` block (library hash, sampling) recorded in a checkpoint."""
-    import torch
+    """The ``surrogate`` block (library hash, sampling, ...) recorded in a checkpoint."""
+    from surrogate.embedding.embed import read_checkpoint
 
-    path = Path(path)
-    if not path.is_file():
-        raise LibraryError(f"checkpoint not found: {path}; give ckpt_path=<run dir>/checkpoints/last.ckpt")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise LibraryError(f"cannot read checkpoint {path} ({type(exc).__name__}); is it a surrogate checkpoint?") from None
-    if "surrogate" not in ckpt:
-        raise LibraryError(f"{path} is not a surrogate checkpoint (no library record)")
-    return ckpt["surrogate"]
+    return read_checkpoint(path)["surrogate"]
 
 
 def train_embedding(cfg: DictConfig) -> dict:
