@@ -60,26 +60,35 @@ class CNNMatcher:
         self.index_path = path
         self.threshold = self.calibrate(library)
 
-    def calibrate(self, library: Library, n: int = 64, dose: float = 1e3, quantile: float = 0.99) -> float:
-        """Out-of-library threshold: the ``quantile`` of the distances from re-noised library images
-        (``dose`` e/Å²) to their nearest entry, cached beside the index."""
+    def calibrate(self, library: Library, n: int = 128, dose: tuple[float, float] = (1e3, 1e5),
+                  quantile: float = 0.99) -> float:
+        """Out-of-library threshold: the ``quantile`` of the distances from library images under the
+        training corruptions (any rotation, ±20 % scale, drift, blur, background, Poisson dose in
+        ``dose`` e/Å²) to their nearest other entry (leave one out); cached beside the index."""
+        import torch
+
+        from surrogate.augment import Corrupt
         from surrogate.io.files import atomic_write_text
-        from surrogate.simulate.noise import apply_dose
 
         path = Path(str(self.index_path) + ".calibration.json")
         if path.is_file():
-            return float(json.loads(path.read_text())["threshold"])
+            rec = json.loads(path.read_text())
+            if rec.get("method") == "corrupt" and rec.get("leave_one_out"):
+                return float(rec["threshold"])
         rng = np.random.default_rng(0)
         picks = np.sort(rng.choice(len(library), size=min(n, len(library)), replace=False))
-        images = []
-        for i in picks:
-            img = library.image(int(i))
-            c = library.conditions(int(i))
-            clean = np.clip(img, 0, None)
-            images.append(apply_dose(clean, dose, c.sampling, seed=int(i) + 1, mode=c.mode) if clean.max() > 0 else img)
-        _, d = self.index.search(self.embedder.embed(np.stack(images).astype(np.float32)), 1)
-        threshold = float(np.quantile(np.asarray(d)[:, 0], quantile))
-        atomic_write_text(path, json.dumps({"threshold": threshold, "quantile": quantile, "dose": dose, "n": len(picks)}, indent=1))
+        images = np.stack([library.image(int(i)) for i in picks]).astype(np.float32)
+        corrupt = Corrupt(sampling=library.sampling, dose=dose)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            noisy = corrupt(torch.from_numpy(images)[:, None], generator=g)[:, 0].numpy()
+        # leave one out: a query never has its own source image in the library
+        idx, d = self.index.search(self.embedder.embed(noisy.astype(np.float32)), 2)
+        idx, d = np.asarray(idx), np.asarray(d)
+        nearest = np.where(idx[:, 0] == picks, d[:, 1], d[:, 0])
+        threshold = float(np.quantile(nearest, quantile))
+        atomic_write_text(path, json.dumps({"threshold": threshold, "quantile": quantile, "dose": list(dose),
+                                            "n": len(picks), "method": "corrupt", "leave_one_out": True}, indent=1))
         return threshold
 
     def search(self, windows: np.ndarray, k: int):
