@@ -11,7 +11,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 
 from surrogate.library.energies import (
-    annotate_energies, energy_model, main, read_compositions, read_energies, relative_energies,
+    annotate_energies, energy_model, main, read_compositions, read_energies, relative_energies, run,
 )
 
 
@@ -137,9 +137,11 @@ def test_relative_energies_group_by_composition(library):
 
 
 def test_cli_annotates_and_reports_bad_input_in_one_line(library, tmp_path, capsys):
-    summary = main(["--library", str(library), "--calculator", "ase.calculators.emt:EMT", "--no-progress"])
+    summary = run(["--library", str(library), "--calculator", "ase.calculators.emt:EMT", "--no-progress"])
     assert summary["counts"]["annotated"] == 3
     assert "3/5 annotated" in capsys.readouterr().out
+    # the console script returns None (exit status 0), not the summary (which sys.exit would print and fail on)
+    assert main(["--library", str(library), "--calculator", "ase.calculators.emt:EMT", "--no-progress"]) is None
     with pytest.raises(SystemExit) as exc:
         main(["--library", str(tmp_path / "nowhere"), "--calculator", "ase.calculators.emt:EMT"])
     assert exc.value.code == 2

@@ -321,7 +321,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 @exit_on_user_error
-def main(argv=None) -> dict:
+def run(argv=None) -> dict:
+    """Command-line pass (``surrogate-annotate-energies``); returns the summary."""
     args = _parser().parse_args(argv)
     calc = _calculator_from_path(args.calculator) if args.calculator else None
     summary = annotate_energies(args.library, calc, checkpoint=args.checkpoint, elements=args.elements,
@@ -332,6 +333,13 @@ def main(argv=None) -> dict:
           f"{c['flagged']} flagged {c['flags'] or ''}, {c['computed']} computed now, {c['relaxed']} relaxed "
           f"({c['relax_not_converged']} not converged)")
     return summary
+
+
+def main(argv=None) -> None:
+    """Console-script entry: one-line errors, exit status 0 on success."""
+    from surrogate.errors import exit_on_user_error
+
+    exit_on_user_error(run)(argv)
 
 
 if __name__ == "__main__":
