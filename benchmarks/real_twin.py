@@ -93,7 +93,7 @@ def main(argv=None):
         with atomic_open(out.with_name(out.name + "_overlay.png"), "wb") as f:
             f.write(_png(fig))
         md.append(f"\nBest twin fit: window {corner}, FOM {fom_v:.3f} (SSIM {s['ssim']:.3f}), "
-                  f"{s['simulations']} simulations, overlay `real_twin_overlay.png`.")
+                  f"{s['simulations']} simulations, overlay `{out.name}_overlay.png`.")
     atomic_write_text(out.with_suffix(".json"), json.dumps({"rows": rows, "candidates": picks}, indent=1))
     atomic_write_text(out.with_suffix(".md"), "\n".join(md) + "\n")
     print("\n".join(md))
