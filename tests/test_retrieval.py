@@ -117,7 +117,7 @@ def test_checkpoint_of_another_library_is_a_clear_error(tiny_model, tiny_library
     with pytest.raises(LibraryError, match="checkpoint not found"):
         load_embedder(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(LibraryError, match="cannot read checkpoint"):
+    with pytest.raises(LibraryError, match="cannot read embedding checkpoint"):
         load_embedder(tmp_path / "junk.pt")
 
 

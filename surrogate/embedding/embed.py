@@ -35,19 +35,11 @@ def standardise(images):
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """Load a surrogate embedding checkpoint (Lightning or slim) with ``weights_only=True``; a missing,
-    unreadable or foreign file is a one-line :class:`LibraryError`."""
-    import torch
+    unreadable, foreign or potential checkpoint is a one-line :class:`LibraryError`."""
+    from surrogate.io.checkpoints import EMBEDDING, load_torch_checkpoint
 
-    path = Path(path)
-    if not path.is_file():
-        raise LibraryError(f"checkpoint not found: {path}; train one (python train.py experiment=embedding_demo) or use checkpoints/")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise LibraryError(f"cannot read checkpoint {path} ({type(exc).__name__}); is it a surrogate checkpoint?") from None
-    if not isinstance(ckpt, dict) or not ckpt.get("surrogate"):
-        raise LibraryError(f"{path} is not a surrogate embedding checkpoint (no library record)")
-    return ckpt
+    return load_torch_checkpoint(path, LibraryError, "embedding checkpoint", kind=EMBEDDING,
+                                 hint="train one (python train.py experiment=embedding_demo) or use checkpoints/")
 
 
 def _read(path: Path) -> dict:

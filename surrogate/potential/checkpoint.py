@@ -13,23 +13,15 @@ from surrogate.potential.model import Potential
 
 __all__ = ["load_potential", "export_potential", "read_record"]
 
-KIND = "surrogate.potential"
+KIND = "surrogate.potential"  # = surrogate.io.checkpoints.POTENTIAL
 
 
 def _load(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise PotentialError(f"potential checkpoint not found: {path}; give a potential.pt or a .ckpt of a potential run")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise PotentialError(f"cannot read potential checkpoint {path} ({type(exc).__name__}); is it a surrogate "
-                             "potential checkpoint?") from None
-    rec = ckpt.get("surrogate") if isinstance(ckpt, dict) else None
-    if not isinstance(rec, dict) or rec.get("kind") != KIND:
-        raise PotentialError(f"{path} is not a surrogate potential checkpoint (no potential record); "
-                             "train one with python train.py experiment=potential_si")
-    return ckpt
+    from surrogate.io.checkpoints import POTENTIAL, load_torch_checkpoint
+
+    return load_torch_checkpoint(path, PotentialError, "potential checkpoint", kind=POTENTIAL,
+                                 hint="give a potential.pt or a .ckpt of a potential run "
+                                      "(python train.py experiment=potential_si)")
 
 
 def read_record(path: str | Path) -> dict:
