@@ -29,6 +29,9 @@ def train_embedding(cfg: DictConfig) -> dict:
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    from surrogate.tracking.callbacks import EmbeddingTracker
+    from surrogate.tracking.loggers import make_loggers
+
     L.seed_everything(int(cfg.seed), workers=True)
     lib = dm.library
     if cfg.get("ckpt_path"):
@@ -40,10 +43,11 @@ def train_embedding(cfg: DictConfig) -> dict:
             )
     model = instantiate(cfg.model, library_hash=lib.hash, sampling=lib.sampling,
                         image_shape=list(lib.manifest["image_shape"]))
-    loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else False
+    loggers = make_loggers(cfg.get("logger")) or False
     out = Path(cfg.paths.output_dir)
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, monitor="val/loss", mode="min")
-    trainer = instantiate(cfg.trainer, logger=loggers, callbacks=[checkpoint])
+    tracker = EmbeddingTracker(cfg, documents={"library_manifest": lib.manifest}, **(cfg.get("tracking") or {}))
+    trainer = instantiate(cfg.trainer, logger=loggers, callbacks=[checkpoint, tracker])
     trainer.fit(model, dm, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     print(f"checkpoints in {out / 'checkpoints'}; " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))

@@ -28,6 +28,8 @@ def train_potential(cfg: DictConfig) -> dict:
     from surrogate.potential.checkpoint import export_potential, load_potential, read_record
     from surrogate.potential.data import PotentialDataModule
     from surrogate.potential.module import evaluate
+    from surrogate.tracking.callbacks import PotentialTracker
+    from surrogate.tracking.loggers import make_loggers
 
     if cfg.get("dft") is None or cfg.get("model") is None:
         raise PotentialError("task=potential needs a dft data block and a model: use experiment=potential_si or potential_cdte")
@@ -51,9 +53,12 @@ def train_potential(cfg: DictConfig) -> dict:
         print("reference energies [eV]: " + ", ".join(f"{e} {r:.4f}" for e, r in zip(dm.elements, ref)))
         net = instantiate(net_cfg, _partial_=True)(elements=dm.elements, ref_energies=ref, scale=dm.force_rms())
     model = instantiate(cfg.model, net=net, data_hash=dm.data_hash)
-    loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else False
+    loggers = make_loggers(cfg.get("logger")) or False
     best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", save_last=True, monitor="val/loss", mode="min")
-    trainer = instantiate(cfg.trainer, logger=loggers, callbacks=[best], inference_mode=False)
+    tracker = PotentialTracker(cfg, documents={"potential_data": {"files": dft["files"], "data_hash": dm.data_hash,
+                                                                 "elements": dm.elements, "flagged": dm.flagged,
+                                                                 "frames": {k: len(v) for k, v in dm.frames.items()}}})
+    trainer = instantiate(cfg.trainer, logger=loggers, callbacks=[best, tracker], inference_mode=False)
     t0 = time.perf_counter()
     trainer.fit(model, dm, ckpt_path=ckpt_path)
     train_s = time.perf_counter() - t0
