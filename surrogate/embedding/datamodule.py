@@ -41,10 +41,13 @@ class FamilyBatchSampler(Sampler[list[int]]):
         Batch layout; the batch size is their product.
     seed
         Base seed; the epoch is added (``set_epoch``), so each epoch draws anew and reproducibly.
+    rank, world_size
+        Under DDP every process draws the same batch sequence and keeps every ``world_size``-th batch
+        from ``rank``, so the processes see disjoint batches and the same number of them.
     """
 
     def __init__(self, labels: np.ndarray, groups: np.ndarray, classes_per_batch: int = 16, images_per_class: int = 4,
-                 seed: int = 0):
+                 seed: int = 0, rank: int = 0, world_size: int = 1):
         if classes_per_batch < 2 or images_per_class < 1:
             raise ConfigError("the family sampler needs classes_per_batch >= 2 and images_per_class >= 1")
         self.labels, self.groups = np.asarray(labels), np.asarray(groups)
@@ -53,6 +56,7 @@ class FamilyBatchSampler(Sampler[list[int]]):
         for c in self.by_class:
             self.by_group.setdefault(self.groups[c], []).append(c)
         self.cpb, self.ipc, self.seed, self.epoch = int(classes_per_batch), int(images_per_class), int(seed), 0
+        self.rank, self.world_size = int(rank), max(1, int(world_size))
         self.cpb = min(self.cpb, len(self.by_class))
         if self.cpb < 2:
             raise ConfigError("the family sampler needs at least two configurations in the training split")
@@ -60,14 +64,17 @@ class FamilyBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def _total(self) -> int:
+        return max(self.world_size, len(self.labels) // (self.cpb * self.ipc))
+
     def __len__(self) -> int:
-        return max(1, len(self.labels) // (self.cpb * self.ipc))
+        return self._total() // self.world_size
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng(self.seed + self.epoch)
         self.epoch += 1  # advances even when the Trainer does not call set_epoch
         order: list = []
-        for _ in range(len(self)):
+        for b in range(len(self) * self.world_size):
             batch_classes: list = []
             while len(batch_classes) < self.cpb:
                 if not order:
@@ -75,8 +82,10 @@ class FamilyBatchSampler(Sampler[list[int]]):
                     order = [keys[i] for i in rng.permutation(len(keys))]
                 members = [c for c in self.by_group[order.pop()] if c not in batch_classes]
                 batch_classes += [members[i] for i in rng.permutation(len(members))][: self.cpb - len(batch_classes)]
-            yield [int(i) for c in batch_classes
-                   for i in rng.choice(self.by_class[c], self.ipc, replace=len(self.by_class[c]) < self.ipc)]
+            batch = [int(i) for c in batch_classes
+                     for i in rng.choice(self.by_class[c], self.ipc, replace=len(self.by_class[c]) < self.ipc)]
+            if b % self.world_size == self.rank:
+                yield batch
 
 
 class LibraryDataModule(L.LightningDataModule):
@@ -109,16 +118,32 @@ class LibraryDataModule(L.LightningDataModule):
             for ds in (self.train_set, self.val_set):
                 ds.library = _InMemory(self.library, images)
 
-    def _family_sampler(self) -> FamilyBatchSampler:
+    def _family_sampler(self, rank: int = 0, world_size: int = 1) -> FamilyBatchSampler:
         ds = self.train_set
         group_of = configuration_groups(self.library)
         groups = np.array([group_of.get(int(c), str(int(c))) for c in ds.classes])
-        return FamilyBatchSampler(ds.labels[ds.indices], groups, self.classes_per_batch, self.images_per_class, self.seed)
+        return FamilyBatchSampler(ds.labels[ds.indices], groups, self.classes_per_batch, self.images_per_class, self.seed,
+                                  rank=rank, world_size=world_size)
+
+    def _distributed(self) -> tuple[int, int]:
+        """``(rank, world_size)`` of the attached Trainer (``(0, 1)`` outside DDP)."""
+        trainer = getattr(self, "trainer", None)
+        return (int(trainer.global_rank), int(trainer.world_size)) if trainer is not None else (0, 1)
 
     def train_dataloader(self):
         kw = dict(num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        rank, world = self._distributed()
         if self.sampler == "family":
-            return DataLoader(self.train_set, batch_sampler=self._family_sampler(), **kw)
+            if world > 1 and getattr(getattr(self.trainer, "_accelerator_connector", None), "use_distributed_sampler", False):
+                raise ConfigError("the family sampler shards its own batches under DDP: set trainer.use_distributed_sampler=false "
+                                  "(trainer=ddp and trainer=ddp_cpu do)")
+            return DataLoader(self.train_set, batch_sampler=self._family_sampler(rank, world), **kw)
+        if world > 1:
+            from torch.utils.data import DistributedSampler
+
+            sampler = DistributedSampler(self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+            return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler,
+                              drop_last=len(self.train_set) > self.batch_size * world, **kw)
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
                           drop_last=len(self.train_set) > self.batch_size, **kw)
 
