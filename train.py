@@ -35,8 +35,15 @@ def train(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="surrogate/configs", config_name="train")
 @exit_on_user_error
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     train(cfg)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python train.py [experiment=<name>] [key=value ...]``; a config typo is a one-line error."""
+    from surrogate.cli import run_hydra
+
+    run_hydra(_main, "train", argv)
 
 
 if __name__ == "__main__":

@@ -47,8 +47,15 @@ def infer(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="infer")
 @exit_on_user_error
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     infer(cfg)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``surrogate-infer image=<file> [key=value ...]``; a config typo is a one-line error."""
+    from surrogate.cli import run_hydra
+
+    run_hydra(_main, "infer", argv)
 
 
 if __name__ == "__main__":

@@ -124,7 +124,9 @@ def write_report(result: InferenceResult, out_dir: str | Path) -> dict[str, Path
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()}, "candidates": records,
     }
     files["candidates"] = out / "candidates.json"
-    atomic_write_text(files["candidates"], json.dumps(summary, indent=1, default=float))
+    # candidates.json is written last: present means this report is complete (every file is atomic,
+    # and a killed rewrite into the same directory leaves no stale candidates.json beside new files)
+    files["candidates"].unlink(missing_ok=True)
 
     families = {c.config_id: c.family for c in result.candidates}
     for cid in set(result.window_best) - set(families):
@@ -146,8 +148,9 @@ def write_report(result: InferenceResult, out_dir: str | Path) -> dict[str, Path
     for c in result.candidates:
         atoms = library.atoms(c.config_id)
         stem = f"rank{c.rank:02d}_{c.config_id}"
-        write(out / "structures" / f"{stem}.cif", atoms)
-        write(out / "structures" / f"{stem}.extxyz", atoms)
+        for fmt in ("cif", "extxyz"):
+            with atomic_open(out / "structures" / f"{stem}.{fmt}") as fh:
+                write(fh, atoms, format=fmt)
         if c.refinement.get("image") is None:
             continue
         r = c.refinement
@@ -166,6 +169,7 @@ def write_report(result: InferenceResult, out_dir: str | Path) -> dict[str, Path
         blocks.append((c, png))
     files["report"] = out / "report.html"
     atomic_write_text(files["report"], _html(summary, records, blocks, _png_of(files["window_map"])))
+    atomic_write_text(files["candidates"], json.dumps(summary, indent=1, default=float))
     return files
 
 

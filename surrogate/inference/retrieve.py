@@ -53,7 +53,7 @@ class CNNMatcher:
         self.checkpoint_hash = self.embedder.checkpoint_hash
         path = Path(index_path) if index_path else library.root / "index" / f"{self.checkpoint_hash}.faiss"
         expect = {"library_hash": library.hash}
-        if path.is_file():
+        if path.is_file() and path.with_name(path.name + ".json").is_file():  # no sidecar: a killed save, rebuild
             self.index = EmbeddingIndex.load(path, expect=expect)
         else:
             self.index = build_index(library.root, checkpoint, path)

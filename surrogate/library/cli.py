@@ -37,8 +37,11 @@ def _main(cfg: DictConfig) -> None:
     build(cfg)
 
 
-def main() -> None:
-    _main()
+def main(argv: list[str] | None = None) -> None:
+    """``surrogate-build-library [key=value ...]``; a config typo is a one-line error."""
+    from surrogate.cli import run_hydra
+
+    run_hydra(_main, "build_library", argv)
 
 
 if __name__ == "__main__":

@@ -121,8 +121,11 @@ def _main(cfg: DictConfig) -> None:
           + f"; for the library: {result.output_dir / 'for_library.extxyz'}")
 
 
-def main() -> None:
-    _main()
+def main(argv: list[str] | None = None) -> None:
+    """``surrogate-search [key=value ...]``; a config typo is a one-line error."""
+    from surrogate.cli import run_hydra
+
+    run_hydra(_main, "search", argv)
 
 
 if __name__ == "__main__":
