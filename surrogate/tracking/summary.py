@@ -26,6 +26,7 @@ from surrogate.tracking.errors import TrackingError
 
 __all__ = ["find_run", "read_metrics", "write_summary", "main"]
 
+LOGGER_DIRS = ("", "*/", "*/*/")  # where a run's logger folders are, relative to the run
 MAX_FIGURE_BYTES = 3_000_000  # larger PNGs are listed, not embedded
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -54,8 +55,9 @@ def find_run(run_dir: str | Path) -> dict:
     if not root.is_dir():
         raise TrackingError(f"run directory not found: {root}; give a training or build output folder "
                             "(logs/<task>/runs/<time>)")
-    metrics = sorted(root.rglob("metrics.csv"))
-    hparams = sorted(root.rglob("hparams.yaml"))
+    # a CSV logger writes <run>/<name>/version_<n>/metrics.csv; deeper files belong to other runs
+    metrics = sorted(p for pattern in LOGGER_DIRS for p in root.glob(f"{pattern}metrics.csv"))
+    hparams = sorted(p for pattern in LOGGER_DIRS for p in root.glob(f"{pattern}hparams.yaml"))
     hydra = root / ".hydra" / "config.yaml"
     if not metrics and not hparams and not hydra.is_file():
         raise TrackingError(f"{root} is not a run directory (no metrics.csv, hparams.yaml or .hydra/config.yaml); "
