@@ -11,6 +11,7 @@ import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -144,7 +145,7 @@ def _log_everything(loggers):
               [[image, "0a22b5992227c9f4", 0.125], [image, "8ed13aae1cc0c53f", float("nan")]], step=1)
 
 
-def test_wandb_offline_run_holds_the_logged_table(tmp_path, monkeypatch):
+def test_wandb_offline_run_holds_the_logged_table_beside_csv_and_tensorboard(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     from surrogate.tracking import finish, make_loggers
 
@@ -152,9 +153,16 @@ def test_wandb_offline_run_holds_the_logged_table(tmp_path, monkeypatch):
         monkeypatch.setenv(var, str(tmp_path / "wandb_home"))
     monkeypatch.setenv("WANDB_MODE", "offline")  # never log in, never upload
     monkeypatch.setenv("WANDB_SILENT", "true")
-    loggers = make_loggers("wandb", tmp_path)
+    pytest.importorskip("tensorboard")
+    import matplotlib.pyplot as plt
+
+    from surrogate.embedding.figures import log_figure
+
+    loggers = make_loggers("many_loggers", tmp_path)  # csv, tensorboard, wandb in one run
     _log_everything(loggers)
+    log_figure(SimpleNamespace(loggers=loggers), "val/retrieval_examples", plt.figure(figsize=(1, 1)), 0, 0)
     finish(loggers)
+    assert (_version_dir(tmp_path) / "val_retrieval_examples_epoch000.png").is_file()
     (run,) = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert list(run.glob("*.wandb"))  # the record `wandb sync` uploads
     (table,) = sorted((run / "files" / "media" / "table").rglob("*.table.json"))

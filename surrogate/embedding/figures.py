@@ -45,7 +45,7 @@ def log_figure(trainer, tag: str, fig, epoch: int, step: int) -> None:
     for logger in trainer.loggers:
         kind = type(logger).__name__
         if kind == "TensorBoardLogger":
-            logger.experiment.add_figure(tag, fig, global_step=step)
+            logger.experiment.add_figure(tag, fig, global_step=step, close=False)  # closed below, after every logger
         elif kind == "WandbLogger":
             fig.canvas.draw()
             image = np.asarray(fig.canvas.buffer_rgba())[..., :3]
