@@ -32,15 +32,15 @@ def train_embedding(cfg: DictConfig) -> dict:
     from surrogate.tracking.callbacks import EmbeddingTracker
     from surrogate.tracking.loggers import make_loggers
 
-    L.seed_everything(int(cfg.seed), workers=True)
     lib = dm.library
-    if cfg.get("ckpt_path"):
+    if cfg.get("ckpt_path"):  # a bad checkpoint fails before any work
         rec = checkpoint_library(cfg.ckpt_path)
         if rec.get("library_hash") != lib.hash or rec.get("sampling") != lib.sampling:
             raise LibraryError(
                 f"checkpoint {cfg.ckpt_path} was trained on library {rec.get('library_hash')} at {rec.get('sampling')} Å/px, "
                 f"not {lib.hash} at {lib.sampling} Å/px: use a checkpoint of this library or train anew"
             )
+    L.seed_everything(int(cfg.seed), workers=True)
     model = instantiate(cfg.model, library_hash=lib.hash, sampling=lib.sampling,
                         image_shape=list(lib.manifest["image_shape"]))
     loggers = make_loggers(cfg.get("logger")) or False

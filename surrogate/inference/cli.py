@@ -20,6 +20,21 @@ def infer(cfg: DictConfig) -> dict:
     from surrogate.inference.pipeline import run_inference
     from surrogate.inference.report import write_report
 
+    from surrogate.errors import ConfigError
+
+    if OmegaConf.is_missing(cfg, "image"):
+        raise ConfigError("no image given: pass image=<dm3/dm4/emd/ser/mrc/tif/png/npy file>")
+    for key in ("pixel_size", "retrieval.threshold", "rank.energy_weight"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not isinstance(value, bool):
+            try:
+                float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{key}={value!r} is not a number") from None
+    for key in ("retrieval.k", "retrieval.candidates", "refine.top"):
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}={value!r} must be an integer")
     refine = OmegaConf.to_container(cfg.refine, resolve=True)
     top = int(refine.pop("top"))
     result = run_inference(

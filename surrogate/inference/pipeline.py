@@ -98,6 +98,9 @@ def run_inference(
     """
     from tqdm.auto import tqdm
 
+    for name, value, low in (("retrieval.k", k, 1), ("retrieval.candidates", candidates, 1), ("refine.top", refine_top, 0)):
+        if int(value) < low:
+            raise ConfigError(f"{name}={value} must be >= {low}")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     micrograph = image if isinstance(image, Micrograph) else read_image(image, pixel_size, channel, frame)

@@ -148,8 +148,8 @@ def write_report(result: InferenceResult, out_dir: str | Path) -> dict[str, Path
     for c in result.candidates:
         atoms = library.atoms(c.config_id)
         stem = f"rank{c.rank:02d}_{c.config_id}"
-        for fmt in ("cif", "extxyz"):
-            with atomic_open(out / "structures" / f"{stem}.{fmt}") as fh:
+        for fmt, mode in (("cif", "wb"), ("extxyz", "w")):  # ASE's CIF writer writes bytes
+            with atomic_open(out / "structures" / f"{stem}.{fmt}", mode) as fh:
                 write(fh, atoms, format=fmt)
         if c.refinement.get("image") is None:
             continue

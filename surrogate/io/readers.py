@@ -106,7 +106,9 @@ def check_image(data: np.ndarray, name: str = "image") -> np.ndarray:
     data = np.asarray(data)
     if data.size == 0:
         raise ImageError(f"{name}: the image is empty (0 pixels): check the file or the crop")
-    if data.dtype.kind not in "biuf":
+    if data.dtype.kind == "b":
+        raise ImageError(f"{name}: boolean pixels (a mask, not a micrograph): give the recorded intensities")
+    if data.dtype.kind not in "iuf":
         raise ImageError(f"{name}: unsupported pixel type {data.dtype}: save it as integer or float intensities")
     if data.ndim != 2:
         raise ImageError(f"{name}: expected a 2-D image, got shape {data.shape}: pick one frame or sum the stack")
@@ -133,9 +135,19 @@ def check_image(data: np.ndarray, name: str = "image") -> np.ndarray:
 def _read_rsciio(path: Path, plugin: str) -> list[dict]:
     import importlib
 
+    import logging
+
     reader = importlib.import_module(f"rsciio.{plugin}").file_reader
     kwargs = {"lazy": False}
-    return reader(str(path), **kwargs)
+    quiet = [logging.getLogger(n) for n in ("tifffile", "rsciio")]  # a damaged file is reported once, by us
+    levels = [lg.level for lg in quiet]
+    for lg in quiet:
+        lg.setLevel(logging.ERROR + 1)
+    try:
+        return reader(str(path), **kwargs)
+    finally:
+        for lg, level in zip(quiet, levels):
+            lg.setLevel(level)
 
 
 def read_image(

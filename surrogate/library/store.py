@@ -108,6 +108,46 @@ def read_manifest(root: Path) -> dict:
         raise LibraryError(f"corrupt manifest {path} ({exc}); rebuild the library") from None
 
 
+class _CheckedArray:
+    """A zarr array whose reads turn a damaged chunk (truncated, bad checksum, undecodable) into a
+    one-line :class:`LibraryError`; everything else is the array's."""
+
+    def __init__(self, array, name: str, root: Path):
+        self._array, self._name, self._root = array, name, root
+
+    def __getitem__(self, key):
+        try:
+            return self._array[key]
+        except (IndexError, TypeError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            first = (str(exc).splitlines() or [""])[0][:120]
+            raise LibraryError(
+                f"library {self._root} is damaged: cannot decode images.zarr/{self._name}[{key}] ({type(exc).__name__}: "
+                f"{first}); delete the done/ markers of those units and rerun surrogate-build-library with its config"
+            ) from None
+
+    def __len__(self) -> int:
+        return len(self._array)
+
+    def __getattr__(self, name):
+        return getattr(self._array, name)
+
+
+class _CheckedGroup:
+    def __init__(self, group, root: Path):
+        self._group, self._root = group, root
+
+    def __getitem__(self, name: str) -> _CheckedArray:
+        return _CheckedArray(self._group[name], name, self._root)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._group
+
+    def __getattr__(self, name):
+        return getattr(self._group, name)
+
+
 class Library:
     """Read access to a finished library directory (lazy: nothing is loaded until indexed).
 
@@ -133,8 +173,9 @@ class Library:
 
     @property
     def group(self):
+        """The read-only ``images.zarr`` group; a chunk that cannot be decoded raises :class:`LibraryError`."""
         if self._group is None:
-            self._group = open_images(self.root / "images.zarr")
+            self._group = _CheckedGroup(open_images(self.root / "images.zarr"), self.root)
         return self._group
 
     def __len__(self) -> int:

@@ -33,12 +33,12 @@ def train_potential(cfg: DictConfig) -> dict:
 
     if cfg.get("dft") is None or cfg.get("model") is None:
         raise PotentialError("task=potential needs a dft data block and a model: use experiment=potential_si or potential_cdte")
+    ckpt_path = cfg.get("ckpt_path")
+    record = read_record(ckpt_path) if ckpt_path else None  # a bad checkpoint fails before any work
     L.seed_everything(int(cfg.seed), workers=True)
     torch.set_float32_matmul_precision("highest")  # forces need full fp32 (no TF32)
     out = Path(cfg.paths.output_dir)
     net_cfg = cfg.model.net
-    ckpt_path = cfg.get("ckpt_path")
-    record = read_record(ckpt_path) if ckpt_path else None
     dft = OmegaConf.to_container(cfg.dft, resolve=True)
     cutoff = record["cutoff"] if record else float(net_cfg.cutoff)
     dm = PotentialDataModule(**dft, cutoff=cutoff, elements=record["elements"] if record else None)
