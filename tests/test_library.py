@@ -199,3 +199,30 @@ def test_structure_files_join_the_library_with_their_energies(tmp_path):
     write(path, frames[:1], format="extxyz")  # edited file: another library
     with pytest.raises(LibraryError, match="another config"):
         build(cfg)
+
+
+def test_interrupted_build_never_redoes_a_finished_structures_pass(tmp_path, monkeypatch):
+    """Each unit is one structure's one expensive pass: after an interruption only the unfinished
+    units are simulated again (counted at the simulation call)."""
+    import surrogate.library.build as build_module
+    from surrogate.library.cli import build
+
+    real_render, calls, state = build_module.render, [], {"interrupt_at": 2}
+
+    def counting_render(atoms, conditions, *args, **kwargs):
+        if len(calls) == state["interrupt_at"]:
+            raise KeyboardInterrupt  # the interruption, mid-build
+        calls.append(atoms.info["config_id"])
+        return real_render(atoms, conditions, *args, **kwargs)
+
+    monkeypatch.setattr(build_module, "render", counting_render)
+    cfg = tiny_library_config(tmp_path / "lib")
+    with pytest.raises(KeyboardInterrupt):
+        build(cfg)
+    first = list(calls)
+    assert len(list((tmp_path / "lib" / "done").glob("*.done"))) == 2
+    state["interrupt_at"] = None
+    calls.clear()
+    build(cfg)
+    assert Library(tmp_path / "lib").manifest["counts"]["units"] == 4
+    assert len(calls) == 2 and not set(calls) & set(first)  # the finished structures are not simulated again

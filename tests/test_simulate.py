@@ -139,3 +139,95 @@ def test_overlapping_atoms_are_refused_before_simulation():
     atoms = Atoms("Si2", positions=[[2, 2, 0], [2.05, 2, 0]], cell=[8, 8, 2], pbc=True)
     with pytest.raises(SimulationError, match="overlapping atoms"):
         render(atoms, [ImagingConditions()], shape=(16, 16), settings=SETTINGS)
+
+
+# --- one expensive pass per structure (issue 9) ---------------------------------------------------
+
+def _abtem_prism_reference(atoms, c, scan_sampling, shape):
+    """abTEM's own per-image PRISM: an S-matrix for this probe alone, an annular detector."""
+    import abtem
+    from surrogate.simulate import to_canonical
+
+    with abtem.config.set({"dask.lazy": False}):
+        potential = abtem.Potential(atoms, sampling=SETTINGS.potential_sampling, slice_thickness=2.0,
+                                    projection="infinite", parametrization="lobato").build()
+        smatrix = abtem.SMatrix(potential=potential, energy=c.energy, semiangle_cutoff=c.semiangle, interpolation=1,
+                                downsample=False)
+        scan = abtem.GridScan(start=(0, 0), end=(1, 1), fractional=True, endpoint=False, sampling=scan_sampling,
+                              potential=potential)
+        ctf = abtem.CTF(semiangle_cutoff=c.semiangle, defocus=c.defocus, Cs=c.cs, energy=c.energy)
+        arr = np.asarray(smatrix.scan(scan=scan, detectors=abtem.AnnularDetector(c.inner, c.outer), ctf=ctf).array)
+    return to_canonical(arr, (atoms.cell[0, 0] / arr.shape[0], atoms.cell[1, 1] / arr.shape[1]), shape, c.sampling)
+
+
+def test_one_smatrix_serves_every_probe_and_detector_as_abtem_per_image_prism():
+    from surrogate.simulate.images import _scan_sampling
+
+    atoms = three_columns(lz=4.0)
+    conds = [ImagingConditions(mode=m, method="prism", semiangle=a, defocus=d, inner=i, outer=o)
+             for a, d in ((20, 0.0), (15, 30.0), (20, -25.0)) for m, i, o in (("haadf", 50, 150), ("bf", 0, 10))]
+    shared = render(atoms, conds, shape=(16, 56), settings=replace_settings(prism_interpolation=1))
+    scan_sampling = _scan_sampling(conds[0], SETTINGS)  # the widest probe sets the scan step
+    for image, c in zip(shared, conds):
+        ref = _abtem_prism_reference(atoms, c, scan_sampling, (16, 56))
+        assert np.allclose(image, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max()), c
+    # the probes differ: defocus and aperture change the image
+    assert not np.allclose(shared[0], shared[2], rtol=1e-2)
+
+
+def replace_settings(**changes):
+    from dataclasses import replace
+
+    return replace(SETTINGS, **changes)
+
+
+@pytest.mark.parametrize("mode, method, vary", [
+    ("hrtem", "multislice", dict(defocus=[0.0, 60.0, -80.0], cs=[0.0, 2e4, -3e4], focal_spread=[0.0, 0.0, 20.0])),
+    ("haadf", "incoherent", dict(defocus=[0.0, 15.0, -30.0], source_size=[0.0, 0.3, 0.6], outer=[150.0, 180.0, 200.0])),
+], ids=["hrtem", "incoherent"])
+def test_shared_pass_equals_one_render_per_condition(mode, method, vary):
+    atoms = three_columns(lz=4.0)
+    conds = [ImagingConditions(mode=mode, method=method, semiangle=20, **{k: v[j] for k, v in vary.items()})
+             for j in range(3)]
+    shared = render(atoms, conds, shape=(16, 56), settings=SETTINGS)
+    alone = np.stack([render(atoms, [c], shape=(16, 56), settings=SETTINGS)[0] for c in conds])
+    assert np.allclose(shared, alone, rtol=1e-5, atol=1e-6 * np.abs(alone).max())
+    assert not np.allclose(shared[0], shared[1], rtol=1e-2)
+
+
+def test_frozen_phonons_are_one_smatrix_each_and_averaged():
+    import abtem
+
+    atoms = three_columns(lz=4.0)
+    c = ImagingConditions(method="prism", outer=150)
+    settings = replace_settings(prism_interpolation=1, frozen_phonons=2, sigma={"default": 0.1})
+    averaged = render(atoms, [c], shape=(16, 56), settings=settings)[0]
+    configs = list(abtem.FrozenPhonons(atoms, num_configs=2, sigmas={s: 0.1 for s in "Si Cd Te".split()}, seed=0))
+    each = [render(a, [c], shape=(16, 56), settings=replace_settings(prism_interpolation=1))[0] for a in configs]
+    assert np.allclose(averaged, (each[0] + each[1]) / 2, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(each[0], each[1], rtol=1e-2)  # the configurations differ
+
+
+def test_smatrix_over_the_memory_limit_falls_back_to_batched_multislice_under_the_cap(caplog):
+    import tracemalloc
+
+    import abtem
+
+    from surrogate.simulate import smatrix_bytes
+
+    atoms = three_columns(lz=2.0) * (1, 2, 1)  # 12 x 8 Å: its S-matrix needs ~37 MiB
+    c = ImagingConditions(method="prism", outer=150)
+    potential = abtem.Potential(atoms, sampling=SETTINGS.potential_sampling, slice_thickness=2.0)
+    need = smatrix_bytes(abtem.SMatrix(potential=potential, energy=c.energy, semiangle_cutoff=c.semiangle))
+    cap = 32 / 1024  # GiB
+    assert need > cap * 2**30  # the S-matrix alone would break the cap
+    free = render(atoms, [c], shape=(32, 56), settings=replace_settings(prism_interpolation=1))[0]
+    tracemalloc.start()
+    try:
+        capped = render(atoms, [c], shape=(32, 56), settings=replace_settings(prism_interpolation=1, memory_limit=cap))[0]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "exceeds the memory limit" in caplog.text
+    assert peak < cap * 2**30, f"peak {peak / 2**20:.1f} MiB"
+    assert np.allclose(capped, free, rtol=1e-3, atol=1e-3 * free.max())  # PRISM(1) == multislice

@@ -132,11 +132,19 @@ class ImagingConditions:
 
     # Groups of conditions that share one expensive pass per structure
     def probe_key(self) -> tuple:
-        """Conditions sharing this key share one probe (STEM scan or HRTEM exit wave)."""
+        """Conditions sharing this key share one expensive pass per structure.
+
+        HRTEM: one exit wave per energy (every objective aperture, defocus, Cs and focal spread is
+        a CTF applied to it). PRISM: one S-matrix per energy, its cutoff the widest convergence
+        angle of the group (every probe within it is a reduction). Incoherent: one projected
+        potential for everything. Multislice: one scan per probe (all detectors from it).
+        """
         if self.mode == "hrtem":
             return ("hrtem", self.energy)
         if self.method == "prism":
-            return ("prism", self.energy, self.semiangle)
+            return ("prism", self.energy)
+        if self.method == "incoherent":
+            return ("incoherent",)
         return (self.method, self.energy, self.semiangle, self.defocus, self.cs)
 
 

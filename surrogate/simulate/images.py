@@ -7,6 +7,7 @@ images at the canonical sampling.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Sequence
@@ -18,7 +19,9 @@ from surrogate.errors import SimulationError, SurrogateError
 from surrogate.simulate.conditions import ImagingConditions, wavelength
 from surrogate.simulate.noise import apply_dose
 
-__all__ = ["SimulationSettings", "render", "max_simulated_angle", "to_canonical"]
+__all__ = ["SimulationSettings", "render", "max_simulated_angle", "to_canonical", "memory_limit_bytes", "smatrix_bytes"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,11 @@ class SimulationSettings:
         with measured plans may differ in the last bit from run to run.
     seed
         Seed of the frozen-phonon displacements.
+    memory_limit
+        Largest working set of one expensive pass [GiB] (S-matrix, batch of probe wave functions).
+        ``None``: a quarter of the available RAM, or 80% of the free GPU memory with
+        ``device=gpu``. A PRISM S-matrix larger than this is never built: that group falls back to
+        multislice with probe batches sized to the limit (same images, slower).
     """
 
     potential_sampling: float = 0.04
@@ -70,6 +78,7 @@ class SimulationSettings:
     device: str = "cpu"
     fft: str = "numpy"
     seed: int = 0
+    memory_limit: float | None = None
 
 
 def max_simulated_angle(potential_sampling: float, energy: float) -> float:
@@ -122,15 +131,19 @@ def _asnumpy(a) -> np.ndarray:
     return np.asarray(a)
 
 
+def _fourier_filter(shape: tuple[int, int], sampling: tuple[float, float], cutoff: float, sigma: float = 0.0) -> np.ndarray:
+    """Transfer function that zeroes frequencies beyond ``cutoff`` [1/Å] and blurs with a Gaussian
+    of standard deviation ``sigma`` [Å] (the source size), on the FFT grid of a periodic image."""
+    kx = np.fft.fftfreq(shape[0], sampling[0])
+    ky = np.fft.fftfreq(shape[1], sampling[1])
+    k2 = kx[:, None] ** 2 + ky[None, :] ** 2
+    return (k2 <= cutoff**2) * np.exp(-2 * np.pi**2 * sigma**2 * k2)
+
+
 def _lowpass_fourier(image: np.ndarray, sampling: tuple[float, float], cutoff: float, sigma: float = 0.0) -> np.ndarray:
     """Low-pass a periodic image: zero frequencies beyond ``cutoff`` [1/Å] and apply a Gaussian
     blur of standard deviation ``sigma`` [Å]."""
-    kx = np.fft.fftfreq(image.shape[0], sampling[0])
-    ky = np.fft.fftfreq(image.shape[1], sampling[1])
-    k2 = kx[:, None] ** 2 + ky[None, :] ** 2
-    f = np.fft.fft2(image)
-    f *= (k2 <= cutoff**2) * np.exp(-2 * np.pi**2 * sigma**2 * k2)
-    return np.fft.ifft2(f).real
+    return np.fft.ifft2(np.fft.fft2(image) * _fourier_filter(image.shape, sampling, cutoff, sigma)).real
 
 
 def fourier_crop(image: np.ndarray, sampling: tuple[float, float], target: float):
@@ -159,12 +172,15 @@ def to_canonical(
     shape: tuple[int, int],
     out_sampling: float,
     source_size: float = 0.0,
+    prefiltered: bool = False,
 ) -> np.ndarray:
     """Resample a periodic image (x along axis 0) to ``shape`` pixels of ``out_sampling`` [Å], centred.
 
     The image is band-limited to the output Nyquist frequency (and blurred by the source size)
     in Fourier space, then sampled at the exact output grid with cubic splines (periodic). The
-    output is indexed [row=y, col=x] as images are displayed, y pointing up.
+    output is indexed [row=y, col=x] as images are displayed, y pointing up. ``prefiltered``: the
+    caller has already applied ``_fourier_filter`` (saves an FFT pair when it works in Fourier
+    space anyway).
     """
     from scipy.ndimage import map_coordinates
 
@@ -176,7 +192,8 @@ def to_canonical(
             f"field of view {fov[0]:.1f}x{fov[1]:.1f} Å is larger than the structure cell "
             f"{extent[0]:.1f}x{extent[1]:.1f} Å: build structures with fov >= image shape x sampling"
         )
-    image = _lowpass_fourier(image, sampling, 0.5 / out_sampling, source_size)
+    if not prefiltered:
+        image = _lowpass_fourier(image, sampling, 0.5 / out_sampling, source_size)
     x0 = (extent[0] - fov[0]) / 2
     y0 = (extent[1] - fov[1]) / 2
     # abTEM grids put sample k at k * sampling
@@ -216,8 +233,10 @@ def _incoherent(atoms, conditions, shape, settings) -> dict[int, np.ndarray]:
             )
             intensity = _asnumpy(probe.build(scan=(0.0, 0.0)).intensity().compute(progress_bar=False).array)
             probes[pk] = np.fft.fft2(intensity / intensity.sum())
-        image = np.fft.ifft2(obj_f * probes[pk]).real * settings.incoherent_scale
-        out[i] = to_canonical(image, sampling, shape, c.sampling, c.source_size)
+        # probe convolution, output band limit and source blur in one pass through Fourier space
+        filt = _fourier_filter(obj.shape, sampling, 0.5 / c.sampling, c.source_size)
+        image = np.fft.ifft2(obj_f * probes[pk] * filt).real * settings.incoherent_scale
+        out[i] = to_canonical(image, sampling, shape, c.sampling, prefiltered=True)
     return out
 
 
@@ -226,8 +245,43 @@ def _scan_sampling(c: ImagingConditions, settings: SimulationSettings) -> float:
     return min(nyquist / settings.scan_oversampling, nyquist)
 
 
-def _stem(potential, key, conditions, shape, settings) -> dict[int, np.ndarray]:
-    """One STEM scan (multislice or PRISM) with a flexible annular detector, integrated per condition."""
+def memory_limit_bytes(settings: SimulationSettings) -> int:
+    """The working-set limit of one expensive pass [bytes] (see ``SimulationSettings.memory_limit``)."""
+    if settings.memory_limit is not None:
+        return int(settings.memory_limit * 2**30)
+    if settings.device == "gpu":
+        import cupy
+
+        free, _ = cupy.cuda.Device().mem_info
+        return int(0.8 * free)
+    import psutil
+
+    return int(0.25 * psutil.virtual_memory().available)
+
+
+def smatrix_bytes(smatrix) -> int:
+    """Memory of a built PRISM S-matrix and its reduction [bytes]: the plane waves at the
+    downsampled grid (complex64), plus one build batch at the full grid and the potential."""
+    n = len(smatrix)
+    down = int(np.prod(smatrix.downsampled_gpts))
+    full = int(np.prod(smatrix.gpts))
+    n_slices = len(smatrix.potential) if smatrix.potential is not None else 1
+    return 8 * n * down + 8 * min(n, 32) * full + 4 * n_slices * full
+
+
+def _integrate(measurement, c: ImagingConditions, extent: tuple[float, float]):
+    """Radially integrate a flexible annular measurement over the condition's detector; returns
+    the image and its sampling (the scan covers the periodic cell without its end point)."""
+    arr = _asnumpy(measurement.integrate_radial(c.inner, c.outer).array)
+    while arr.ndim > 2:
+        arr = arr.mean(0)
+    return arr, (extent[0] / arr.shape[0], extent[1] / arr.shape[1])
+
+
+def _multislice_stem(potential, conditions, shape, settings) -> dict[int, np.ndarray]:
+    """One multislice STEM scan per probe with a flexible annular detector, integrated per condition.
+
+    Probe wave functions are propagated in batches sized to the memory limit."""
     import abtem
 
     c0 = conditions[0][1]
@@ -235,37 +289,108 @@ def _stem(potential, key, conditions, shape, settings) -> dict[int, np.ndarray]:
         start=(0, 0), end=(1, 1), fractional=True, endpoint=False,
         sampling=_scan_sampling(c0, settings), potential=potential,
     )
+    probe = abtem.Probe(
+        energy=c0.energy, semiangle_cutoff=c0.semiangle, defocus=c0.defocus, Cs=c0.cs, device=settings.device
+    )
+    # a batch holds the waves, propagator/transmission products, their FFTs and the detector's
+    # diffraction patterns: ~6 complex copies measured with tracemalloc, 8 with margin
+    per_probe = 8 * 8 * int(np.prod(potential.gpts))
+    # half the limit for the batch: the rest for the potential, the task graph and the result
+    max_batch = int(max(1, min(len(scan), memory_limit_bytes(settings) // (2 * per_probe))))
     detector = abtem.FlexibleAnnularDetector(step_size=1.0)
-    if key[0] == "prism":
-        smatrix = abtem.SMatrix(
-            potential=potential, energy=c0.energy, semiangle_cutoff=c0.semiangle,
-            interpolation=settings.prism_interpolation, device=settings.device,
-        )
-        by_ctf = defaultdict(list)
-        for i, c in conditions:
-            by_ctf[(c.defocus, c.cs)].append((i, c))
-        measurements = {}
-        for (defocus, cs), group in by_ctf.items():
-            ctf = abtem.CTF(semiangle_cutoff=c0.semiangle, defocus=defocus, Cs=cs, energy=c0.energy)
-            m = smatrix.scan(scan=scan, detectors=detector, ctf=ctf).compute(progress_bar=False)
-            for i, _ in group:
-                measurements[i] = m
-    else:
-        probe = abtem.Probe(
-            energy=c0.energy, semiangle_cutoff=c0.semiangle, defocus=c0.defocus, Cs=c0.cs, device=settings.device
-        )
-        m = probe.scan(potential, scan=scan, detectors=detector).compute(progress_bar=False)
-        measurements = {i: m for i, _ in conditions}
+    if max_batch >= len(scan):  # everything fits: one eager batch
+        m = probe.scan(potential, scan=scan, detectors=detector)
+    else:  # abTEM honours max_batch only lazily: batches one after the other, in this process
+        m = probe.scan(potential, scan=scan, detectors=detector, max_batch=max_batch, lazy=True)
+        m = m.compute(progress_bar=False, scheduler="synchronous")
     out = {}
     for i, c in conditions:
-        m = measurements[i]
-        images = m.integrate_radial(c.inner, c.outer)
-        arr = _asnumpy(images.array)
-        while arr.ndim > 2:
-            arr = arr.mean(0)
-        # the scan covers the periodic cell without its end point
-        sampling = (potential.extent[0] / arr.shape[0], potential.extent[1] / arr.shape[1])
+        arr, sampling = _integrate(m, c, potential.extent)
         out[i] = to_canonical(arr, sampling, shape, c.sampling, c.source_size)
+    return out
+
+
+def _phonon_configurations(atoms: Atoms, settings: SimulationSettings):
+    """The frozen-phonon configurations (the static structure when there is one), the same ones
+    abTEM's ``FrozenPhonons`` ensemble uses for the multislice and HRTEM modes."""
+    if settings.frozen_phonons <= 1:
+        yield atoms
+        return
+    import abtem
+
+    yield from abtem.FrozenPhonons(
+        atoms, num_configs=settings.frozen_phonons, sigmas=_sigmas(atoms, settings.sigma), seed=settings.seed
+    )
+
+
+def _prism(atoms, conditions, shape, settings) -> dict[int, np.ndarray]:
+    """PRISM: one S-matrix per frozen-phonon configuration serves every probe and detector.
+
+    The S-matrix is expanded to the widest convergence angle of the group; each distinct probe
+    (convergence angle, defocus, Cs) is one reduction of it, and every detector of that probe is a
+    radial integration of one flexible annular measurement. Frozen phonons are built one at a time
+    (memory = one S-matrix) and averaged. When the S-matrix would exceed the memory limit, the
+    group falls back to batched multislice instead of running out of memory.
+    """
+    import abtem
+
+    c0 = max((c for _, c in conditions), key=lambda c: c.semiangle)
+    by_probe: dict[tuple, list] = defaultdict(list)
+    for i, c in conditions:
+        by_probe[(c.semiangle, c.defocus, c.cs)].append((i, c))
+    # keep the scattering angles the widest detector needs (the detector reaches 2/3 of the
+    # downsampled grid's Nyquist angle), not the whole simulated range: less memory per plane wave
+    nyquist = 1e3 * c0.wavelength / (2 * settings.potential_sampling)
+    downsample = 1.5 * 1.02 * max(c.outer for _, c in conditions)
+    downsample = float(downsample) if downsample < nyquist else False
+    sums: dict[int, np.ndarray] = {}
+    n = 0
+    for config in _phonon_configurations(atoms, settings):
+        potential = _potential(config, replace(settings, frozen_phonons=1)).build()
+        smatrix = abtem.SMatrix(
+            potential=potential, energy=c0.energy, semiangle_cutoff=c0.semiangle,
+            interpolation=settings.prism_interpolation, device=settings.device, downsample=downsample,
+        )
+        need, limit = smatrix_bytes(smatrix), memory_limit_bytes(settings)
+        if need > limit:
+            log.warning(
+                "PRISM S-matrix of %.2f GiB exceeds the memory limit of %.2f GiB: falling back to batched multislice "
+                "(raise simulate.settings.memory_limit or prism_interpolation to keep PRISM)", need / 2**30, limit / 2**30,
+            )
+            return _stem_fallback(atoms, conditions, shape, settings)
+        built = smatrix.build(lazy=False)
+        scan = abtem.GridScan(
+            start=(0, 0), end=(1, 1), fractional=True, endpoint=False,
+            sampling=_scan_sampling(c0, settings), potential=potential,
+        )
+        window = 4 * 8 * int(np.prod(built.window_gpts))
+        max_batch = int(max(1, min(len(scan), (limit - need) // window)))
+        for (semiangle, defocus, cs), group in by_probe.items():
+            ctf = abtem.CTF(semiangle_cutoff=semiangle, defocus=defocus, Cs=cs, energy=c0.energy)
+            m = built.reduce(scan=scan, ctf=ctf, detectors=abtem.FlexibleAnnularDetector(step_size=1.0),
+                             max_batch_reduction=max_batch)
+            for i, c in group:
+                arr, _ = _integrate(m, c, potential.extent)
+                sums[i] = sums[i] + arr if i in sums else arr.astype(np.float64)
+        n += 1
+        del built
+    out = {}
+    for i, c in conditions:
+        arr = sums[i] / n
+        sampling = (atoms.cell[0, 0] / arr.shape[0], atoms.cell[1, 1] / arr.shape[1])
+        out[i] = to_canonical(arr, sampling, shape, c.sampling, c.source_size)
+    return out
+
+
+def _stem_fallback(atoms, conditions, shape, settings) -> dict[int, np.ndarray]:
+    """Batched multislice for PRISM conditions whose S-matrix does not fit: one scan per probe."""
+    potential = _potential(atoms, settings).build()
+    groups: dict[tuple, list] = defaultdict(list)
+    for i, c in conditions:
+        groups[c.replace(method="multislice").probe_key()].append((i, c))
+    out = {}
+    for group in groups.values():
+        out.update(_multislice_stem(potential, group, shape, settings))
     return out
 
 
@@ -369,12 +494,15 @@ def render(
             if key[0] == "incoherent":
                 images.update(_incoherent(atoms, group, shape, settings))
                 continue
+            if key[0] == "prism":
+                images.update(_prism(atoms, group, shape, settings))
+                continue
             if potential is None:
                 potential = _potential(atoms, settings).build()
             if key[0] == "hrtem":
                 images.update(_hrtem(potential, group, shape, settings))
             else:
-                images.update(_stem(potential, key, group, shape, settings))
+                images.update(_multislice_stem(potential, group, shape, settings))
     out = np.stack([images[i] for i in range(len(conditions))]).astype(np.float32)
     if noise:
         for i, c in enumerate(conditions):
