@@ -173,20 +173,22 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_library, tmp_path
     def cmd(run, *extra):
         return [sys.executable, str(REPO / "train.py"), "experiment=embedding_demo", f"library_dir={tiny_library}",
                 f"paths.output_dir={run}", f"hydra.run.dir={run}", "model.net.dim=16", "data.classes_per_batch=2",
-                "data.images_per_class=2", "trainer.max_epochs=6", "+trainer.limit_train_batches=2",
-                "+trainer.limit_val_batches=1", "+trainer.enable_progress_bar=false", "logger=csv", *extra]
+                "data.images_per_class=2", "trainer.max_epochs=40", "+trainer.limit_train_batches=2",
+                "+trainer.limit_val_batches=1", "+trainer.enable_progress_bar=false", "logger=csv",
+                "data.fractions=[0.5,0.5,0.0]", *extra]  # a validation split, so every epoch checkpoints
 
     run = tmp_path / "run"
     last = run / "checkpoints" / "last.ckpt"
     proc = subprocess.Popen(cmd(run), env=ENV, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _kill_when(proc, last.is_file)
     assert proc.returncode == -signal.SIGKILL
-    epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]  # whole, readable
-    assert epoch < 5, "the kill must land before the end"
+    killed = torch.load(last, map_location="cpu", weights_only=True)  # whole, readable
+    assert killed["epoch"] < 39, "the kill must land before the end"
+    per_epoch = killed["global_step"] // (killed["epoch"] + 1)
     r = subprocess.run(cmd(tmp_path / "run2", f"ckpt_path={last}"), env=ENV, cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     final = torch.load(tmp_path / "run2" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert final["epoch"] == 5 and final["global_step"] == 12  # 6 epochs x 2 batches, the first ones not redone
+    assert final["epoch"] == 39 and final["global_step"] == 40 * per_epoch  # all 40 epochs, no step done twice or lost
 
 
 # --- bad input: the image reader ---------------------------------------------------------------------

@@ -45,9 +45,13 @@ def train_embedding(cfg: DictConfig) -> dict:
                         image_shape=list(lib.manifest["image_shape"]))
     loggers = make_loggers(cfg.get("logger")) or False
     out = Path(cfg.paths.output_dir)
-    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, monitor="val/loss", mode="min")
+    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor="val/loss", mode="min")
+    # last.ckpt after every epoch, improved or not (Lightning's save_last only follows the best), so a
+    # killed run resumes from the epoch it reached
+    latest = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                             enable_version_counter=False)
     tracker = EmbeddingTracker(cfg, documents={"library_manifest": lib.manifest}, **(cfg.get("tracking") or {}))
-    trainer = instantiate(cfg.trainer, logger=loggers, callbacks=[checkpoint, tracker])
+    trainer = instantiate(cfg.trainer, logger=loggers, callbacks=[checkpoint, latest, tracker])
     trainer.fit(model, dm, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     print(f"checkpoints in {out / 'checkpoints'}; " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))

@@ -54,15 +54,18 @@ def train_potential(cfg: DictConfig) -> dict:
         net = instantiate(net_cfg, _partial_=True)(elements=dm.elements, ref_energies=ref, scale=dm.force_rms())
     model = instantiate(cfg.model, net=net, data_hash=dm.data_hash)
     loggers = make_loggers(cfg.get("logger")) or False
-    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", save_last=True, monitor="val/loss", mode="min")
+    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/loss", mode="min")
+    # last.ckpt after every epoch (Lightning's save_last only follows the best): a killed run resumes where it was
+    latest = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                             enable_version_counter=False)
     tracker = PotentialTracker(cfg, documents={"potential_data": {"files": dft["files"], "data_hash": dm.data_hash,
                                                                  "elements": dm.elements, "flagged": dm.flagged,
                                                                  "frames": {k: len(v) for k, v in dm.frames.items()}}})
-    trainer = instantiate(cfg.trainer, logger=loggers, callbacks=[best, tracker], inference_mode=False)
+    trainer = instantiate(cfg.trainer, logger=loggers, callbacks=[best, latest, tracker], inference_mode=False)
     t0 = time.perf_counter()
     trainer.fit(model, dm, ckpt_path=ckpt_path)
     train_s = time.perf_counter() - t0
-    best_path = best.best_model_path or best.last_model_path
+    best_path = best.best_model_path or latest.best_model_path
     if not best_path:
         raise PotentialError("training stopped before the first checkpoint; raise trainer.max_epochs / max_time")
     net = load_potential(best_path)
