@@ -189,7 +189,7 @@ def read_image(
     metadata: dict[str, Any] = {"format": plugin}
     try:
         if plugin == "npy":
-            data = np.load(path, allow_pickle=False)
+            data = np.load(path, mmap_mode="r", allow_pickle=False)  # shape checks before reading the pixels
         elif plugin == "image":
             import imageio.v3 as iio
 
