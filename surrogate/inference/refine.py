@@ -52,17 +52,25 @@ def local_shift(a: np.ndarray, b: np.ndarray, max_shift: float = 8.0) -> np.ndar
     return out
 
 
+def _ssim(a: np.ndarray, b: np.ndarray, data_range: float | None = None, normalise: bool = True) -> float:
+    """SSIM of a normalised experiment ``a`` and a simulation ``b`` (normalised here unless
+    ``normalise=False``); the data range is the experiment's unless given."""
+    from skimage.metrics import structural_similarity
+
+    rng = float(a.max() - a.min()) if data_range is None else data_range
+    return float(structural_similarity(a, _norm(b) if normalise else b, data_range=rng))
+
+
 def fom(experiment: np.ndarray, simulation: np.ndarray, max_shift: float = 8.0) -> tuple[float, float, float]:
     """(figure of merit, shift [px], SSIM) of a simulation against an experiment of the same shape."""
     from scipy.ndimage import shift as nd_shift
-    from skimage.metrics import structural_similarity
 
     a, b = _norm(experiment), _norm(simulation)
     shift = local_shift(a, b, max_shift)
     moved = nd_shift(b, shift, order=1, mode="nearest")
     m = int(np.ceil(np.abs(shift).max())) + 2  # compare where both images are defined
     m = min(m, a.shape[0] // 4, a.shape[1] // 4)
-    ssim = structural_similarity(a[m:-m, m:-m], moved[m:-m, m:-m], data_range=float(a.max() - a.min()))
+    ssim = _ssim(a[m:-m, m:-m], moved[m:-m, m:-m], data_range=float(a.max() - a.min()), normalise=False)
     s = float(np.hypot(*shift))
     return 0.1 * s + (1.0 - float(ssim)), s, float(ssim)
 
@@ -215,7 +223,6 @@ def render_pose(field: np.ndarray, shape: tuple[int, int], pose: dict[str, float
 def _fit_pose(window, field, start: dict, names: tuple[str, ...], max_evals: int) -> tuple[dict, float, int]:
     """Nelder-Mead over the pose parameters ``names`` (the others fixed) maximising SSIM."""
     from scipy.optimize import minimize
-    from skimage.metrics import structural_similarity
 
     a = _norm(window)
     rng = float(a.max() - a.min())
@@ -227,7 +234,7 @@ def _fit_pose(window, field, start: dict, names: tuple[str, ...], max_evals: int
         if any(not spec[n][1][0] <= pose[n] <= spec[n][1][1] for n in names):
             return 2.0
         calls[0] += 1
-        return 1.0 - structural_similarity(a, _norm(render_pose(field, window.shape, pose)), data_range=rng)
+        return 1.0 - _ssim(a, render_pose(field, window.shape, pose), data_range=rng)
 
     x0 = np.array([start[n] for n in names], float)
     simplex = np.vstack([x0, x0 + np.diag([spec[n][0] for n in names])])
@@ -240,8 +247,6 @@ def _initial(window: np.ndarray, field: np.ndarray, starts: int = 3, step: float
     """Starting poses: a coarse rotation grid (every ``step`` degrees over the full circle, since a
     bicrystal has no 2-fold axis) plus the library orientation and the rotation/scale that the power
     spectra suggest, each aligned by the nearest cross-correlation peak; the ``starts`` best by SSIM."""
-    from skimage.metrics import structural_similarity
-
     from surrogate.inference.preprocess import estimate_rotation
 
     centre = transform(field, window.shape)
@@ -255,7 +260,7 @@ def _initial(window: np.ndarray, field: np.ndarray, starts: int = 3, step: float
         sim = transform(field, window.shape, angle, scale)
         shift = local_shift(a, _norm(sim), max(window.shape) / 4)
         sim = transform(field, window.shape, angle, scale, tuple(shift))
-        s = structural_similarity(a, _norm(sim), data_range=float(a.max() - a.min()))
+        s = _ssim(a, sim)
         pose = {n: v for n, v, _, _ in POSE}
         pose.update(angle=angle, log_scale=float(np.log(scale)), row=float(shift[0]), col=float(shift[1]))
         scored.append((s, pose))

@@ -108,16 +108,22 @@ def _sigmas(atoms: Atoms, sigma: dict) -> dict:
     return {s: float(sigma.get(s, default)) for s in set(atoms.get_chemical_symbols())}
 
 
-def _potential(atoms: Atoms, settings: SimulationSettings):
+def _potential(atoms: Atoms, settings: SimulationSettings, multiple_of: int = 1):
+    """abTEM potential at ``settings.potential_sampling`` or finer, its grid a multiple of
+    ``multiple_of`` points (PRISM interpolation divides the grid exactly: normalisation preserved)."""
     import abtem
 
+    grid = {"sampling": settings.potential_sampling}
+    if multiple_of > 1:
+        extent = np.diag(atoms.cell.array)[:2]
+        grid = {"gpts": tuple(int(np.ceil(L / settings.potential_sampling / multiple_of)) * multiple_of for L in extent)}
     if settings.frozen_phonons > 1:
         atoms = abtem.FrozenPhonons(
             atoms, num_configs=settings.frozen_phonons, sigmas=_sigmas(atoms, settings.sigma), seed=settings.seed
         )
     return abtem.Potential(
         atoms,
-        sampling=settings.potential_sampling,
+        **grid,
         slice_thickness=settings.slice_thickness,
         parametrization=settings.parametrization,
         projection="infinite",
@@ -346,7 +352,7 @@ def _prism(atoms, conditions, shape, settings) -> dict[int, np.ndarray]:
     sums: dict[int, np.ndarray] = {}
     n = 0
     for config in _phonon_configurations(atoms, settings):
-        potential = _potential(config, replace(settings, frozen_phonons=1)).build()
+        potential = _potential(config, replace(settings, frozen_phonons=1), settings.prism_interpolation).build()
         smatrix = abtem.SMatrix(
             potential=potential, energy=c0.energy, semiangle_cutoff=c0.semiangle,
             interpolation=settings.prism_interpolation, device=settings.device, downsample=downsample,
