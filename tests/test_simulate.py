@@ -231,3 +231,25 @@ def test_smatrix_over_the_memory_limit_falls_back_to_batched_multislice_under_th
     assert "exceeds the memory limit" in caplog.text
     assert peak < cap * 2**30, f"peak {peak / 2**20:.1f} MiB"
     assert np.allclose(capped, free, rtol=1e-3, atol=1e-3 * free.max())  # PRISM(1) == multislice
+
+
+def test_gpu_memory_limit_and_host_transfer_emulated_on_cpu(monkeypatch):
+    """The GPU-only branches of the shared pass, with CuPy emulated: the memory limit comes from the
+    device's free memory, and device arrays come back to the host through ``.get()``."""
+    import sys
+    import types
+
+    from surrogate.simulate import memory_limit_bytes
+    from surrogate.simulate.images import _asnumpy
+
+    fake = types.ModuleType("cupy")
+    fake.cuda = types.SimpleNamespace(Device=lambda: types.SimpleNamespace(mem_info=(10 * 2**30, 80 * 2**30)))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    assert memory_limit_bytes(replace_settings(device="gpu")) == int(0.8 * 10 * 2**30)
+    assert memory_limit_bytes(replace_settings(device="gpu", memory_limit=2.0)) == 2 * 2**30
+
+    class DeviceArray:
+        def get(self):
+            return np.arange(4.0)
+
+    assert np.array_equal(_asnumpy(DeviceArray()), np.arange(4.0))
