@@ -55,3 +55,15 @@ def test_embedding_trains_with_ddp_on_two_cpu_processes(tiny_library, tmp_path):
     assert (run / "train_ddp_process_1.log").exists()  # the second process was Lightning's
     rec = checkpoint_library(run / "checkpoints" / "last.ckpt")
     assert rec["library_hash"] == Library(tiny_library).hash
+
+
+def test_ddp_trainer_configs_compose_and_shard_themselves():
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    for name, strategy in (("ddp", "ddp"), ("ddp_cpu", "DDPStrategy")):
+        with initialize_config_module(version_base="1.3", config_module="surrogate.configs"):
+            cfg = compose(config_name="train", overrides=["experiment=embedding_demo", f"trainer={name}"])
+        assert cfg.trainer.use_distributed_sampler is False and strategy in str(cfg.trainer.strategy)
+    trainer = instantiate(cfg.trainer, logger=False, default_root_dir="/tmp")  # ddp_cpu: built, not launched
+    assert trainer.world_size == 2 and trainer.strategy.process_group_backend == "gloo"
