@@ -122,8 +122,9 @@ class _CheckedArray:
             raise
         except Exception as exc:
             first = (str(exc).splitlines() or [""])[0][:120]
+            where = f"{key.start or 0}:{'' if key.stop is None else key.stop}" if isinstance(key, slice) else key
             raise LibraryError(
-                f"library {self._root} is damaged: cannot decode images.zarr/{self._name}[{key}] ({type(exc).__name__}: "
+                f"library {self._root} is damaged: cannot decode images.zarr/{self._name}[{where}] ({type(exc).__name__}: "
                 f"{first}); delete the done/ markers of those units and rerun surrogate-build-library with its config"
             ) from None
 
