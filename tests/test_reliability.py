@@ -288,6 +288,12 @@ def _infer(b, *extra, image="q.npy"):
             f"checkpoint={b['dir'] / 'emb.pt'}", "refine.top=0", f"hydra.run.dir={b['dir'] / 'run'}", *extra]
 
 
+def _tiny_build(b):
+    return [f"library.output_dir={b['dir'] / 'newlib'}", "library.images_per_structure=2", "library.shape=[32,32]",
+            "structures.materials=[{name: Si}]", "structures.zone_axes=[[1,1,0]]", "structures.thicknesses=[8.0]",
+            "structures.fov=[6.4,6.4]", "structures.boundaries=[]", "progress=false"]
+
+
 CLI_CASES = {
     # id: (entry point, argv builder, expected text in the error line)
     "infer/nan-image": ("infer", lambda b: _infer(b, image="nan.npy"), "NaN"),
@@ -307,6 +313,9 @@ CLI_CASES = {
     "infer/corrupt-index": ("infer", lambda b: _infer(b, f"index={b['dir'] / 'idx' / 'junk.faiss'}"), "corrupt index"),
     "build/config-typo": ("build", lambda b: ["x", "library.ouput_dir=x"], "library.ouput_dir"),
     "build/unknown-option": ("build", lambda b: ["x", "simulate=nonexistent"], "simulate/nonexistent"),
+    "build/unknown-scheduler": ("build", lambda b: ["x", *_tiny_build(b), "library.scheduler=lcoal"], "library.scheduler='lcoal'"),
+    "build/unreachable-scheduler": ("build", lambda b: ["x", *_tiny_build(b), "library.scheduler=tcp://127.0.0.1:1"],
+                                    "cannot reach the dask scheduler"),
     "search/config-typo": ("search", lambda b: ["x", "serch.steps=3"], "serch.steps"),
     "train/unknown-experiment": ("train", lambda b: ["x", "experiment=embedding_dmeo"], "embedding_dmeo"),
     "train/truncated-resume-checkpoint": ("train", lambda b: ["x", "experiment=embedding_demo", f"library_dir={b['lib']}",

@@ -95,7 +95,13 @@ def _client(lib: Mapping[str, Any]):
             dashboard_address=lib.get("dashboard_address"), silence_logs=40,
         )
         return Client(cluster)
-    return Client(scheduler)
+    if "://" not in str(scheduler):
+        raise ConfigError(f"library.scheduler={scheduler!r}: use local, synchronous or a dask scheduler address (tcp://host:8786)")
+    try:
+        return Client(scheduler, timeout=float(lib.get("connect_timeout") or 30))
+    except (OSError, TimeoutError) as exc:
+        raise ConfigError(f"cannot reach the dask scheduler {scheduler} ({type(exc).__name__}): start it, "
+                          "check the address, or use library.scheduler=local") from None
 
 
 def _done_units(done_dir: Path) -> set[int]:
