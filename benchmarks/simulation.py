@@ -299,6 +299,8 @@ def part_library(args):
     overrides = ["library.n_workers=2", "progress=false", "library.contact_sheet=false"]
     if args.quick:
         overrides += ["library.images_per_structure=8", "structures.thicknesses=[20.0]"]
+    elif args.library_k:
+        overrides += [f"library.images_per_structure={args.library_k}"]
     tmp = Path(tempfile.mkdtemp(prefix="bench_lib_"))
     cmd = [sys.executable, "-m", "surrogate.library", f"library.output_dir={tmp / 'lib'}", *overrides,
            f"hydra.run.dir={tmp / 'run'}"]
@@ -336,16 +338,18 @@ def part_library(args):
            "abtem_band_positions": len(scan), "abtem_band_s": t_band, "n_atoms_first": len(atoms),
            "speedup": rate * t_ms, "overrides": overrides, "hours_for_10k_images": 1e4 / rate / 3600}
     out = Path(args.out)
-    (out / "simulation_library.json").write_text(json.dumps(res, indent=1))
+    name = f"simulation_library_k{args.library_k}" if args.library_k else "simulation_library"
+    (out / f"{name}.json").write_text(json.dumps(res, indent=1))
     md = ["# Library build throughput (demo library config, fresh build)", "",
-          f"Machine: {os.cpu_count()} CPU cores, 2 worker processes (a niced DFT job on one core during the run); "
+          f"Machine: {os.cpu_count()} CPU cores, 2 worker processes, load average {os.getloadavg()[0]:.1f} at the end; "
           f"`python benchmarks/simulation.py --part library{' --quick' if args.quick else ''}`.", "",
+          f"Overrides: `{' '.join(overrides)}`.", "",
           "| library | images | structures | seconds | images/s | abTEM per-image multislice [s/image] | speed-up | 10,000 images |",
           "|---|---:|---:|---:|---:|---:|---:|---:|",
           f"| demo ({', '.join(f'{k} {v}' for k, v in res['per_mode_images'].items())}) | {n_images} | "
           f"{res['structures']} | {elapsed:.0f} | {rate:.3g} | {t_ms:.0f} (from {len(scan)} positions) | {res['speedup']:.3g}x | "
           f"{res['hours_for_10k_images']:.2f} h (at this rate) |"]
-    (out / "simulation_library.md").write_text("\n".join(md) + "\n")
+    (out / f"{name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 
@@ -355,6 +359,8 @@ def main():
     ap.add_argument("--part", choices=["modes", "shared", "library", "all"], default="all")
     ap.add_argument("--quick", action="store_true", help="thinner slab and fewer conditions (smoke run)")
     ap.add_argument("--k", type=int, default=32, help="imaging conditions per structure for the shared-pass modes")
+    ap.add_argument("--library-k", type=int, default=None,
+                    help="--part library: images per structure (320 -> a 10,240-image build of the 32 demo structures)")
     args = ap.parse_args()
     for name, part in (("modes", part_modes), ("shared", part_shared), ("library", part_library)):
         if args.part in (name, "all"):
