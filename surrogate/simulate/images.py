@@ -108,6 +108,15 @@ def _sigmas(atoms: Atoms, sigma: dict) -> dict:
     return {s: float(sigma.get(s, default)) for s in set(atoms.get_chemical_symbols())}
 
 
+def _frozen_phonons(atoms: Atoms, settings: SimulationSettings):
+    """abTEM's frozen-phonon ensemble of ``atoms`` for these settings (one definition for every mode)."""
+    import abtem
+
+    return abtem.FrozenPhonons(
+        atoms, num_configs=settings.frozen_phonons, sigmas=_sigmas(atoms, settings.sigma), seed=settings.seed
+    )
+
+
 def _potential(atoms: Atoms, settings: SimulationSettings, multiple_of: int = 1):
     """abTEM potential at ``settings.potential_sampling`` or finer, its grid a multiple of
     ``multiple_of`` points (PRISM interpolation divides the grid exactly: normalisation preserved)."""
@@ -118,9 +127,7 @@ def _potential(atoms: Atoms, settings: SimulationSettings, multiple_of: int = 1)
         extent = np.diag(atoms.cell.array)[:2]
         grid = {"gpts": tuple(int(np.ceil(L / settings.potential_sampling / multiple_of)) * multiple_of for L in extent)}
     if settings.frozen_phonons > 1:
-        atoms = abtem.FrozenPhonons(
-            atoms, num_configs=settings.frozen_phonons, sigmas=_sigmas(atoms, settings.sigma), seed=settings.seed
-        )
+        atoms = _frozen_phonons(atoms, settings)
     return abtem.Potential(
         atoms,
         **grid,
@@ -284,6 +291,17 @@ def _integrate(measurement, c: ImagingConditions, extent: tuple[float, float]):
     return arr, (extent[0] / arr.shape[0], extent[1] / arr.shape[1])
 
 
+def _grid_scan(potential, c: ImagingConditions, settings: SimulationSettings):
+    """The probe positions of one image: the periodic cell without its end point, at the Nyquist
+    step of probe ``c`` (the widest one when several share the scan)."""
+    import abtem
+
+    return abtem.GridScan(
+        start=(0, 0), end=(1, 1), fractional=True, endpoint=False,
+        sampling=_scan_sampling(c, settings), potential=potential,
+    )
+
+
 def _multislice_stem(potential, conditions, shape, settings) -> dict[int, np.ndarray]:
     """One multislice STEM scan per probe with a flexible annular detector, integrated per condition.
 
@@ -291,10 +309,7 @@ def _multislice_stem(potential, conditions, shape, settings) -> dict[int, np.nda
     import abtem
 
     c0 = conditions[0][1]
-    scan = abtem.GridScan(
-        start=(0, 0), end=(1, 1), fractional=True, endpoint=False,
-        sampling=_scan_sampling(c0, settings), potential=potential,
-    )
+    scan = _grid_scan(potential, c0, settings)
     probe = abtem.Probe(
         energy=c0.energy, semiangle_cutoff=c0.semiangle, defocus=c0.defocus, Cs=c0.cs, device=settings.device
     )
@@ -322,11 +337,7 @@ def _phonon_configurations(atoms: Atoms, settings: SimulationSettings):
     if settings.frozen_phonons <= 1:
         yield atoms
         return
-    import abtem
-
-    yield from abtem.FrozenPhonons(
-        atoms, num_configs=settings.frozen_phonons, sigmas=_sigmas(atoms, settings.sigma), seed=settings.seed
-    )
+    yield from _frozen_phonons(atoms, settings)
 
 
 def _prism(atoms, conditions, shape, settings) -> dict[int, np.ndarray]:
@@ -365,10 +376,7 @@ def _prism(atoms, conditions, shape, settings) -> dict[int, np.ndarray]:
             )
             return _stem_fallback(atoms, conditions, shape, settings)
         built = smatrix.build(lazy=False)
-        scan = abtem.GridScan(
-            start=(0, 0), end=(1, 1), fractional=True, endpoint=False,
-            sampling=_scan_sampling(c0, settings), potential=potential,
-        )
+        scan = _grid_scan(potential, c0, settings)
         window = 4 * 8 * int(np.prod(built.window_gpts))
         max_batch = int(max(1, min(len(scan), (limit - need) // window)))
         for (semiangle, defocus, cs), group in by_probe.items():
