@@ -253,3 +253,9 @@ def test_gpu_memory_limit_and_host_transfer_emulated_on_cpu(monkeypatch):
             return np.arange(4.0)
 
     assert np.array_equal(_asnumpy(DeviceArray()), np.arange(4.0))
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, "abc", True])
+def test_memory_limit_must_be_a_positive_number_of_gib(bad):
+    with pytest.raises(ConfigError, match="memory_limit must be a positive number of GiB"):
+        SimulationSettings(memory_limit=bad)

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
-from surrogate.errors import SimulationError, SurrogateError
+from surrogate.errors import ConfigError, SimulationError, SurrogateError
 from surrogate.simulate.conditions import ImagingConditions, wavelength
 from surrogate.simulate.noise import apply_dose
 
@@ -79,6 +79,14 @@ class SimulationSettings:
     fft: str = "numpy"
     seed: int = 0
     memory_limit: float | None = None
+
+    def __post_init__(self):
+        if self.memory_limit is not None and not (
+            isinstance(self.memory_limit, (int, float)) and not isinstance(self.memory_limit, bool) and self.memory_limit > 0
+        ):
+            raise ConfigError(
+                f"simulate.settings.memory_limit must be a positive number of GiB or null, got {self.memory_limit!r}"
+            )
 
 
 def max_simulated_angle(potential_sampling: float, energy: float) -> float:
