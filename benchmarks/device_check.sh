@@ -1,24 +1,55 @@
 #!/usr/bin/env bash
-# GPU checks for one H100 lease (run from the repo root through the device tool; $OUT comes back).
-# Three trainings share the GPU, each bounded by its config's max_time (4 min):
-#   potential_si (mlearn Si split, the accuracy figures), potential_demo (Si + CdTe, shipped),
-#   embedding on gb_library (MobileNetV3-small at 128 px, shipped for the grain-boundary experiment),
-# then a GPU-vs-CPU abTEM check of the simulation path (simulate.settings.device=gpu).
-# Needs: .whl/ (abtem, ase, hydra, zarr, ... for Python 3.12) and gb_library/ carried.
+# GPU checks for one device lease (run from the repo root through the device tool; $OUT comes back).
+# Six trainings share the GPU at once, each with the same wall-clock budget (TRAIN_S, default 390 s):
+#   si_a   ours on the mlearn Si split, the shipped recipe (PaiNN-style, F=64, lr 5e-3)
+#   si_b   ours on the mlearn Si split, F=128, lr 2e-3
+#   mace   MACE (mace-torch 0.3.16, 128x0e, max_ell 3, correlation 3, 2 layers) on the same split
+#   cdte   ours on all labelled CdTe (experiment=potential_cdte)
+#   demo   ours on Si + CdTe (experiment=potential_demo; its export is checkpoints/potential_demo.pt)
+#   emb    the embedding (experiment=embedding_full) on demo_f16 (the demo library as float16)
+# Needs carried: .whl_min/ (hydra, ase, zarr, ... for Python 3.12), .whl_mace/ (mace-torch, its
+# dependencies, matscipy), demo_f16/. Locally (no GPU): DEV=cpu TRAIN_S=20 MACE_PY=/work/mace-venv/bin/python.
+# Everything comes back as $OUT/results.tar.gz (models, exports, metrics, logs).
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt"
-run() { name=$1; shift; ( timeout 330 python3 train.py "$@" hydra.run.dir=/tmp/$name > /tmp/$name.log 2>&1; echo "exit $?" >> /tmp/$name.log ) & }
-run pot_si experiment=potential_si trainer=gpu
-run pot_demo experiment=potential_demo trainer=gpu
-run emb_gb experiment=embedding_full library_dir=gb_library embedding/backbone=mobilenet_v3_small \
-    model.net.input_size=null data.classes_per_batch=28 data.images_per_class=8
-python3 benchmarks/gpu_simulation.py > "$OUT/gpu_sim.txt" 2>&1
+DEV=${DEV:-gpu}; TS=${TRAIN_S:-390}; PY=python3; MACE_PY=${MACE_PY:-python3}
+T=$(printf "00:00:%02d:%02d" $((TS / 60)) $((TS % 60)))
+if [ "$DEV" = gpu ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+      .whl_min/*.whl .whl_mace/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt"
+fi
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
+G=${G:-/tmp/g}; rm -rf "$G"; mkdir -p "$G/mace"
+run() { name=$1; shift; ( timeout $((TS + 120)) $PY train.py "$@" trainer=$DEV trainer.max_time=$T logger=csv \
+          hydra.run.dir=$G/$name > $G/$name.log 2>&1; echo "exit $?" >> $G/$name.log ) & }
+run si_a experiment=potential_si trainer.max_epochs=5000
+run si_b experiment=potential_si trainer.max_epochs=5000 model.net.features=128 model.optimizer.lr=2e-3
+run cdte experiment=potential_cdte trainer.max_epochs=5000
+run demo experiment=potential_demo trainer.max_epochs=5000
+run emb experiment=embedding_full library_dir=demo_f16 trainer.max_epochs=${EMB_EPOCHS:-800}
+
+$PY benchmarks/potential.py split-files $G/splits > $G/splits.log 2>&1
+(
+  cd $G/mace || exit 1
+  export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1  # e3nn 0.4.4 constants under torch >= 2.6
+  M="$MACE_PY -m mace.cli.run_train --name mace_si --work_dir $G/mace --train_file $G/splits/si_train.extxyz
+     --valid_file $G/splits/si_val.extxyz --test_file $G/splits/si_test.extxyz --energy_key REF_energy
+     --forces_key REF_forces --stress_key REF_stress --E0s average --model MACE --hidden_irreps 128x0e --r_max 5.0
+     --max_ell 3 --correlation 3 --num_interactions 2 --batch_size 4 --valid_batch_size 8 --ema --ema_decay 0.99
+     --amsgrad --lr 0.01 --default_dtype float32 --device $( [ "$DEV" = gpu ] && echo cuda || echo cpu ) --seed 0"
+  start=$(date +%s)
+  timeout $TS $M --max_num_epochs 100000 > log1.txt 2>&1
+  echo "mace training $(( $(date +%s) - start )) s" > time.txt
+  E=$(ls checkpoints 2>/dev/null | sed -n 's/.*epoch-\([0-9]*\)\.pt/\1/p' | sort -n | tail -1)
+  [ -n "$E" ] && timeout 200 $M --max_num_epochs $((E + 1)) --restart_latest > log2.txt 2>&1
+  echo "exit $?" >> time.txt
+) &
 wait
-for n in pot_si pot_demo emb_gb; do tail -c 20000 /tmp/$n.log > "$OUT/$n.log"; done
-cp /tmp/pot_si/potential.pt "$OUT/potential_si.pt" 2>/dev/null
-cp /tmp/pot_demo/potential.pt "$OUT/potential_demo.pt" 2>/dev/null
-python3 -m surrogate.embedding.export --checkpoint /tmp/emb_gb/checkpoints/last.ckpt --out "$OUT/embedding_gb.pt" --half
-ls -la "$OUT"
+
+ckpt=$(ls $G/emb/checkpoints/best*.ckpt 2>/dev/null | head -1); ckpt=${ckpt:-$G/emb/checkpoints/last.ckpt}
+$PY -m surrogate.embedding.export --checkpoint "$ckpt" --out $G/emb/embedding_demo.pt --half > $G/export.log 2>&1
+cd $G && tar czf "$OUT/results.tar.gz" --exclude='*.ckpt' --exclude='checkpoints' \
+    --exclude='mace/logs' --exclude='mace/results' --exclude='splits' . mace/mace_si.model 2>/dev/null
+ls -la "$OUT"; tail -n 3 $G/*.log

@@ -259,7 +259,30 @@ def cdte_physics(path) -> dict:
                 out[f"E({p.get('defect')}) - E(bulk), ideal 8-atom cell [eV]"] = {
                     "dft": float(a.info["REF_energy"] - bulk.info["REF_energy"]),
                     "ours": float(b.get_potential_energy() - e_bulk_model)}
+    out.update(twin_energy(frames, calc))
     return out
+
+
+def twin_energy(frames, calc) -> dict:
+    """Coherent Sigma3 (111) twin boundary energy [mJ/m^2]: (E_twin - E_ref) / (2 A) on the labelled
+    ``twin111`` pair (identical cells, two twin planes per cell; surrogate.dft.structures.coherent_twin),
+    DFT and the model on the same unrelaxed cells."""
+    pair = {}
+    for a in frames:
+        if a.info["family"] == "twin111":
+            pair[bool(json.loads(a.info["params"])["twin"])] = a
+    if len(pair) < 2:
+        return {}
+    area = float(np.linalg.norm(np.cross(pair[True].cell[0], pair[True].cell[1])))
+    mj = 16021.766 / (2 * area)  # eV per cell -> mJ/m^2 for two boundaries
+    model = {}
+    for k, a in pair.items():
+        b = a.copy()
+        b.calc = calc
+        model[k] = b.get_potential_energy()
+    return {"coherent Sigma3 (111) twin energy [mJ/m^2]": {
+        "dft": float((pair[True].info["REF_energy"] - pair[False].info["REF_energy"]) * mj),
+        "ours": float((model[True] - model[False]) * mj)}}
 
 
 def split_files(out: str, val_fraction: float = 0.05) -> None:

@@ -164,3 +164,40 @@ def test_refinement_with_relaxation_lowers_the_energy_and_reports_it():
     s = fit.summary()
     assert s["energy_per_atom_relaxed"] < s["energy_per_atom_unrelaxed"]
     assert "fom_relaxed" in s and s["simulations"] == 2 and "relaxed_atoms" not in s
+
+
+def test_energy_decides_between_variants_of_one_structure_not_between_boundary_and_bulk():
+    from surrogate.inference.rank import Candidate, rank_candidates
+
+    bulk = Candidate("b", distance=0.30, window=0, entry=0, family="bulk", formula="CdTe", kind="bulk", energy=-2.26)
+    twin0 = Candidate("t0", distance=0.20, window=0, entry=1, family="gb", formula="CdTe", kind="twin", energy=-2.15)
+    twin1 = Candidate("t1", distance=0.19, window=0, entry=2, family="gb", formula="CdTe", kind="twin", energy=-2.10)
+    ranked = rank_candidates([bulk, twin0, twin1], energy_weight=1.0)
+    assert twin0.energy_above == 0.0 and bulk.energy_above == 0.0  # a boundary is not penalised against bulk
+    assert twin1.energy_above == pytest.approx(0.05)  # the costlier rigid translation is
+    assert [c.config_id for c in ranked] == ["t0", "t1", "b"] and [c.rank for c in ranked] == [1, 2, 3]
+
+
+def test_refined_candidates_are_ordered_by_their_fit():
+    from surrogate.inference.pipeline import rerank_refined
+    from surrogate.inference.rank import Candidate
+
+    cands = [Candidate(f"c{i}", distance=0.1 * i, window=0, entry=i, rank=i + 1, energy_above=e)
+             for i, e in enumerate((0.0, 0.0, 0.2, 0.0))]
+    for c, f in zip(cands[:3], (0.6, 0.4, 0.3)):
+        c.refinement = {"fom": f}
+    out = rerank_refined(cands, 3, energy_weight=1.0)
+    # c2 fits best but is 0.2 eV/atom above its kind's lowest: 0.3 + 0.2 > 0.4
+    assert [c.config_id for c in out] == ["c1", "c2", "c0", "c3"] and [c.rank for c in out] == [1, 2, 3, 4]
+
+
+def test_roi_crops_the_image_or_is_a_clear_error():
+    from surrogate.inference.pipeline import crop
+    from surrogate.io.readers import Micrograph
+
+    m = Micrograph(np.arange(100 * 80, dtype=np.float32).reshape(100, 80), sampling=0.2)
+    out = crop(m, [10, 20, 30, 40])
+    assert out.data.shape == (30, 40) and out.data[0, 0] == m.data[10, 20] and out.metadata["roi"] == [10, 20, 30, 40]
+    for bad in ([90, 0, 20, 20], [0, 0, 0, 10], [0, 0, 10], "abc"):
+        with pytest.raises(ConfigError, match="roi"):
+            crop(m, bad)

@@ -297,3 +297,32 @@ def test_si_conversion_round_trips_the_mlearn_json(tmp_path):
     from ase import units
 
     assert a.info["REF_stress"][5] == pytest.approx(20.630164487 * units.GPa)  # xy shear, kbar -> GPa, sign flipped
+
+
+def test_a_non_finite_step_is_skipped_not_applied():
+    """One NaN loss or gradient must not turn the weights (and their EMA) into NaN (seen on a GPU run)."""
+    from surrogate.potential.module import PotentialModule
+
+    net = Potential(["Si"], cutoff=4.0, features=8, layers=1, ref_energies=[-5.0], scale=1.0)
+    module = PotentialModule(net, optimizer=lambda params: torch.optim.Adam(params, lr=0.1))
+    opt = module.configure_optimizers()
+    batch = collate([atoms_to_graph(_tiny_frames()[1], ["Si"], 4.0)], dtype=torch.float32)
+    before = [p.detach().clone() for p in net.parameters()]
+
+    bad = dict(batch, energy=torch.full_like(batch["energy"], float("nan")))
+    assert module.training_step(bad, 0) is None  # no loss to back-propagate
+
+    loss = module.training_step(batch, 0)
+    loss.backward()
+    next(net.parameters()).grad[...] = float("inf")
+    module.on_before_optimizer_step(opt)
+    opt.step()
+    assert module.skipped_steps == 2
+    assert all(torch.equal(a, p) for a, p in zip(before, net.parameters()))
+
+    opt.zero_grad()
+    module.training_step(batch, 0).backward()
+    module.on_before_optimizer_step(opt)
+    opt.step()  # a finite step is applied
+    assert module.skipped_steps == 2
+    assert not all(torch.equal(a, p) for a, p in zip(before, net.parameters()))

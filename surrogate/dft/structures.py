@@ -21,6 +21,9 @@ of :data:`FAMILIES`) and ``params`` (the generator's parameters, JSON-serialisab
 ``surface110``       a (110) slab of 16 atoms (8 atomic layers) with 12 Å of vacuum along z
 ``gb_twin``          the Sigma3 [110] twin bicrystal (25 atoms, two boundaries per cell)
 ``gb_tilt``          the Sigma9 [110] symmetric tilt bicrystal (25 atoms)
+``twin111``          the coherent Sigma3 (111) twin (6 + 6 Cd-Te bilayers, two twin planes, 24 atoms)
+                     and its twin-free reference (the same cell, 12 bilayers of bulk stacking):
+                     their energy difference / (2 x area) is the twin boundary energy
 """
 
 from __future__ import annotations
@@ -36,11 +39,12 @@ from ase import Atoms
 from surrogate.structures import add_defects, bicrystal, crystal, orient, tag
 from surrogate.structures import rattle as _rattle_once
 
-__all__ = ["FAMILIES", "cdte_structures", "kpts_for", "estimated_cost", "split_of", "KPT_DENSITY"]
+__all__ = ["FAMILIES", "cdte_structures", "coherent_twin", "kpts_for", "estimated_cost", "split_of", "KPT_DENSITY"]
 
 FAMILIES = (
     "bulk", "strain_iso", "strain_shear", "strain_rattle", "rattle8", "rattle16", "hot_rattle",
     "vacancy", "antisite", "substitution", "alloy_se", "interstitial", "surface110", "gb_twin", "gb_tilt",
+    "twin111",
 )
 
 #: k-point density: number of k-points along a periodic direction = ceil(KPT_DENSITY / length[Å]);
@@ -257,6 +261,47 @@ def _surface_and_gb(unit: Atoms) -> dict[str, list[Atoms]]:
     return fam
 
 
+def coherent_twin(a: float, layers: int = 6) -> tuple[Atoms, Atoms]:
+    """The coherent Sigma3 (111) twin of zinc-blende CdTe and its twin-free reference cell.
+
+    Grain 1 is ``layers`` Cd-Te (111) bilayers (z along [111]); grain 2 is grain 1 rotated by 180 deg
+    about [111] (the Sigma3 twin operation, which keeps every bond Cd-Te) and stacked on top, shifted
+    in-plane so that every atom keeps four hetero-nuclear neighbours at the bulk bond length. The
+    periodic cell then holds two twin planes. The reference is ``2 * layers`` bilayers of bulk
+    stacking in the identical cell (same k-points, so DFT errors cancel in the difference).
+    """
+    from ase.build import bulk, surface
+    from ase.neighborlist import neighbor_list
+
+    prim = bulk("CdTe", "zincblende", a=a)
+    g1 = surface(prim, (1, 1, 1), layers, periodic=True)
+    g1.wrap()
+    ref = surface(prim, (1, 1, 1), 2 * layers, periodic=True)
+    c = g1.cell[2].copy()
+    bond = a * np.sqrt(3) / 4
+    for i in range(3):
+        for j in range(3):
+            g2 = g1.copy()
+            g2.positions[:, :2] *= -1  # 180 deg about z = [111]
+            g2.positions += c + (i * g1.cell[0] + j * g1.cell[1]) / 3
+            twin = g1 + g2
+            twin.set_cell([g1.cell[0], g1.cell[1], 2 * c])
+            twin.wrap()
+            first, second, d = neighbor_list("ijd", twin, 1.15 * bond)
+            if (np.bincount(first, minlength=len(twin)) == 4).all() and np.allclose(d, bond, atol=1e-6) \
+                    and (twin.numbers[first] != twin.numbers[second]).all():
+                assert np.allclose(twin.cell.array, ref.cell.array)
+                return twin, ref
+    raise RuntimeError("no coherent stacking of the twinned grain found")  # pragma: no cover
+
+
+def _twin111(unit: Atoms) -> dict[str, list[Atoms]]:
+    a = float(unit.cell.lengths()[0])
+    twin, ref = coherent_twin(a)
+    base = {"boundary": "Sigma3 (111) coherent twin", "a": a, "bilayers_per_grain": 6, "boundaries_per_cell": 2}
+    return {"twin111": [_retag(ref, "twin111", {**base, "twin": False}), _retag(twin, "twin111", {**base, "twin": True})]}
+
+
 def _fair_order(families: dict[str, list[Atoms]]) -> list[Atoms]:
     """Merge the families so that each gets an equal share of compute: repeatedly take the next
     structure of the family whose spent cost plus that structure's cost is smallest."""
@@ -283,7 +328,7 @@ def cdte_structures(families: Iterable[str] | None = None) -> list[Atoms]:
     """
     unit = crystal("CdTe")
     unit.info = {}
-    fam = {**_bulk_families(unit), **_defect_families(unit), **_surface_and_gb(unit)}
+    fam = {**_bulk_families(unit), **_defect_families(unit), **_surface_and_gb(unit), **_twin111(unit)}
     if families is not None:
         wanted = list(families)
         unknown = sorted(set(wanted) - set(FAMILIES))

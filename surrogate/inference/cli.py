@@ -39,7 +39,8 @@ def infer(cfg: DictConfig) -> dict:
     top = int(refine.pop("top"))
     result = run_inference(
         cfg.image, cfg.library_dir, method=cfg.method, checkpoint=cfg.checkpoint, index=cfg.index,
-        pixel_size=cfg.pixel_size, channel=cfg.channel, frame=cfg.frame, denoise=cfg.preprocess.denoise,
+        pixel_size=cfg.pixel_size, channel=cfg.channel, frame=cfg.frame,
+        roi=list(cfg.roi) if cfg.get("roi") is not None else None, denoise=cfg.preprocess.denoise,
         stride=cfg.preprocess.stride, k=cfg.retrieval.k, candidates=cfg.retrieval.candidates,
         elements=list(cfg.retrieval.elements) if cfg.retrieval.get("elements") else None,
         energy_weight=cfg.rank.energy_weight, threshold=cfg.retrieval.threshold, refine_top=top,

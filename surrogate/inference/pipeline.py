@@ -50,6 +50,44 @@ def library_energies(library: Library) -> tuple[dict[str, float], str | None]:
     return energies, (energy_model(library.root) if energies else None)
 
 
+def crop(micrograph: Micrograph, roi) -> Micrograph:
+    """The ``[row, col, height, width]`` region of ``micrograph`` (file pixels)."""
+    import dataclasses
+
+    try:
+        r, c, h, w = (int(v) for v in roi)
+    except (TypeError, ValueError):
+        raise ConfigError(f"roi={roi!r}: give [row, col, height, width] in pixels of the image") from None
+    rows, cols = micrograph.data.shape
+    if h <= 0 or w <= 0 or r < 0 or c < 0 or r + h > rows or c + w > cols:
+        raise ConfigError(f"roi={[r, c, h, w]} is not inside the {rows}x{cols} image: give [row, col, height, width] "
+                          "with row + height <= rows and col + width <= cols")
+    meta = dict(micrograph.metadata or {}, roi=[r, c, h, w])
+    return dataclasses.replace(micrograph, data=micrograph.data[r:r + h, c:c + w], metadata=meta)
+
+
+def _allowed_share(library: Library, allowed: set[str]) -> float:
+    """Fraction of the library's configurations made of ``allowed`` elements only."""
+    from surrogate.inference.retrieve import _structure_rows
+
+    rows = _structure_rows(library)
+    ok = sum(set(Formula(formula).count()) <= allowed for _, formula, _ in rows.values())
+    return ok / max(len(rows), 1)
+
+
+def rerank_refined(ranked: list[Candidate], top: int, energy_weight: float) -> list[Candidate]:
+    """Order the first ``top`` (refined) candidates by ``FOM + energy_weight * energy_above``; the
+    rest keep their order after them. Ranks are renumbered."""
+    def key(c):
+        return c.refinement["fom"] + energy_weight * (c.energy_above or 0.0)
+
+    head = sorted(ranked[:top], key=lambda c: (key(c), c.rank))
+    out = head + ranked[top:]
+    for i, c in enumerate(out, 1):
+        c.rank = i
+    return out
+
+
 def run_inference(
     image: str | Path | Micrograph,
     library_dir: str | Path,
@@ -59,6 +97,7 @@ def run_inference(
     pixel_size: float | None = None,
     channel: str | None = None,
     frame: int | None = None,
+    roi: list[int] | tuple[int, ...] | None = None,
     denoise: str = "none",
     stride: int | None = None,
     k: int = 10,
@@ -83,6 +122,9 @@ def run_inference(
         ``cnn`` (embedding + FAISS), ``sift``, ``hog`` or ``spectrum``.
     checkpoint, index
         Embedding checkpoint; FAISS index (default: cached in ``<library>/index/``).
+    roi
+        ``[row, col, height, width]`` in the file's pixels: analyse only this region (e.g. around
+        a boundary); default the whole image.
     denoise, stride
         Preprocessing: ``none|gaussian|nlmeans``; window stride [px] (default half a window).
     k, candidates
@@ -90,11 +132,14 @@ def run_inference(
     elements
         Keep only configurations made of these elements (what the sample is known to contain).
     energy_weight
-        Distance per eV/atom of energy above the lowest candidate of the same composition.
+        Distance per eV/atom of energy above the lowest candidate of the same kind and composition.
     threshold
         Distance beyond which the image is flagged out-of-library (default: the index calibration).
     refine_top
-        Number of top candidates refined against the image (0 = none).
+        Number of top candidates refined against the image (0 = none). All of them are fitted to
+        the same window (the top-ranked candidate's), so their figures of merit compare; the refined
+        candidates are then ordered by ``FOM + energy_weight * energy_above`` (the fit is better
+        evidence than the embedding distance), the others follow in their ranked order.
     """
     from tqdm.auto import tqdm
 
@@ -104,6 +149,8 @@ def run_inference(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     micrograph = image if isinstance(image, Micrograph) else read_image(image, pixel_size, channel, frame)
+    if roi is not None:
+        micrograph = crop(micrograph, roi)
     library = Library(library_dir)
     shape = tuple(library.manifest["image_shape"])
     timings["read"] = time.perf_counter() - t0
@@ -117,20 +164,24 @@ def run_inference(
     timings["load"] = time.perf_counter() - t
     t = time.perf_counter()
     batch = np.stack([w.image for w in wins])
-    # every configuration has images_per_structure entries: search deep enough for k distinct ones
-    depth = min(len(library), int(k) * int(library.manifest.get("images_per_structure", 1)))
-    indices, distances = matcher.search(batch, depth)
-    timings["search"] = time.perf_counter() - t
-
-    cands = aggregate(library, indices, distances)
+    allowed = None
     if elements:
         allowed = {str(e) for e in elements}
         unknown = allowed - set(chemical_symbols)
         if unknown:
             raise ConfigError(f"retrieval.elements: unknown element(s) {sorted(unknown)}; use symbols like [Cd,Te]")
+    # every configuration has images_per_structure entries: search deep enough for k distinct ones
+    # (of the allowed elements: the others are dropped after the search)
+    share = _allowed_share(library, allowed) if allowed else 1.0
+    if share == 0.0:
+        raise ConfigError(f"no library configuration is made of {sorted(allowed)} only: widen retrieval.elements")
+    depth = min(len(library), int(np.ceil(int(k) * int(library.manifest.get("images_per_structure", 1)) / share)))
+    indices, distances = matcher.search(batch, depth)
+    timings["search"] = time.perf_counter() - t
+
+    cands = aggregate(library, indices, distances)
+    if allowed:
         cands = [c for c in cands if set(Formula(c.formula).count()) <= allowed]
-        if not cands:
-            raise ConfigError(f"no library configuration is made of {sorted(allowed)} only: widen retrieval.elements")
     energies, model = library_energies(library)
     for c in cands:
         c.energy = energies.get(c.config_id)
@@ -169,14 +220,18 @@ def run_inference(
             from surrogate.potential.calculator import load_calculator
 
             calculator = load_calculator(potential)
+        anchor = ranked[0].window if ranked else 0  # one window for all: comparable figures of merit
         for c in tqdm(ranked[:refine_top], desc="refine", disable=not progress):
             atoms = library.atoms(c.config_id)
             conditions = library.conditions(c.entry)
-            fit = refine(wins[c.window].image, atoms, conditions, settings, steps, max_evals,
+            fit = refine(wins[anchor].image, atoms, conditions, settings, steps, max_evals,
                          calculator=calculator, final_method=final_method)
+            c.window = anchor
             c.refinement = fit.summary()
             c.refinement["image"] = fit.image
             c.refinement["conditions"] = conditions.replace(defocus=fit.defocus).to_dict()
+            c.refinement["retrieval_rank"] = c.rank
+        ranked = rerank_refined(ranked, refine_top, energy_weight)
     timings["refine"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     info = {

@@ -148,18 +148,22 @@ def aggregate(library: Library, indices: np.ndarray, distances: np.ndarray) -> l
                 c.votes += 1
     rows = _structure_rows(library)
     for c in best.values():
-        family, formula = rows.get(c.config_id, ("", ""))
-        c.family, c.formula = family, formula
+        family, formula, kind = rows.get(c.config_id, ("", "", ""))
+        c.family, c.formula, c.kind = family, formula, kind
     return list(best.values())
 
 
-def _structure_rows(library: Library) -> dict[str, tuple[str, str]]:
-    """config_id -> (family, reduced formula) from the library's structure database."""
+def _structure_rows(library: Library) -> dict[str, tuple[str, str, str]]:
+    """config_id -> (family, reduced formula, kind) from the library's structure database; the kind
+    is a boundary's name (its rigid translations share it), else the family."""
     from ase.db import connect
 
     out = {}
     with connect(library.root / "structures.db") as db:
-        for row in db.select(columns=["key_value_pairs", "numbers"]):
-            out[row.config_id] = (row.get("family", ""), row.toatoms().get_chemical_formula(mode="metal", empirical=True))
+        for row in db.select(columns=["key_value_pairs", "numbers", "data"]):
+            family = row.get("family", "")
+            params = (row.data or {}).get("info", {}).get("params", {}) or {}
+            kind = str(params.get("name") or family) if family == "gb" else family
+            out[row.config_id] = (family, row.toatoms().get_chemical_formula(mode="metal", empirical=True), kind)
     return out
 

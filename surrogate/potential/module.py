@@ -57,6 +57,7 @@ class PotentialModule(L.LightningModule):
         if self.ema is not None:
             self.ema.requires_grad_(False)
         self._val: list[torch.Tensor] = []
+        self.skipped_steps = 0  # optimizer steps skipped for a non-finite loss or gradient
 
     @property
     def averaged(self) -> Potential:
@@ -85,10 +86,26 @@ class PotentialModule(L.LightningModule):
         out = self.net(batch, compute_forces=True, compute_stress=self._use_stress(batch))
         loss, parts, _, _ = self._losses(out, batch)
         bs = int(batch["n_atoms"].numel())
+        if not torch.isfinite(loss):  # one bad step would turn every weight (and the EMA) into NaN
+            self._skip("loss")
+            return None  # Lightning skips backward and the optimizer step
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         for k, v in parts.items():
             self.log(f"train/{k}_mse", v, batch_size=bs)
         return loss
+
+    def on_before_optimizer_step(self, optimizer):
+        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        if grads and not torch.isfinite(torch.stack([g.abs().sum() for g in grads]).sum()):
+            for p in self.net.parameters():
+                p.grad = None  # torch optimizers leave parameters without a gradient untouched
+            self._skip("gradient")
+
+    def _skip(self, what: str) -> None:
+        self.skipped_steps += 1
+        if self.skipped_steps <= 3 or self.skipped_steps % 100 == 0:
+            print(f"warning: non-finite {what} at epoch {self.current_epoch}, step {self.global_step}: optimizer step "
+                  f"skipped ({self.skipped_steps} so far)", flush=True)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         if self.ema is not None:
