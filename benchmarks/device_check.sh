@@ -9,7 +9,8 @@
 #   emb    the embedding (experiment=embedding_full) on demo_f16 (the demo library as float16)
 # Needs carried: .whl_min/ (hydra, ase, zarr, ... for Python 3.12), .whl_mace/ (mace-torch, its
 # dependencies, matscipy), demo_f16/. Locally (no GPU): DEV=cpu TRAIN_S=20 MACE_PY=/work/mace-venv/bin/python.
-# Everything comes back as $OUT/results.tar.gz (models, exports, metrics, logs).
+# Everything comes back as $OUT/results.tgz.part_* (models, exports, metrics, logs; parts of 15 MB, the
+# tool returns files of at most 16 MB): cat results.tgz.part_* | tar xzf -
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 DEV=${DEV:-gpu}; TS=${TRAIN_S:-390}; PY=python3; MACE_PY=${MACE_PY:-python3}
@@ -50,6 +51,7 @@ wait
 
 ckpt=$(ls $G/emb/checkpoints/best*.ckpt 2>/dev/null | head -1); ckpt=${ckpt:-$G/emb/checkpoints/last.ckpt}
 $PY -m surrogate.embedding.export --checkpoint "$ckpt" --out $G/emb/embedding_demo.pt --half > $G/export.log 2>&1
-cd $G && tar czf "$OUT/results.tar.gz" --exclude='*.ckpt' --exclude='checkpoints' \
-    --exclude='mace/logs' --exclude='mace/results' --exclude='splits' . mace/mace_si.model 2>/dev/null
+cd $G && tar czf /tmp/results.tgz --exclude='*.ckpt' --exclude='checkpoints' --exclude='mace/logs' \
+    --exclude='*compiled*' --exclude='*stagetwo*' --exclude='splits' . 2>/dev/null
+split -b 15M /tmp/results.tgz "$OUT/results.tgz.part_"
 ls -la "$OUT"; tail -n 3 $G/*.log

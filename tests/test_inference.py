@@ -145,6 +145,33 @@ def test_refinement_recovers_a_known_rotation_scale_and_shift():
     assert fit.ssim > 0.8 and fit.fom < fit.fom_before and fit.simulations == 1
 
 
+def test_refinement_finds_a_boundary_away_from_the_window_centre_and_beats_bulk():
+    """A coherent twin whose boundary sits 28 px right of the centre of a 96 px window: the fit must
+    move the model's boundary there (a lattice correlates with itself one period away, so the nearest
+    correlation peak alone leaves it at the centre) and then explain the image better than bulk."""
+    from surrogate.inference import refine as R
+    from surrogate.simulate.conditions import ImagingConditions
+    from surrogate.simulate.images import SimulationSettings
+    from surrogate.structures.recipes import build_structure
+
+    grain = {"zone_axis": [1, 1, 0], "upward": [0, 0, 1]}
+    twin = build_structure({"kind": "gb", "name": "twin111", "material": {"name": "CdTe"}, "thickness": 5.0,
+                            "fov": [19.2, 19.2], "grain1": {**grain, "tilt": 35.26439},
+                            "grain2": {**grain, "tilt": -35.26439, "flip_species": True}})
+    bulk = build_structure({"kind": "bulk", "material": {"name": "CdTe"}, "zone_axis": [1, 1, 0], "thickness": 5.0,
+                            "fov": [19.2, 19.2]})
+    c = ImagingConditions(mode="haadf", method="incoherent", source_size=0.4, sampling=0.2)
+    st = SimulationSettings(potential_sampling=0.1)
+    field = R.simulate_field(R.widen_boundary(twin, 2 * 96 * 0.2), c, (96, 96), st)
+    exp = R.transform(field, (96, 96), angle=10.0, shift=(3.0, 28.0), blur=0.6)
+    exp = exp + np.random.default_rng(0).normal(0, 0.2 * exp.std(), exp.shape)
+    fit_twin = R.refine(exp, twin, c, st, defocus_steps=(), max_evals=300)
+    fit_bulk = R.refine(exp, bulk, c, st, defocus_steps=(), max_evals=300)
+    assert fit_twin.ssim > 0.8 and abs(fit_twin.angle - 10.0) < 1.0
+    assert np.allclose(fit_twin.shift, (3.0, 28.0), atol=1.5)
+    assert fit_twin.fom < fit_bulk.fom - 0.1
+
+
 def test_refinement_with_relaxation_lowers_the_energy_and_reports_it():
     from ase.calculators.lj import LennardJones
 

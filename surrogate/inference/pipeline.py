@@ -132,7 +132,7 @@ def run_inference(
     elements
         Keep only configurations made of these elements (what the sample is known to contain).
     energy_weight
-        Distance per eV/atom of energy above the lowest candidate of the same kind and composition.
+        Distance per eV/atom of energy above the lowest candidate of the same kind and elements.
     threshold
         Distance beyond which the image is flagged out-of-library (default: the index calibration).
     refine_top

@@ -22,7 +22,7 @@ class Candidate:
     formula: str = ""
     kind: str = ""                      # boundary name (shared by its rigid translations) or family
     energy: float | None = None         # energy per atom [eV/atom] from the potential
-    energy_above: float | None = None   # above the lowest candidate of the same kind and composition [eV/atom]
+    energy_above: float | None = None   # above the lowest candidate of the same kind and elements [eV/atom]
     score: float = 0.0                  # distance + energy_weight * energy_above
     pareto: bool = False
     rank: int = 0
@@ -30,24 +30,32 @@ class Candidate:
     refinement: dict[str, Any] = field(default_factory=dict)
 
 
+def _group(c: Candidate) -> tuple:
+    from ase.formula import Formula
+
+    return (c.kind, tuple(sorted(Formula(c.formula).count()))) if c.formula else (c.kind,)
+
+
 def rank_candidates(candidates: list[Candidate], energy_weight: float = 1.0) -> list[Candidate]:
     """Score ``distance + energy_weight * energy_above`` and sort; mark the (distance, energy) front.
 
     ``energy_above`` is the energy per atom above the lowest-energy candidate of the same kind
-    (a boundary's name, else the family) and composition, so a weight of 1 trades 0.01 of cosine
+    (a boundary's name, else the family) and elements (rigid translations of a boundary cell differ
+    by a few atoms removed at collisions: per-atom energies of such large, nearly equal compositions
+    still compare), so a weight of 1 trades 0.01 of cosine
     distance for 10 meV/atom. Energy decides between variants of one structure (rigid translations
     of a boundary, defect sites), not between a boundary and bulk: a periodic bicrystal cell's energy
     per atom includes its second, artificial interface, and bulk is always lower, whatever the image
     shows. Candidates without an energy are scored on distance alone (and stay off the front's
     energy axis at +inf).
     """
-    lowest: dict[tuple[str, str], float] = {}
+    lowest: dict[tuple, float] = {}
     for c in candidates:
         if c.energy is not None and np.isfinite(c.energy):
-            lowest[c.kind, c.formula] = min(lowest.get((c.kind, c.formula), np.inf), c.energy)
+            lowest[_group(c)] = min(lowest.get(_group(c), np.inf), c.energy)
     for c in candidates:
         if c.energy is not None and np.isfinite(c.energy):
-            c.energy_above = float(c.energy - lowest[c.kind, c.formula])
+            c.energy_above = float(c.energy - lowest[_group(c)])
             c.score = float(c.distance + energy_weight * c.energy_above)
         else:
             c.energy_above = None

@@ -246,7 +246,9 @@ def _fit_pose(window, field, start: dict, names: tuple[str, ...], max_evals: int
 def _initial(window: np.ndarray, field: np.ndarray, starts: int = 3, step: float = 5.0) -> list[dict[str, float]]:
     """Starting poses: a coarse rotation grid (every ``step`` degrees over the full circle, since a
     bicrystal has no 2-fold axis) plus the library orientation and the rotation/scale that the power
-    spectra suggest, each aligned by the nearest cross-correlation peak; the ``starts`` best by SSIM."""
+    spectra suggest, each aligned by the nearest cross-correlation peak: the ``starts`` best by SSIM,
+    plus the best of the ``2 x starts`` best moved over a grid of offsets up to 3/8 of the window
+    (where a boundary sits), ``starts - 1`` of them."""
     from surrogate.inference.preprocess import estimate_rotation
 
     centre = transform(field, window.shape)
@@ -265,13 +267,34 @@ def _initial(window: np.ndarray, field: np.ndarray, starts: int = 3, step: float
         pose.update(angle=angle, log_scale=float(np.log(scale)), row=float(shift[0]), col=float(shift[1]))
         scored.append((s, pose))
     scored.sort(key=lambda x: -x[0])
-    out: list[dict[str, float]] = []
-    for _, pose in scored:  # distinct starts (at least 2 steps apart in angle)
-        if all(abs((pose["angle"] - q["angle"] + 180) % 360 - 180) >= 2 * step for q in out):
-            out.append(pose)
-        if len(out) == starts:
+    out: list[tuple[float, dict[str, float]]] = []
+    for s, pose in scored:  # distinct starts (at least 2 steps apart in angle)
+        if all(abs((pose["angle"] - q["angle"] + 180) % 360 - 180) >= 2 * step for _, q in out):
+            out.append((s, pose))
+        if len(out) == 2 * starts:
             break
-    return out
+    # a crystal correlates with itself one lattice period away, so the shift found above only places
+    # the lattice; where a boundary or defect sits is a larger shift: try a grid of offsets and add
+    # the best moved poses as extra starts (the unmoved ones stay: the fit can only gain)
+    off = [o * max(window.shape) / 4 for o in (-1.5, -0.75, 0.0, 0.75, 1.5)]
+    moved = []
+    for s0, pose in out:
+        best = (s0, None)
+        scale = float(np.exp(pose["log_scale"]))
+        for dr in off:
+            for dc in off:
+                if dr == 0 and dc == 0:
+                    continue
+                start = (pose["row"] + dr, pose["col"] + dc)
+                sim = transform(field, window.shape, pose["angle"], scale, start)
+                shift = np.array(start) + local_shift(a, _norm(sim), max(window.shape) / 8)
+                s = _ssim(a, transform(field, window.shape, pose["angle"], scale, tuple(shift)))
+                if s > best[0]:
+                    best = (s, dict(pose, row=float(shift[0]), col=float(shift[1])))
+        if best[1] is not None:
+            moved.append(best)
+    moved.sort(key=lambda x: -x[0])
+    return [pose for _, pose in out[:starts]] + [pose for _, pose in moved[:max(1, starts - 1)]]
 
 
 RIGID = ("angle", "log_scale", "row", "col", "blur")

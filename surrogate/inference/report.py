@@ -206,7 +206,7 @@ def _html(summary: dict, records: list[dict], blocks: list, window_map: bytes) -
 <style>body{{font-family:sans-serif;max-width:1000px;margin:auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}pre{{font-size:11px;background:#f6f6f6}}</style></head><body>
 <h1>Configurations behind {esc(Path(summary['image']).name)}</h1>{flag}
-<p>Ranked by image distance + energy weight × energy above the lowest candidate of the same kind (boundary or family) and composition
+<p>Ranked by image distance + energy weight × energy above the lowest candidate of the same kind (boundary or family) and elements
 (★ = on the distance/energy Pareto front). FOM = 0.1 × shift [px] + (1 − SSIM), before → after refinement.</p>
 {table}<h2>Where each family matches</h2>{_img_tag(window_map, 500)}<h2>Refined candidates</h2>{fits}
 <h2>Run</h2><pre>{esc(json.dumps(meta, indent=1, default=str))}</pre></body></html>"""
