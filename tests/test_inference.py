@@ -228,3 +228,27 @@ def test_roi_crops_the_image_or_is_a_clear_error():
     for bad in ([90, 0, 20, 20], [0, 0, 0, 10], [0, 0, 10], "abc"):
         with pytest.raises(ConfigError, match="roi"):
             crop(m, bad)
+
+
+def test_boundary_score_finds_the_window_across_two_grains():
+    from surrogate.inference import refine as R
+    from surrogate.inference.pipeline import _anchor_window
+    from surrogate.inference.preprocess import Window, boundary_score
+    from surrogate.simulate.conditions import ImagingConditions
+    from surrogate.simulate.images import SimulationSettings
+    from surrogate.structures.recipes import build_structure
+
+    grain = {"zone_axis": [1, 1, 0], "upward": [0, 0, 1]}
+    twin = build_structure({"kind": "gb", "name": "twin111", "material": {"name": "CdTe"}, "thickness": 5.0,
+                            "fov": [25.6, 19.2], "grain1": {**grain, "tilt": 35.26439},
+                            "grain2": {**grain, "tilt": -35.26439, "flip_species": True}})
+    c = ImagingConditions(mode="haadf", method="incoherent", source_size=0.4, sampling=0.2)
+    field = R.simulate_field(R.widen_boundary(twin, 2 * 96 * 0.2), c, (96, 96), SimulationSettings(potential_sampling=0.1))
+    across = R.transform(field, (96, 96))                     # the boundary through the middle
+    inside = R.transform(field, (96, 96), shift=(0.0, 60.0))  # one grain only
+    assert boundary_score(across) > 4 * boundary_score(inside)
+    wins = [Window(inside, 0, 0), Window(across, 0, 48)]
+    assert _anchor_window(wins, [], "boundary") == 1 and _anchor_window(wins, [], "0") == 0
+    for bad in ("middle", "7"):
+        with pytest.raises(ConfigError, match="refine.window"):
+            _anchor_window(wins, [], bad)

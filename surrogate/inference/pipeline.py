@@ -75,6 +75,25 @@ def _allowed_share(library: Library, allowed: set[str]) -> float:
     return ok / max(len(rows), 1)
 
 
+def _anchor_window(wins, ranked, how) -> int:
+    """Window that every refined candidate is fitted on: ``top`` (the top-ranked candidate's),
+    ``boundary`` (the window whose quadrants differ most in lattice: across a grain boundary) or a
+    window index."""
+    from surrogate.inference.preprocess import boundary_score
+
+    if how == "top":
+        return ranked[0].window if ranked else 0
+    if how == "boundary":
+        return int(np.argmax([boundary_score(w.image) for w in wins]))
+    try:
+        index = int(how)
+    except (TypeError, ValueError):
+        raise ConfigError(f"refine.window={how!r}: use top, boundary or a window index") from None
+    if not 0 <= index < len(wins):
+        raise ConfigError(f"refine.window={index} is not a window of this image (0..{len(wins) - 1})")
+    return index
+
+
 def rerank_refined(ranked: list[Candidate], top: int, energy_weight: float) -> list[Candidate]:
     """Order the first ``top`` (refined) candidates by ``FOM + energy_weight * energy_above``; the
     rest keep their order after them. Ranks are renumbered."""
@@ -137,7 +156,9 @@ def run_inference(
         Distance beyond which the image is flagged out-of-library (default: the index calibration).
     refine_top
         Number of top candidates refined against the image (0 = none). All of them are fitted to
-        the same window (the top-ranked candidate's), so their figures of merit compare; the refined
+        the same window (``refine_settings["window"]``: ``top``, the top-ranked candidate's, by
+        default; ``boundary``, the window that straddles two lattices; or an index), so their
+        figures of merit compare; the refined
         candidates are then ordered by ``FOM + energy_weight * energy_above`` (the fit is better
         evidence than the embedding distance), the others follow in their ranked order.
     """
@@ -206,12 +227,13 @@ def run_inference(
         steps = tuple(rs.pop("defocus_steps", (-30.0, 30.0)))
         max_evals = int(rs.pop("max_evals", 300))
         final_method = rs.pop("final_method", None)
+        window = rs.pop("window", "top")
         relax = bool(rs.pop("relax", False))
         potential = rs.pop("potential", None)
         if rs:
             raise ConfigError(
                 f"unknown refine setting(s) {sorted(rs)}: use potential_sampling, defocus_steps, max_evals, "
-                "final_method, relax, potential"
+                "final_method, relax, potential, window"
             )
         calculator = None
         if relax:
@@ -220,7 +242,7 @@ def run_inference(
             from surrogate.potential.calculator import load_calculator
 
             calculator = load_calculator(potential)
-        anchor = ranked[0].window if ranked else 0  # one window for all: comparable figures of merit
+        anchor = _anchor_window(wins, ranked, window)  # one window for all: comparable figures of merit
         for c in tqdm(ranked[:refine_top], desc="refine", disable=not progress):
             atoms = library.atoms(c.config_id)
             conditions = library.conditions(c.entry)

@@ -10,7 +10,7 @@ import numpy as np
 from surrogate.errors import ImageError
 from surrogate.io.readers import Micrograph
 
-__all__ = ["Window", "resample", "normalise", "denoise", "windows", "estimate_rotation", "prepare"]
+__all__ = ["Window", "resample", "normalise", "denoise", "windows", "estimate_rotation", "boundary_score", "prepare"]
 
 
 @dataclass
@@ -117,6 +117,26 @@ def estimate_rotation(image: np.ndarray, reference: np.ndarray) -> tuple[float, 
     scale = float(np.exp(-shift[1] / klog))
     angle = (angle + 90.0) % 180.0 - 90.0
     return angle, scale
+
+
+def _spectrum(image: np.ndarray) -> np.ndarray:
+    """Unit-norm, zero-mean log power spectrum (Hann window, DC removed)."""
+    x = (image - image.mean()) * np.outer(np.hanning(image.shape[0]), np.hanning(image.shape[1]))
+    p = np.abs(np.fft.fftshift(np.fft.fft2(x))) ** 2
+    c = np.array(p.shape) // 2
+    p[c[0] - 2:c[0] + 3, c[1] - 2:c[1] + 3] = 0.0
+    p = np.log1p(p)
+    p = (p - p.mean()).ravel()
+    return p / (np.linalg.norm(p) or 1.0)
+
+
+def boundary_score(image: np.ndarray) -> float:
+    """How much the lattice differs between the window's quadrants: 1 - the lowest correlation of
+    their power spectra. A window in one grain scores low (every quadrant shows the same lattice);
+    one across a grain boundary scores high (two orientations)."""
+    h, w = image.shape[0] // 2, image.shape[1] // 2
+    spectra = [_spectrum(q) for q in (image[:h, :w], image[:h, w:], image[h:, :w], image[h:, w:])]
+    return float(1.0 - min(spectra[i] @ spectra[j] for i in range(4) for j in range(i + 1, 4)))
 
 
 def prepare(micrograph: Micrograph, sampling: float, shape: tuple[int, int], stride: int | None = None,
