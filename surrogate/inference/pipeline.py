@@ -158,9 +158,9 @@ def run_inference(
         Number of top candidates refined against the image (0 = none). All of them are fitted to
         the same window (``refine_settings["window"]``: ``top``, the top-ranked candidate's, by
         default; ``boundary``, the window that straddles two lattices; or an index), so their
-        figures of merit compare; the refined
-        candidates are then ordered by ``FOM + energy_weight * energy_above`` (the fit is better
-        evidence than the embedding distance), the others follow in their ranked order.
+        figures of merit compare; the refined candidates are then ordered by
+        ``FOM + energy_weight * energy_above`` (the fit is better evidence than the embedding
+        distance), the others follow in their ranked order.
     """
     from tqdm.auto import tqdm
 
@@ -203,6 +203,8 @@ def run_inference(
     cands = aggregate(library, indices, distances)
     if allowed:
         cands = [c for c in cands if set(Formula(c.formula).count()) <= allowed]
+        if not cands:
+            raise ConfigError(f"no library configuration made of {sorted(allowed)} only was matched: raise retrieval.k")
     energies, model = library_energies(library)
     for c in cands:
         c.energy = energies.get(c.config_id)
