@@ -19,7 +19,7 @@ from ase.formula import Formula
 from surrogate.errors import ConfigError
 from surrogate.inference.preprocess import prepare
 from surrogate.inference.rank import Candidate, rank_candidates
-from surrogate.inference.retrieve import aggregate, make_matcher
+from surrogate.inference.retrieve import aggregate, make_matcher, structure_rows
 from surrogate.io.readers import Micrograph, read_image
 from surrogate.library import Library
 
@@ -66,11 +66,9 @@ def crop(micrograph: Micrograph, roi) -> Micrograph:
     return dataclasses.replace(micrograph, data=micrograph.data[r:r + h, c:c + w], metadata=meta)
 
 
-def _allowed_share(library: Library, allowed: set[str]) -> float:
-    """Fraction of the library's configurations made of ``allowed`` elements only."""
-    from surrogate.inference.retrieve import _structure_rows
-
-    rows = _structure_rows(library)
+def _allowed_share(rows: dict[str, tuple[str, str, str]], allowed: set[str]) -> float:
+    """Fraction of the library's configurations (``retrieve.structure_rows``) made of ``allowed``
+    elements only."""
     ok = sum(set(Formula(formula).count()) <= allowed for _, formula, _ in rows.values())
     return ok / max(len(rows), 1)
 
@@ -193,14 +191,15 @@ def run_inference(
             raise ConfigError(f"retrieval.elements: unknown element(s) {sorted(unknown)}; use symbols like [Cd,Te]")
     # every configuration has images_per_structure entries: search deep enough for k distinct ones
     # (of the allowed elements: the others are dropped after the search)
-    share = _allowed_share(library, allowed) if allowed else 1.0
+    rows = structure_rows(library)  # read once: the element filter and the aggregation use it
+    share = _allowed_share(rows, allowed) if allowed else 1.0
     if share == 0.0:
         raise ConfigError(f"no library configuration is made of {sorted(allowed)} only: widen retrieval.elements")
     depth = min(len(library), int(np.ceil(int(k) * int(library.manifest.get("images_per_structure", 1)) / share)))
     indices, distances = matcher.search(batch, depth)
     timings["search"] = time.perf_counter() - t
 
-    cands = aggregate(library, indices, distances)
+    cands = aggregate(library, indices, distances, rows)
     if allowed:
         cands = [c for c in cands if set(Formula(c.formula).count()) <= allowed]
         if not cands:

@@ -128,7 +128,8 @@ def make_matcher(method: str, library: Library, checkpoint: str | Path | None = 
     raise ConfigError(f"unknown method {method!r}; use method=cnn|sift|hog|spectrum")
 
 
-def aggregate(library: Library, indices: np.ndarray, distances: np.ndarray) -> list[Candidate]:
+def aggregate(library: Library, indices: np.ndarray, distances: np.ndarray,
+              rows: dict[str, tuple[str, str, str]] | None = None) -> list[Candidate]:
     """Per-window matches -> one candidate per configuration, at its best window.
 
     ``votes`` counts the windows whose best match is that configuration (where in the image it is).
@@ -146,14 +147,14 @@ def aggregate(library: Library, indices: np.ndarray, distances: np.ndarray) -> l
                 best[cid] = c = Candidate(config_id=cid, distance=float(d), window=w, entry=int(i), votes=votes)
             if j == 0:
                 c.votes += 1
-    rows = _structure_rows(library)
+    rows = structure_rows(library) if rows is None else rows
     for c in best.values():
         family, formula, kind = rows.get(c.config_id, ("", "", ""))
         c.family, c.formula, c.kind = family, formula, kind
     return list(best.values())
 
 
-def _structure_rows(library: Library) -> dict[str, tuple[str, str, str]]:
+def structure_rows(library: Library) -> dict[str, tuple[str, str, str]]:
     """config_id -> (family, reduced formula, kind) from the library's structure database; the kind
     is a boundary's name (its rigid translations share it), else the family."""
     from ase.db import connect
