@@ -85,6 +85,20 @@ def test_split_is_stable_and_about_ten_percent(structures):
     assert 0.05 < frac < 0.16
 
 
+def test_held_out_family_is_always_in_the_test_split(tmp_path, structures):
+    """The 4 + 4 bilayer twin pair checks the twin energy on a cell no model trains on."""
+    from surrogate.dft.structures import HELD_OUT_FAMILIES
+
+    held = [a for a in structures if a.info["family"] in HELD_OUT_FAMILIES]
+    assert len(held) == 2 and {len(a) for a in held} == {16}
+    assert all(split_of(f"{i:016x}", family="twin111_4") == "test" for i in range(200))
+    frames = run_job(held, tmp_path, batch=5, labeller=stub_labeller([]), log=lambda s: None)
+    assert [f.info["split"] for f in frames] == ["test", "test"]
+    from surrogate.potential.data import split_frames
+
+    assert len(split_frames(frames, 0.1)["test"]) == 2  # the potential's data module holds them out
+
+
 def test_job_writes_metadata_and_resumes_without_recomputing(tmp_path, structures):
     subset = structures[:25]
     calls = []

@@ -63,7 +63,7 @@ def main(argv=None) -> int:
                 mark = "done" if a.info["config_id"] in done else "todo"
                 print(f"{k:4d} {mark} {a.info['config_id']} {a.info['family']:14s} {len(a):3d} atoms "
                       f"k={'x'.join(map(str, kpts_for(a, args.kpt_density)))} cost~{estimated_cost(a):.1f} "
-                      f"{split_of(a.info['config_id'])}")
+                      f"{split_of(a.info['config_id'], family=a.info['family'])}")
             print(f"{len(structures)} structures, {sum(a.info['config_id'] in done for a in structures)} done")
             return 0
         settings = DFTSettings(mode=args.mode, ecut=args.ecut, smearing=args.smearing, kpt_density=args.kpt_density,

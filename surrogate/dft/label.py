@@ -158,7 +158,7 @@ def make_frame(atoms: Atoms, energy: float, forces: np.ndarray, stress, converge
         "config_id": atoms.info["config_id"],
         "family": atoms.info.get("family", "unknown"),
         "params": params if isinstance(params, str) else json.dumps(params, sort_keys=True),
-        "split": split_of(atoms.info["config_id"]),
+        "split": split_of(atoms.info["config_id"], family=atoms.info.get("family")),
         "converged": bool(converged),
         "REF_energy": float(energy),
         "dft_code": "gpaw",

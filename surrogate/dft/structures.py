@@ -24,6 +24,8 @@ of :data:`FAMILIES`) and ``params`` (the generator's parameters, JSON-serialisab
 ``twin111``          the coherent Sigma3 (111) twin (6 + 6 Cd-Te bilayers, two twin planes, 24 atoms)
                      and its twin-free reference (the same cell, 12 bilayers of bulk stacking):
                      their energy difference / (2 x area) is the twin boundary energy
+``twin111_4``        the same twin and reference with 4 + 4 bilayers (16 atoms): a held-out check
+                     (every frame of a family in :data:`HELD_OUT_FAMILIES` is in the test split)
 """
 
 from __future__ import annotations
@@ -39,13 +41,16 @@ from ase import Atoms
 from surrogate.structures import add_defects, bicrystal, crystal, orient, tag
 from surrogate.structures import rattle as _rattle_once
 
-__all__ = ["FAMILIES", "cdte_structures", "coherent_twin", "kpts_for", "estimated_cost", "split_of", "KPT_DENSITY"]
+__all__ = ["FAMILIES", "HELD_OUT_FAMILIES", "cdte_structures", "coherent_twin", "kpts_for", "estimated_cost", "split_of", "KPT_DENSITY"]
 
 FAMILIES = (
     "bulk", "strain_iso", "strain_shear", "strain_rattle", "rattle8", "rattle16", "hot_rattle",
     "vacancy", "antisite", "substitution", "alloy_se", "interstitial", "surface110", "gb_twin", "gb_tilt",
-    "twin111",
+    "twin111", "twin111_4",
 )
+
+#: Families whose frames all go to the test split: physics checks on cells no model trains on.
+HELD_OUT_FAMILIES = ("twin111_4",)
 
 #: k-point density: number of k-points along a periodic direction = ceil(KPT_DENSITY / length[Å]);
 #: 2x2x2 for the 8-atom cell (a = 6.48 Å), 1x2x2 for 16 atoms, Gamma-only along vacuum.
@@ -55,8 +60,11 @@ KPT_DENSITY = 12.0
 TEST_FRACTION = 0.10
 
 
-def split_of(config_id: str, test_fraction: float = TEST_FRACTION) -> str:
-    """``"test"`` or ``"train"``, fixed by a hash of ``config_id`` (independent of list order)."""
+def split_of(config_id: str, test_fraction: float = TEST_FRACTION, family: str | None = None) -> str:
+    """``"test"`` or ``"train"``, fixed by a hash of ``config_id`` (independent of list order);
+    always ``"test"`` for a family in :data:`HELD_OUT_FAMILIES`."""
+    if family in HELD_OUT_FAMILIES:
+        return "test"
     h = int(hashlib.sha256(f"cdte-split:{config_id}".encode()).hexdigest()[:8], 16)
     return "test" if h / 0x100000000 < test_fraction else "train"
 
@@ -297,9 +305,13 @@ def coherent_twin(a: float, layers: int = 6) -> tuple[Atoms, Atoms]:
 
 def _twin111(unit: Atoms) -> dict[str, list[Atoms]]:
     a = float(unit.cell.lengths()[0])
-    twin, ref = coherent_twin(a)
-    base = {"boundary": "Sigma3 (111) coherent twin", "a": a, "bilayers_per_grain": 6, "boundaries_per_cell": 2}
-    return {"twin111": [_retag(ref, "twin111", {**base, "twin": False}), _retag(twin, "twin111", {**base, "twin": True})]}
+    out = {}
+    for family, layers in (("twin111", 6), ("twin111_4", 4)):
+        twin, ref = coherent_twin(a, layers)
+        base = {"boundary": "Sigma3 (111) coherent twin", "a": a, "bilayers_per_grain": layers,
+                "boundaries_per_cell": 2}
+        out[family] = [_retag(ref, family, {**base, "twin": False}), _retag(twin, family, {**base, "twin": True})]
+    return out
 
 
 def _fair_order(families: dict[str, list[Atoms]]) -> list[Atoms]:
