@@ -79,6 +79,32 @@ def test_classical_matcher_runs_the_same_pipeline(tiny_library, tmp_path):
     assert result.candidates[0].config_id == int_to_id(lib.config_ids()[7])
 
 
+def test_mode_restricts_matches_to_library_images_of_that_mode(tiny_library, tmp_path):
+    from surrogate.inference.pipeline import _keep, run_inference
+    from surrogate.library import Library
+    from surrogate.library.store import int_to_id
+    from surrogate.simulate.conditions import MODES
+
+    lib = Library(tiny_library)
+    codes = lib.condition_table()[:, 0].astype(int)
+    i = 7
+    mode = MODES[codes[i]]
+    np.save(tmp_path / "q.npy", lib.image(i))
+    result = run_inference(tmp_path / "q.npy", tiny_library, method="hog", pixel_size=lib.sampling, refine_top=0,
+                           energy_weight=0.0, mode=mode, progress=False)
+    assert result.candidates[0].config_id == int_to_id(lib.config_ids()[i])
+    assert all(codes[c.entry] == codes[i] for c in result.candidates) and result.info["mode"] == mode
+    with pytest.raises(ConfigError, match="choose one of"):
+        run_inference(tmp_path / "q.npy", tiny_library, method="hog", pixel_size=lib.sampling, mode="stem")
+    absent = [m for m in MODES if MODES.index(m) not in codes]
+    if absent:
+        with pytest.raises(ConfigError, match=f"no {absent[0]} images"):
+            run_inference(tmp_path / "q.npy", tiny_library, method="hog", pixel_size=lib.sampling, mode=absent[0])
+    # the filter keeps each window's order and pads with -1 / inf
+    idx, dist = _keep(np.array([[3, 1, 2, 0]]), np.array([[0.1, 0.2, 0.3, 0.4]]), np.array([True, False, True, False]))
+    assert idx.tolist() == [[2, 0, -1, -1]] and dist[0, :2].tolist() == [0.3, 0.4] and np.isinf(dist[0, 2:]).all()
+
+
 def test_bad_inputs_give_documented_errors(tiny_library, embedder_ckpt, tmp_path):
     import torch
 

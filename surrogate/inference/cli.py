@@ -43,6 +43,7 @@ def infer(cfg: DictConfig) -> dict:
         roi=list(cfg.roi) if cfg.get("roi") is not None else None, denoise=cfg.preprocess.denoise,
         stride=cfg.preprocess.stride, k=cfg.retrieval.k, candidates=cfg.retrieval.candidates,
         elements=list(cfg.retrieval.elements) if cfg.retrieval.get("elements") else None,
+        mode=cfg.retrieval.get("mode"),
         energy_weight=cfg.rank.energy_weight, threshold=cfg.retrieval.threshold, refine_top=top,
         refine_settings=refine, device=cfg.device,
     )

@@ -73,6 +73,34 @@ def _allowed_share(rows: dict[str, tuple[str, str, str]], allowed: set[str]) -> 
     return ok / max(len(rows), 1)
 
 
+def _mode_mask(library: Library, mode: str | None) -> np.ndarray | None:
+    """Which library images were simulated in ``mode`` (None: no restriction)."""
+    if mode is None:
+        return None
+    from surrogate.simulate.conditions import MODES
+
+    if mode not in MODES:
+        raise ConfigError(f"retrieval.mode={mode!r}: choose one of {', '.join(MODES)} (or null for all)")
+    codes = library.condition_table()[:, 0].astype(int)
+    mask = codes == MODES.index(mode)
+    if not mask.any():
+        present = sorted({MODES[c] for c in np.unique(codes)})
+        raise ConfigError(f"the library holds no {mode} images (it has {', '.join(present)}): "
+                          "set retrieval.mode to one of those or null")
+    return mask
+
+
+def _keep(indices: np.ndarray, distances: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop matches of disallowed library images, keeping each window's order (-1 / inf pad the end)."""
+    ok = (indices >= 0) & allowed[np.clip(indices, 0, None)]
+    order = np.argsort(~ok, axis=1, kind="stable")
+    idx = np.where(np.take_along_axis(ok, order, 1), np.take_along_axis(indices, order, 1), -1)
+    dist = np.where(idx >= 0, np.take_along_axis(distances, order, 1), np.inf)
+    if (idx[:, 0] < 0).any():
+        raise ConfigError("a window matched no library image of the requested mode: raise retrieval.k")
+    return idx, dist
+
+
 def _anchor_window(wins, ranked, how) -> int:
     """Window that every refined candidate is fitted on: ``top`` (the top-ranked candidate's),
     ``boundary`` (the window whose quadrants differ most in lattice: across a grain boundary) or a
@@ -120,6 +148,7 @@ def run_inference(
     k: int = 10,
     candidates: int = 10,
     elements: list[str] | None = None,
+    mode: str | None = None,
     energy_weight: float = 1.0,
     threshold: float | None = None,
     refine_top: int = 3,
@@ -148,6 +177,10 @@ def run_inference(
         Distinct configurations matched per window; candidates kept after aggregation.
     elements
         Keep only configurations made of these elements (what the sample is known to contain).
+    mode
+        Imaging mode of the micrograph (``haadf``, ``abf``, ``bf`` or ``hrtem``): match only library
+        images simulated in that mode (the microscopist knows it; a configuration's images under
+        other modes look unlike it). Default: all modes.
     energy_weight
         Distance per eV/atom of energy above the lowest candidate of the same kind and elements.
     threshold
@@ -195,8 +228,12 @@ def run_inference(
     share = _allowed_share(rows, allowed) if allowed else 1.0
     if share == 0.0:
         raise ConfigError(f"no library configuration is made of {sorted(allowed)} only: widen retrieval.elements")
+    in_mode = _mode_mask(library, mode)
+    share *= float(in_mode.mean()) if in_mode is not None else 1.0
     depth = min(len(library), int(np.ceil(int(k) * int(library.manifest.get("images_per_structure", 1)) / share)))
     indices, distances = matcher.search(batch, depth)
+    if in_mode is not None:
+        indices, distances = _keep(indices, distances, in_mode)
     timings["search"] = time.perf_counter() - t
 
     cands = aggregate(library, indices, distances, rows)
@@ -262,6 +299,6 @@ def run_inference(
         "checkpoint": str(checkpoint) if method == "cnn" else None, "energy_model": model,
         "sampling": library.sampling, "image_shape": list(shape), "n_windows": len(wins),
         "energies": "potential" if energies else "none (run python -m surrogate.library.energies)",
-        "elements": sorted(elements) if elements else None,
+        "elements": sorted(elements) if elements else None, "mode": mode,
     }
     return InferenceResult(resampled, micrograph, wins, window_best, ranked, ool, threshold, timings, info)
