@@ -16,6 +16,20 @@ def checkpoint_library(path: str | Path) -> dict:
     return read_checkpoint(path)["surrogate"]
 
 
+def _size_proxy_loss(cfg: DictConfig, n_classes: int) -> None:
+    """Proxy losses (one learned vector per configuration) get their sizes from the data and the net."""
+    from omegaconf import open_dict
+
+    loss = cfg.model.get("loss")
+    if loss is None:
+        return
+    with open_dict(loss):
+        if "num_classes" in loss and loss.num_classes is None:
+            loss.num_classes = int(n_classes)
+        if "embedding_size" in loss and loss.embedding_size is None:
+            loss.embedding_size = int(cfg.model.net.dim)
+
+
 def train_embedding(cfg: DictConfig) -> dict:
     """Report the library splits and, when a model is configured, train it; returns sizes and metrics."""
     from surrogate.embedding.datamodule import LibraryDataModule
@@ -41,6 +55,7 @@ def train_embedding(cfg: DictConfig) -> dict:
                 f"not {lib.hash} at {lib.sampling} Å/px: use a checkpoint of this library or train anew"
             )
     L.seed_everything(int(cfg.seed), workers=True)
+    _size_proxy_loss(cfg, len(dm.train_set.classes))
     model = instantiate(cfg.model, library_hash=lib.hash, sampling=lib.sampling,
                         image_shape=list(lib.manifest["image_shape"]))
     loggers = make_loggers(cfg.get("logger")) or False
