@@ -41,3 +41,19 @@ def test_checkpoint_of_another_library_is_refused(tiny_library, tmp_path):
         train(compose_train(tiny_library, tmp_path / "run", f"ckpt_path={fake}"))
     with pytest.raises(LibraryError, match="checkpoint not found"):
         train(compose_train(tiny_library, tmp_path / "run", f"ckpt_path={tmp_path / 'none.ckpt'}"))
+
+
+def test_proxy_loss_gets_one_learned_proxy_per_configuration(tiny_library, tmp_path):
+    import torch
+
+    from surrogate.embedding.embed import load_embedder
+    from train import train
+
+    result = train(compose_train(tiny_library, tmp_path / "run", "embedding/loss=normsoftmax"))
+    assert "train/loss" in result["metrics"]
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    n_configs = len(set(Library(tiny_library).config_ids().tolist()))
+    proxies = [v for k, v in ckpt["state_dict"].items() if k.startswith("loss_fn.")]
+    assert [tuple(p.shape) for p in proxies] == [(16, n_configs)]  # embedding dim x configurations
+    emb = load_embedder(tmp_path / "run" / "checkpoints" / "last.ckpt", library=tiny_library)  # proxies not needed
+    assert emb.embed(Library(tiny_library).image(0)[None]).shape == (1, 16)
