@@ -366,6 +366,21 @@ def main(argv=None) -> dict:
 
     d_full = 1 - zq @ lib_vecs.T
     record("cnn", f"library train+val ({len(images)})", d_full, 1 - zo @ lib_vecs.T, cfg)
+    # what inference can use when the microscopist gives retrieval.mode and retrieval.elements:
+    # only gallery images of the query's imaging mode and of configurations of its elements
+    from ase.formula import Formula
+
+    from surrogate.inference.retrieve import structure_rows
+    from surrogate.library.store import int_to_id
+    from surrogate.simulate.conditions import MODES
+
+    rows = structure_rows(lib)
+    elems = {c: frozenset(Formula(rows[int_to_id(c)][1]).count()) for c in np.unique(cfg)}
+    g_mode = np.array([MODES[int(v)] for v in lib.condition_table()[gallery, 0]])
+    known = (np.array([q["mode"] for q in meta])[:, None] == g_mode[None, :]) & \
+        (np.array([elems[c] for c in qcfg])[:, None] == np.array([elems[c] for c in cfg])[None, :])
+    record("cnn (mode + elements known)", f"same mode and elements of train+val", np.where(known, d_full, np.inf),
+           None, cfg)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     figure(Path(a.out) / "retrieval.png", queries, meta, d_full, images, cfg)
     g_label = f"{per_config}/config ({len(small)})"
