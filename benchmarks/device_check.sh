@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # GPU checks for one device lease (run from the repo root through the device tool; $OUT comes back).
-# Six trainings share the GPU at once, each with the same wall-clock budget (TRAIN_S, default 390 s):
+# The trainings named in JOBS share the GPU at once, each with the same wall-clock budget (TRAIN_S, default 390 s):
 #   si_a   ours on the mlearn Si split, the shipped recipe (PaiNN-style, F=64, lr 5e-3)
 #   si_b   ours on the mlearn Si split, F=128, lr 2e-3
 #   mace   MACE (mace-torch 0.3.16, 128x0e, max_ell 3, correlation 3, 2 layers) on the same split
 #   cdte   ours on all labelled CdTe (experiment=potential_cdte)
 #   demo   ours on Si + CdTe (experiment=potential_demo; its export is checkpoints/potential_demo.pt)
 #   emb    the embedding (experiment=embedding_full) on demo_f16 (the demo library as float16)
+#   si_fw, si_l4       Si with forces weighted 3x (0.03), and 4 layers with forces 0.02 (= potential_si since)
+#   si_f1, si_f3, si_f10, si_f3w   potential_si with forces weight 0.1 / 0.3 / 1.0, and 0.3 with F=96
+#   emb_ns, emb_ns128  the embedding with the normalised-softmax proxy loss, at 64 px / the full 128 px
 # Needs carried: .whl_min/ (hydra, ase, zarr, ... for Python 3.12), .whl_mace/ (mace-torch, its
 # dependencies, matscipy), demo_f16/. Locally (no GPU): DEV=cpu TRAIN_S=20 MACE_PY=/work/mace-venv/bin/python.
 # Everything comes back as $OUT/results.tgz.part_* (models, exports, metrics, logs; parts of 15 MB, the
@@ -22,17 +25,28 @@ if [ "$DEV" = gpu ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt"
 fi
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
+JOBS=${JOBS:-"si_a si_b cdte demo emb mace"}  # which runs share the GPU (names below)
 G=${G:-/tmp/g}; rm -rf "$G"; mkdir -p "$G/mace"
 run() { name=$1; shift; ( timeout $((TS + 120)) $PY train.py "$@" trainer=$DEV trainer.max_time=$T logger=csv \
           hydra.run.dir=$G/$name > $G/$name.log 2>&1; echo "exit $?" >> $G/$name.log ) & }
-run si_a experiment=potential_si trainer.max_epochs=5000
-run si_b experiment=potential_si trainer.max_epochs=5000 model.net.features=128 model.optimizer.lr=2e-3
-run cdte experiment=potential_cdte trainer.max_epochs=5000
-run demo experiment=potential_demo trainer.max_epochs=5000
-run emb experiment=embedding_full library_dir=demo_f16 trainer.max_epochs=${EMB_EPOCHS:-800}
+has() { case " $JOBS " in *" $1 "*) return 0;; esac; return 1; }
+has si_a && run si_a experiment=potential_si trainer.max_epochs=5000
+has si_b && run si_b experiment=potential_si trainer.max_epochs=5000 model.net.features=128 model.optimizer.lr=2e-3
+has si_fw && run si_fw experiment=potential_si trainer.max_epochs=5000 model.forces_weight=0.03
+has si_l4 && run si_l4 experiment=potential_si trainer.max_epochs=5000 model.forces_weight=0.02 model.net.layers=4
+has si_f1 && run si_f1 experiment=potential_si trainer.max_epochs=5000 model.forces_weight=0.1
+has si_f3 && run si_f3 experiment=potential_si trainer.max_epochs=5000 model.forces_weight=0.3
+has si_f10 && run si_f10 experiment=potential_si trainer.max_epochs=5000 model.forces_weight=1.0
+has si_f3w && run si_f3w experiment=potential_si trainer.max_epochs=5000 model.forces_weight=0.3 model.net.features=96
+has cdte && run cdte experiment=potential_cdte trainer.max_epochs=5000
+has demo && run demo experiment=potential_demo trainer.max_epochs=5000
+has emb && run emb experiment=embedding_full library_dir=demo_f16 trainer.max_epochs=${EMB_EPOCHS:-800}
+has emb_ns && run emb_ns experiment=embedding_full library_dir=demo_f16 embedding/loss=normsoftmax trainer.max_epochs=5000
+has emb_ns128 && run emb_ns128 experiment=embedding_full library_dir=demo_f16 embedding/loss=normsoftmax \
+    model.net.input_size=null trainer.max_epochs=5000
 
-$PY benchmarks/potential.py split-files $G/splits > $G/splits.log 2>&1
-(
+has mace && $PY benchmarks/potential.py split-files $G/splits > $G/splits.log 2>&1
+has mace && (
   cd $G/mace || exit 1
   export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1  # e3nn 0.4.4 constants under torch >= 2.6
   M="$MACE_PY -m mace.cli.run_train --name mace_si --work_dir $G/mace --train_file $G/splits/si_train.extxyz
@@ -49,8 +63,13 @@ $PY benchmarks/potential.py split-files $G/splits > $G/splits.log 2>&1
 ) &
 wait
 
-ckpt=$(ls $G/emb/checkpoints/best*.ckpt 2>/dev/null | head -1); ckpt=${ckpt:-$G/emb/checkpoints/last.ckpt}
-$PY -m surrogate.embedding.export --checkpoint "$ckpt" --out $G/emb/embedding_demo.pt --half > $G/export.log 2>&1
+for d in $G/emb*/; do  # embedding exports (best checkpoint, else the last)
+  n=$(basename $d); ckpt=$(ls $d/checkpoints/best*.ckpt 2>/dev/null | head -1); ckpt=${ckpt:-$d/checkpoints/last.ckpt}
+  $PY -m surrogate.embedding.export --checkpoint "$ckpt" --out $d/embedding.pt --half > $G/export_$n.log 2>&1
+done
+for d in $G/si_*/; do  # potentials: keep the last Lightning checkpoint to resume on the CPU (ckpt_path=...)
+  [ -f $d/checkpoints/last.ckpt ] && cp $d/checkpoints/last.ckpt $d/last_ckpt.pt
+done
 cd $G && tar czf /tmp/results.tgz --exclude='*.ckpt' --exclude='checkpoints' --exclude='mace/logs' \
     --exclude='*compiled*' --exclude='*stagetwo*' --exclude='splits' . 2>/dev/null
 split -b 15M /tmp/results.tgz "$OUT/results.tgz.part_"
