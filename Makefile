@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup  ## the whole job on the bundled example: library -> energies -> inference -> report (demo_output/)
 	$(BIN)/surrogate-build-library
-	$(BIN)/surrogate-annotate-energies --library demo_library --checkpoint checkpoints/potential_demo.pt --no-progress
+	$(BIN)/surrogate-annotate-energies --library demo_library --checkpoint checkpoints/potential_cdte.pt checkpoints/potential_si.pt --no-progress
 	$(BIN)/surrogate-infer image=data/examples/cdte_twin_haadf.tif library_dir=demo_library \
 		checkpoint=checkpoints/embedding_demo.pt 'retrieval.elements=[Cd,Te,Se,Cl]' hydra.run.dir=demo_output
 	@echo "open demo_output/report.html"

@@ -168,3 +168,37 @@ def test_checkpoint_is_identified_by_its_hash(tmp_path, monkeypatch):
     model = resolve_calculator(checkpoint=ckpt)
     assert model.model_id == hashlib.sha256(b"weights").hexdigest()[:16]
     assert model.checkpoint == str(ckpt.resolve()) and isinstance(model.calculator, EMT)
+
+
+def test_several_checkpoints_each_configuration_gets_the_potential_of_its_elements(tmp_path):
+    """CdTe and Si potentials together: each row from the one that knows its elements, the rest flagged."""
+    from ase.build import bulk
+    from ase.db import connect
+
+    from surrogate.library.build import _write_row
+    from surrogate.potential.calculator import load_calculator
+    from surrogate.search.energy import checkpoint_model_id
+    from surrogate.structures import tag
+    from tests.conftest import REPO
+
+    ckpts = [REPO / "checkpoints" / "potential_cdte.pt", REPO / "checkpoints" / "potential_si.pt"]
+    cdte = bulk("CdTe", "zincblende", a=6.48, cubic=True)
+    si = bulk("Si", "diamond", a=5.431, cubic=True)
+    cu = bulk("Cu", "fcc", a=3.61, cubic=True)
+    db = connect(tmp_path / "structures.db")
+    for unit, a in enumerate((cdte, si, cu)):
+        tag(a, "bulk", {"material": a.get_chemical_formula()}, zone_axis=[1, 0, 0])
+        _write_row(db, a, unit)
+    summary = annotate_energies(tmp_path, checkpoint=[str(c) for c in ckpts], progress=False)
+    ids = [checkpoint_model_id(c) for c in ckpts]
+    assert summary["energy_model"] == "+".join(ids) == energy_model(tmp_path)
+    assert summary["counts"]["annotated"] == 2 and summary["counts"]["flags"] == {"unknown_element": 1}
+    rows = {r.formula: r.key_value_pairs for r in connect(tmp_path / "structures.db").select()}
+    assert rows["Cd4Te4"]["energy_model"] == ids[0] and rows["Si8"]["energy_model"] == ids[1]
+    energies = read_energies(tmp_path)
+    for atoms, ckpt in ((cdte, ckpts[0]), (si, ckpts[1])):
+        b = atoms.copy()
+        b.calc = load_calculator(str(ckpt))
+        assert energies[atoms.info["config_id"]] == pytest.approx(b.get_potential_energy() / len(b), abs=1e-5)
+    assert np.isnan(energies[cu.info["config_id"]])
+    assert annotate_energies(tmp_path, checkpoint=[str(c) for c in ckpts], progress=False)["counts"]["computed"] == 0

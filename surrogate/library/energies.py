@@ -32,7 +32,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -72,7 +72,7 @@ def annotate_energies(
     library_dir: str | os.PathLike,
     calculator=None,
     *,
-    checkpoint: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     model_id: str | None = None,
     elements=None,
     relax: bool = False,
@@ -92,7 +92,11 @@ def annotate_energies(
         :class:`surrogate.search.energy.EnergyModel`.
     checkpoint
         Potential checkpoint (instead of ``calculator``); loaded lazily with
-        ``surrogate.potential.calculator.load_calculator`` and identified by its sha256[:16].
+        ``surrogate.potential.calculator.load_calculator`` and identified by its sha256[:16]. A list
+        of checkpoints (one potential per material system, e.g. CdTe and Si): every configuration
+        gets its energy from the first one that knows all its elements; the library's energy model
+        is then the ids joined by ``+``. Energies are only compared within one element set
+        (``surrogate.inference.rank``), so no comparison crosses two potentials.
     model_id
         Override of the recorded ``energy_model``.
     elements
@@ -121,12 +125,19 @@ def annotate_energies(
     if fmax <= 0 or steps < 0:
         raise ConfigError(f"fmax must be > 0 [eV/Å] and steps >= 0, got fmax={fmax}, steps={steps}")
     db_path = _db_path(library_dir)
-    model = resolve_calculator(calculator, checkpoint=checkpoint, model_id=model_id, elements=elements)
+    if isinstance(checkpoint, (list, tuple)):
+        paths = [str(c) for c in checkpoint]
+        if not paths or calculator is not None or model_id is not None:
+            raise ConfigError("give one or more checkpoints, without a calculator or a model_id")
+        models = [resolve_calculator(checkpoint=c, elements=elements) for c in paths]
+    else:
+        models = [resolve_calculator(calculator, checkpoint=checkpoint, model_id=model_id, elements=elements)]
     db = connect(db_path)  # no `with`: each update commits on its own (resumable)
-    ids = [(row.id, row.key_value_pairs) for row in db.select(columns=["id", "key_value_pairs"])]
+    ids = [(row.id, row.key_value_pairs, row.numbers) for row in db.select(columns=["id", "key_value_pairs", "numbers"])]
     computed = 0
     bar = tqdm(ids, unit="structure", desc="energies", disable=not progress)
-    for row_id, kvp in bar:
+    for row_id, kvp, numbers in bar:
+        model = _covering(models, numbers)
         if _is_done(kvp, model.model_id, relax):
             continue
         atoms = db.get_atoms(id=row_id)
@@ -163,20 +174,33 @@ def annotate_energies(
         db.update(row_id, delete_keys=[k for k in stale if k not in update], data=data, **update)
         computed += 1
     bar.close()
-    summary = _summary(db, model, relax=relax, fmax=fmax, steps=steps, optimizer=optimizer, computed=computed)
+    summary = _summary(db, models, relax=relax, fmax=fmax, steps=steps, optimizer=optimizer, computed=computed)
     _write_sidecar(Path(library_dir), summary)
     return summary
 
 
-def _summary(db, model, computed: int, **settings) -> dict[str, Any]:
+def _covering(models: list, numbers) -> Any:
+    """The first model that knows every element of a configuration (else the first: it flags it)."""
+    from ase.data import chemical_symbols
+
+    if len(models) > 1:
+        symbols = {chemical_symbols[int(z)] for z in numbers}
+        for m in models:
+            if m.elements is None or symbols <= set(m.elements):
+                return m
+    return models[0]
+
+
+def _summary(db, models: list, computed: int, **settings) -> dict[str, Any]:
     from collections import Counter
 
+    ids = {m.model_id for m in models}
     n = annotated = relaxed = unconverged = other_model = 0
     flags: Counter = Counter()
     for row in db.select(columns=["key_value_pairs"]):
         n += 1
         kvp = row.key_value_pairs
-        if kvp.get("energy_model") != model.model_id:
+        if kvp.get("energy_model") not in ids:
             other_model += "energy_model" in kvp
             continue
         flag = kvp.get("energy_flag")
@@ -187,9 +211,12 @@ def _summary(db, model, computed: int, **settings) -> dict[str, Any]:
                 unconverged += not kvp.get("relax_converged", False)
         elif flag is not None:
             flags[flag] += 1
+    described = models[0].describe() if len(models) == 1 else {
+        "model_id": "+".join(m.model_id for m in models), "checkpoint": [m.checkpoint for m in models],
+        "models": [m.describe() for m in models]}
     return {
-        "energy_model": model.model_id,
-        **model.describe(),
+        "energy_model": "+".join(m.model_id for m in models),
+        **described,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "settings": settings,
         "counts": {"rows": n, "annotated": annotated, "flagged": sum(flags.values()), "flags": dict(flags),
@@ -229,8 +256,8 @@ def read_energies(library_dir: str | os.PathLike, relaxed: bool = False, model: 
     relaxed
         Return the energy after relaxation (``relaxed_energy_per_atom``) instead.
     model
-        Only energies of this ``energy_model`` (default: the model in ``energies.json``, or any
-        model when there is no sidecar).
+        Only energies of this ``energy_model`` (ids joined by ``+``: any of them; default: the model
+        in ``energies.json``, or any model when there is no sidecar).
 
     Returns
     -------
@@ -240,11 +267,12 @@ def read_energies(library_dir: str | os.PathLike, relaxed: bool = False, model: 
     from ase.db import connect
 
     model = model or energy_model(library_dir)
+    accepted = None if model is None else set(model.split("+"))  # several potentials: ids joined by "+"
     key = "relaxed_energy_per_atom" if relaxed else "energy_per_atom"
     out: dict[str, float] = {}
     for row in connect(_db_path(library_dir)).select(columns=["key_value_pairs"]):
         kvp = row.key_value_pairs
-        ok = key in kvp and (model is None or kvp.get("energy_model") == model)
+        ok = key in kvp and (accepted is None or kvp.get("energy_model") in accepted)
         out[kvp["config_id"]] = float(kvp[key]) if ok else float("nan")
     return out
 
@@ -304,11 +332,15 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m surrogate.library.energies",
         description="Give every configuration of a library its energy per atom from an interatomic potential "
                     "(resumable: rows already done by the same model are skipped).",
-        epilog="Example: python -m surrogate.library.energies --library demo_library --checkpoint ckpt.ckpt --relax",
+        epilog="Examples: python -m surrogate.library.energies --library demo_library --checkpoint ckpt.ckpt --relax\n"
+               "          surrogate-annotate-energies --library demo_library "
+               "--checkpoint checkpoints/potential_cdte.pt checkpoints/potential_si.pt",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--library", required=True, help="library directory (holds structures.db)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="potential checkpoint (surrogate.potential)")
+    src.add_argument("--checkpoint", nargs="+", help="potential checkpoint(s) (surrogate.potential); with several, "
+                                                     "each configuration uses the first that knows all its elements")
     src.add_argument("--calculator", help="an ASE calculator class built without arguments, e.g. ase.calculators.emt:EMT")
     p.add_argument("--elements", nargs="+", help="elements the model knows (others are flagged unknown_element); "
                                                  "default: what the calculator declares")
@@ -325,7 +357,8 @@ def run(argv=None) -> dict:
     """Command-line pass (``surrogate-annotate-energies``); returns the summary."""
     args = _parser().parse_args(argv)
     calc = _calculator_from_path(args.calculator) if args.calculator else None
-    summary = annotate_energies(args.library, calc, checkpoint=args.checkpoint, elements=args.elements,
+    checkpoint = args.checkpoint if not args.checkpoint or len(args.checkpoint) > 1 else args.checkpoint[0]
+    summary = annotate_energies(args.library, calc, checkpoint=checkpoint, elements=args.elements,
                                 relax=args.relax, fmax=args.fmax, steps=args.steps, optimizer=args.optimizer,
                                 progress=not args.no_progress)
     c = summary["counts"]
