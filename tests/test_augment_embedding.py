@@ -50,6 +50,31 @@ def test_embeddings_are_unit_vectors(backbone):
     assert torch.allclose(z.norm(dim=1), torch.ones(3), atol=1e-5)
 
 
+def test_fresh_network_tells_images_apart_in_eval_mode_after_a_few_training_steps():
+    """MobileNetV3's own BatchNorm momentum (0.01) leaves its running statistics at their initial
+    values for hundreds of steps, and in eval mode every image then embeds to the same vector;
+    with bn_momentum=0.1 a hundred training-mode passes are enough (measured: still 1.0 after 30)."""
+    torch.manual_seed(0)
+    x = torch.nn.functional.avg_pool2d(torch.randn(16, 1, 68, 68), 5, 1)  # smooth, different images
+    x = (x - x.mean(dim=(2, 3), keepdim=True)) / x.std(dim=(2, 3), keepdim=True)
+
+    def eval_cosine(net):
+        net.train()
+        with torch.no_grad():
+            for _ in range(100):
+                net(x)  # updates the running statistics only
+        net.eval()
+        with torch.no_grad():
+            z = net(x)
+        return float((z @ z.T)[~torch.eye(len(x), dtype=torch.bool)].mean())
+
+    torch.manual_seed(1)
+    assert eval_cosine(EmbeddingNet("mobilenet_v3_small", dim=16, hidden=32)) < 0.99
+    torch.manual_seed(1)
+    stale = EmbeddingNet("mobilenet_v3_small", dim=16, hidden=32, bn_momentum=None)
+    assert next(m for m in stale.modules() if isinstance(m, torch.nn.BatchNorm2d)).momentum == 0.01
+
+
 def test_unknown_backbone_is_a_clear_error():
     with pytest.raises(ConfigError, match="unknown backbone"):
         EmbeddingNet("vgg11")
