@@ -198,7 +198,7 @@ def test_shipped_batches_are_readable_and_consistent():
     ids = [f.info["config_id"] for f in frames]
     assert len(ids) == len(set(ids))
     for f in frames:
-        assert f.info["split"] == split_of(f.info["config_id"])
+        assert f.info["split"] == split_of(f.info["config_id"], family=f.info["family"])
         assert f.info["dft_code"] == "gpaw" and f.info["dft_xc"] == "PBE"
         if f.info["converged"]:
             assert np.isfinite(f.info["REF_energy"]) and np.isfinite(f.arrays["REF_forces"]).all()
