@@ -2,6 +2,7 @@
 its energy; the report files exist and parse; bad inputs give their documented errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -278,3 +279,21 @@ def test_boundary_score_finds_the_window_across_two_grains():
     for bad in ("middle", "7"):
         with pytest.raises(ConfigError, match="refine.window"):
             _anchor_window(wins, [], bad)
+
+
+def test_out_of_library_threshold_is_calibrated_on_held_out_conditions_and_cached(tiny_library, embedder_ckpt,
+                                                                                  tmp_path):
+    from surrogate.inference.retrieve import CNNMatcher
+    from surrogate.library import Library
+    from surrogate.library.dataset import split_indices
+
+    lib = Library(tiny_library)
+    index = tmp_path / "index.faiss"
+    m = CNNMatcher(lib, embedder_ckpt, index_path=index)
+    rec = json.loads(Path(str(index) + ".calibration.json").read_text())
+    held = split_indices(lib, "test", "condition")
+    assert rec["method"] == "heldout-conditions" and rec["held_out_images"] == len(held)
+    assert 0 < m.threshold == rec["threshold"] <= 2  # cosine distance of unit vectors
+    rec["threshold"] = 0.123  # the cached value is what a second matcher uses
+    Path(str(index) + ".calibration.json").write_text(json.dumps(rec))
+    assert CNNMatcher(lib, embedder_ckpt, index_path=index).threshold == 0.123

@@ -62,33 +62,44 @@ class CNNMatcher:
 
     def calibrate(self, library: Library, n: int = 128, dose: tuple[float, float] = (1e3, 1e5),
                   quantile: float = 0.99) -> float:
-        """Out-of-library threshold: the ``quantile`` of the distances from library images under the
-        training corruptions (any rotation, ±20 % scale, drift, blur, background, Poisson dose in
-        ``dose`` e/Å²) to their nearest other entry (leave one out); cached beside the index."""
+        """Out-of-library threshold: the ``quantile`` of the distances from library images of
+        *held-out imaging conditions* (the library's condition test split), under the training
+        corruptions (any rotation, ±20 % scale, drift, blur, background, Poisson dose in ``dose``
+        e/Å²), to their nearest entry of the other conditions. That is what an in-library
+        configuration imaged under new conditions looks like; a leave-one-out threshold (nearest
+        other entry, same conditions allowed) flagged such images as out of library. Libraries
+        without held-out conditions fall back to leave-one-out. Cached beside the index."""
         import torch
 
         from surrogate.augment import Corrupt
         from surrogate.io.files import atomic_write_text
+        from surrogate.library.dataset import split_indices
 
         path = Path(str(self.index_path) + ".calibration.json")
         if path.is_file():
             rec = json.loads(path.read_text())
-            if rec.get("method") == "corrupt" and rec.get("leave_one_out"):
+            if rec.get("method") == "heldout-conditions":
                 return float(rec["threshold"])
+        held = split_indices(library, "test", "condition")
+        pool = held if 0 < len(held) < len(library) else np.arange(len(library))
         rng = np.random.default_rng(0)
-        picks = np.sort(rng.choice(len(library), size=min(n, len(library)), replace=False))
+        picks = np.sort(rng.choice(pool, size=min(n, len(pool)), replace=False))
         images = np.stack([library.image(int(i)) for i in picks]).astype(np.float32)
         corrupt = Corrupt(sampling=library.sampling, dose=dose)
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():
             noisy = corrupt(torch.from_numpy(images)[:, None], generator=g)[:, 0].numpy()
-        # leave one out: a query never has its own source image in the library
-        idx, d = self.index.search(self.embedder.embed(noisy.astype(np.float32)), 2)
+        excluded = np.zeros(len(library), bool)
+        excluded[pool if pool is held else picks] = True  # held-out conditions, else the query itself
+        depth = min(len(library), int(excluded.sum()) + 1)  # enough to reach one allowed entry
+        idx, d = self.index.search(self.embedder.embed(noisy.astype(np.float32)), depth)
         idx, d = np.asarray(idx), np.asarray(d)
-        nearest = np.where(idx[:, 0] == picks, d[:, 1], d[:, 0])
+        ok = (idx >= 0) & ~excluded[np.clip(idx, 0, None)]
+        nearest = d[np.arange(len(picks)), np.argmax(ok, axis=1)]
         threshold = float(np.quantile(nearest, quantile))
         atomic_write_text(path, json.dumps({"threshold": threshold, "quantile": quantile, "dose": list(dose),
-                                            "n": len(picks), "method": "corrupt", "leave_one_out": True}, indent=1))
+                                            "n": len(picks), "method": "heldout-conditions",
+                                            "held_out_images": int(len(held))}, indent=1))
         return threshold
 
     def search(self, windows: np.ndarray, k: int):
