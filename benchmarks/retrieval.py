@@ -149,7 +149,9 @@ def rank_metrics(dist: np.ndarray, gallery_cfg: np.ndarray, query_cfg: np.ndarra
     rank[~valid] = len(classes)
     ap = np.zeros(len(dist))
     for q in range(len(dist)):
-        rel = (gallery_cfg[np.argsort(dist[q], kind="stable")] == query_cfg[q])
+        order = np.argsort(dist[q], kind="stable")
+        order = order[np.isfinite(dist[q][order])]  # infinite distance = not in this query's gallery
+        rel = (gallery_cfg[order] == query_cfg[q])
         if rel.any():
             hits = np.cumsum(rel)
             ap[q] = float((hits[rel] / (np.flatnonzero(rel) + 1)).mean())
