@@ -34,7 +34,6 @@ PUBLISHED_SI = {  # test-set MAE on the mlearn Si split (energy meV/atom, forces
 SI_DFT_LITERATURE = {"a0": 5.469, "B_gpa": 88.0, "vacancy_ev": (3.6, 3.7)}  # PBE: mp-149; vacancy range
 
 
-
 def time_forces(atoms, calc, repeats: int) -> float:
     """Best wall time [s] of ``repeats`` energy + force calls (after one warm-up), each on a freshly
     displaced copy so that no calculator caches the result."""
@@ -47,6 +46,7 @@ def time_forces(atoms, calc, repeats: int) -> float:
         b.get_forces()
         times.append(time.perf_counter() - t)
     return min(times[1:])
+
 
 def si_1000():
     from ase.build import bulk

@@ -381,7 +381,7 @@ def main(argv=None) -> dict:
     g_mode = np.array([MODES[int(v)] for v in lib.condition_table()[gallery, 0]])
     known = (np.array([q["mode"] for q in meta])[:, None] == g_mode[None, :]) & \
         (np.array([elems[c] for c in qcfg])[:, None] == np.array([elems[c] for c in cfg])[None, :])
-    record("cnn (mode + elements known)", f"same mode and elements of train+val", np.where(known, d_full, np.inf),
+    record("cnn (mode + elements known)", "same mode and elements of train+val", np.where(known, d_full, np.inf),
            None, cfg)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     figure(Path(a.out) / "retrieval.png", queries, meta, d_full, images, cfg)

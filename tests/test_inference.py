@@ -81,7 +81,8 @@ def test_classical_matcher_runs_the_same_pipeline(tiny_library, tmp_path):
 
 
 def test_mode_restricts_matches_to_library_images_of_that_mode(tiny_library, tmp_path):
-    from surrogate.inference.pipeline import _keep, run_inference
+    from surrogate.inference.pipeline import run_inference
+    from surrogate.inference.retrieve import keep_allowed
     from surrogate.library import Library
     from surrogate.library.store import int_to_id
     from surrogate.simulate.conditions import MODES
@@ -102,7 +103,7 @@ def test_mode_restricts_matches_to_library_images_of_that_mode(tiny_library, tmp
         with pytest.raises(ConfigError, match=f"no {absent[0]} images"):
             run_inference(tmp_path / "q.npy", tiny_library, method="hog", pixel_size=lib.sampling, mode=absent[0])
     # the filter keeps each window's order and pads with -1 / inf
-    idx, dist = _keep(np.array([[3, 1, 2, 0]]), np.array([[0.1, 0.2, 0.3, 0.4]]), np.array([True, False, True, False]))
+    idx, dist = keep_allowed(np.array([[3, 1, 2, 0]]), np.array([[0.1, 0.2, 0.3, 0.4]]), np.array([True, False, True, False]))
     assert idx.tolist() == [[2, 0, -1, -1]] and dist[0, :2].tolist() == [0.3, 0.4] and np.isinf(dist[0, 2:]).all()
 
 

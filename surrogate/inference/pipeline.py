@@ -19,7 +19,7 @@ from ase.formula import Formula
 from surrogate.errors import ConfigError
 from surrogate.inference.preprocess import prepare
 from surrogate.inference.rank import Candidate, rank_candidates
-from surrogate.inference.retrieve import aggregate, make_matcher, structure_rows
+from surrogate.inference.retrieve import aggregate, keep_allowed, make_matcher, structure_rows
 from surrogate.io.readers import Micrograph, read_image
 from surrogate.library import Library
 
@@ -88,17 +88,6 @@ def _mode_mask(library: Library, mode: str | None) -> np.ndarray | None:
         raise ConfigError(f"the library holds no {mode} images (it has {', '.join(present)}): "
                           "set retrieval.mode to one of those or null")
     return mask
-
-
-def _keep(indices: np.ndarray, distances: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Drop matches of disallowed library images, keeping each window's order (-1 / inf pad the end)."""
-    ok = (indices >= 0) & allowed[np.clip(indices, 0, None)]
-    order = np.argsort(~ok, axis=1, kind="stable")
-    idx = np.where(np.take_along_axis(ok, order, 1), np.take_along_axis(indices, order, 1), -1)
-    dist = np.where(idx >= 0, np.take_along_axis(distances, order, 1), np.inf)
-    if (idx[:, 0] < 0).any():
-        raise ConfigError("a window matched no library image of the requested mode: raise retrieval.k")
-    return idx, dist
 
 
 def _anchor_window(wins, ranked, how) -> int:
@@ -233,7 +222,9 @@ def run_inference(
     depth = min(len(library), int(np.ceil(int(k) * int(library.manifest.get("images_per_structure", 1)) / share)))
     indices, distances = matcher.search(batch, depth)
     if in_mode is not None:
-        indices, distances = _keep(indices, distances, in_mode)
+        indices, distances = keep_allowed(indices, distances, in_mode)
+        if (indices[:, 0] < 0).any():
+            raise ConfigError("a window matched no library image of the requested mode: raise retrieval.k")
     timings["search"] = time.perf_counter() - t
 
     cands = aggregate(library, indices, distances, rows)

@@ -14,7 +14,7 @@ from surrogate.inference.rank import Candidate
 from surrogate.library import Library
 from surrogate.library.store import int_to_id
 
-__all__ = ["Matcher", "CNNMatcher", "ClassicMatcher", "make_matcher", "aggregate"]
+__all__ = ["Matcher", "CNNMatcher", "ClassicMatcher", "make_matcher", "keep_allowed", "aggregate", "structure_rows"]
 
 
 class Matcher(Protocol):
@@ -81,7 +81,8 @@ class CNNMatcher:
             if rec.get("method") == "heldout-conditions":
                 return float(rec["threshold"])
         held = split_indices(library, "test", "condition")
-        pool = held if 0 < len(held) < len(library) else np.arange(len(library))
+        use_held = 0 < len(held) < len(library)
+        pool = held if use_held else np.arange(len(library))
         rng = np.random.default_rng(0)
         picks = np.sort(rng.choice(pool, size=min(n, len(pool)), replace=False))
         images = np.stack([library.image(int(i)) for i in picks]).astype(np.float32)
@@ -89,13 +90,11 @@ class CNNMatcher:
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():
             noisy = corrupt(torch.from_numpy(images)[:, None], generator=g)[:, 0].numpy()
-        excluded = np.zeros(len(library), bool)
-        excluded[pool if pool is held else picks] = True  # held-out conditions, else the query itself
-        depth = min(len(library), int(excluded.sum()) + 1)  # enough to reach one allowed entry
+        allowed = np.ones(len(library), bool)
+        allowed[held if use_held else picks] = False  # held-out conditions, else the query itself
+        depth = min(len(library), int((~allowed).sum()) + 1)  # enough to reach one allowed entry
         idx, d = self.index.search(self.embedder.embed(noisy.astype(np.float32)), depth)
-        idx, d = np.asarray(idx), np.asarray(d)
-        ok = (idx >= 0) & ~excluded[np.clip(idx, 0, None)]
-        nearest = d[np.arange(len(picks)), np.argmax(ok, axis=1)]
+        nearest = keep_allowed(np.asarray(idx), np.asarray(d), allowed)[1][:, 0]
         threshold = float(np.quantile(nearest, quantile))
         atomic_write_text(path, json.dumps({"threshold": threshold, "quantile": quantile, "dose": list(dose),
                                             "n": len(picks), "method": "heldout-conditions",
@@ -128,6 +127,15 @@ class ClassicMatcher:
             idx.append(i)
             dist.append(d)
         return np.asarray(idx), np.asarray(dist, dtype=np.float64)
+
+
+def keep_allowed(indices: np.ndarray, distances: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Search results without the library images ``allowed`` marks False, each row keeping its
+    order (the end padded with index -1 and distance inf)."""
+    ok = (indices >= 0) & allowed[np.clip(indices, 0, None)]
+    order = np.argsort(~ok, axis=1, kind="stable")
+    idx = np.where(np.take_along_axis(ok, order, 1), np.take_along_axis(indices, order, 1), -1)
+    return idx, np.where(idx >= 0, np.take_along_axis(distances, order, 1), np.inf)
 
 
 def make_matcher(method: str, library: Library, checkpoint: str | Path | None = None,

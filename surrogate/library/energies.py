@@ -357,8 +357,7 @@ def run(argv=None) -> dict:
     """Command-line pass (``surrogate-annotate-energies``); returns the summary."""
     args = _parser().parse_args(argv)
     calc = _calculator_from_path(args.calculator) if args.calculator else None
-    checkpoint = args.checkpoint if not args.checkpoint or len(args.checkpoint) > 1 else args.checkpoint[0]
-    summary = annotate_energies(args.library, calc, checkpoint=checkpoint, elements=args.elements,
+    summary = annotate_energies(args.library, calc, checkpoint=args.checkpoint, elements=args.elements,
                                 relax=args.relax, fmax=args.fmax, steps=args.steps, optimizer=args.optimizer,
                                 progress=not args.no_progress)
     c = summary["counts"]
