@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # GPU checks for one device lease (run from the repo root through the device tool; $OUT comes back).
 # The trainings named in JOBS share the GPU at once, each with the same wall-clock budget (TRAIN_S, default 390 s):
-#   si_a   ours on the mlearn Si split, experiment=potential_si as it stands (PaiNN-style, F=64, lr 5e-3;
-#          3 blocks and forces weight 0.01 before 2026-11-27, 4 blocks and 0.02 since)
-#   si_b   ours on the mlearn Si split, F=128, lr 2e-3
+#   si_a   ours on the mlearn Si split, experiment=potential_si as it stands (F=64, lr 5e-3; PaiNN with 3 blocks
+#          and forces weight 0.01 before 2026-11-27, 4 blocks and 0.02 then; 2 blocks with moments and 0.05 since)
+#   si_b   ours on the mlearn Si split, PaiNN 4 blocks, F=128, lr 2e-3
 #   mace   MACE (mace-torch 0.3.16, 128x0e, max_ell 3, correlation 3, 2 layers) on the same split
 #   cdte   ours on all labelled CdTe (experiment=potential_cdte)
 #   demo   ours on Si + CdTe (experiment=potential_demo; its export is checkpoints/potential_demo.pt)
 #   emb    the embedding (experiment=embedding_full) on demo_f16 (the demo library as float16)
 #   si_fw, si_l4       Si with 3 blocks and forces weight 0.03, and 4 blocks with 0.02 (= potential_si since)
-#   si_f1, si_f3, si_f10, si_f3w   potential_si with forces weight 0.1 / 0.3 / 1.0, and 0.3 with F=96
+#   si_f1, si_f3, si_f10, si_f3w   PaiNN, 4 blocks, forces weight 0.1 / 0.3 / 1.0, and 0.3 with F=96
 #   emb_ns, emb_ns128  the embedding with the normalised-softmax proxy loss, at 64 px / the full 128 px
 # Needs carried: .whl_min/ (hydra, ase, zarr, ... for Python 3.12), .whl_mace/ (mace-torch, its
 # dependencies, matscipy), demo_f16/. Locally (no GPU): DEV=cpu TRAIN_S=20 MACE_PY=/work/mace-venv/bin/python.
@@ -32,13 +32,13 @@ run() { name=$1; shift; ( timeout $((TS + 120)) $PY train.py "$@" trainer=$DEV t
           hydra.run.dir=$G/$name > $G/$name.log 2>&1; echo "exit $?" >> $G/$name.log ) & }
 has() { case " $JOBS " in *" $1 "*) return 0;; esac; return 1; }
 has si_a && run si_a experiment=potential_si trainer.max_epochs=5000
-has si_b && run si_b experiment=potential_si trainer.max_epochs=5000 model.net.features=128 model.optimizer.lr=2e-3
-has si_fw && run si_fw experiment=potential_si trainer.max_epochs=5000 model.forces_weight=0.03 model.net.layers=3
-has si_l4 && run si_l4 experiment=potential_si trainer.max_epochs=5000 model.forces_weight=0.02 model.net.layers=4
-has si_f1 && run si_f1 experiment=potential_si trainer.max_epochs=5000 model.forces_weight=0.1
-has si_f3 && run si_f3 experiment=potential_si trainer.max_epochs=5000 model.forces_weight=0.3
-has si_f10 && run si_f10 experiment=potential_si trainer.max_epochs=5000 model.forces_weight=1.0
-has si_f3w && run si_f3w experiment=potential_si trainer.max_epochs=5000 model.forces_weight=0.3 model.net.features=96
+has si_b && run si_b experiment=potential_si trainer.max_epochs=5000 model.net.moments=false model.net.layers=4 model.net.features=128 model.optimizer.lr=2e-3
+has si_fw && run si_fw experiment=potential_si trainer.max_epochs=5000 model.forces_weight=0.03 model.net.layers=3 model.net.moments=false
+has si_l4 && run si_l4 experiment=potential_si trainer.max_epochs=5000 model.forces_weight=0.02 model.net.moments=false model.net.layers=4
+has si_f1 && run si_f1 experiment=potential_si trainer.max_epochs=5000 model.forces_weight=0.1 model.net.moments=false model.net.layers=4
+has si_f3 && run si_f3 experiment=potential_si trainer.max_epochs=5000 model.forces_weight=0.3 model.net.moments=false model.net.layers=4
+has si_f10 && run si_f10 experiment=potential_si trainer.max_epochs=5000 model.forces_weight=1.0 model.net.moments=false model.net.layers=4
+has si_f3w && run si_f3w experiment=potential_si trainer.max_epochs=5000 model.forces_weight=0.3 model.net.features=96 model.net.moments=false model.net.layers=4
 has cdte && run cdte experiment=potential_cdte trainer.max_epochs=5000
 has demo && run demo experiment=potential_demo trainer.max_epochs=5000
 has emb && run emb experiment=embedding_full library_dir=demo_f16 trainer.max_epochs=${EMB_EPOCHS:-800}

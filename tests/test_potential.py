@@ -41,19 +41,21 @@ def _si8(rattle=0.05, seed=1) -> Atoms:
     return a
 
 
-def test_forces_are_minus_the_energy_gradient():
+@pytest.mark.parametrize("moments", [False, True], ids=["painn", "moments"])
+def test_forces_are_minus_the_energy_gradient(moments):
     from ase.calculators.test import gradient_test
 
     a = _si8()
-    a.calc = _calc(_net())
+    a.calc = _calc(_net(moments=moments))
     f, fd = gradient_test(a)
     assert np.abs(f - fd).max() < 1e-5 and np.abs(f).max() > 1e-3
 
 
-def test_stress_is_the_strain_derivative():
+@pytest.mark.parametrize("moments", [False, True], ids=["painn", "moments"])
+def test_stress_is_the_strain_derivative(moments):
     a = _si8()
     a.set_cell(a.cell.array @ np.array([[1.0, 0.02, 0.0], [0.0, 0.98, 0.01], [0.0, 0.0, 1.03]]), scale_atoms=True)
-    a.calc = _calc(_net())
+    a.calc = _calc(_net(moments=moments))
     s = a.get_stress()
     from ase.calculators.fd import calculate_numerical_stress
 
@@ -61,8 +63,9 @@ def test_stress_is_the_strain_derivative():
     assert np.abs(s - num).max() < 1e-6 and np.abs(s).max() > 1e-4
 
 
-def test_rotation_translation_permutation_invariance():
-    calc = _calc(_net(("Cd", "Te")))
+@pytest.mark.parametrize("moments", [False, True], ids=["painn", "moments"])
+def test_rotation_translation_permutation_invariance(moments):
+    calc = _calc(_net(("Cd", "Te"), moments=moments))
     a = bulk("CdTe", "zincblende", 6.48, cubic=True)
     a.rattle(0.1, seed=2)
     a.calc = calc
@@ -82,8 +85,9 @@ def test_rotation_translation_permutation_invariance():
     np.testing.assert_allclose(p.get_forces(), f[perm], atol=1e-9)
 
 
-def test_energy_is_extensive():
-    calc = _calc(_net())
+@pytest.mark.parametrize("moments", [False, True], ids=["painn", "moments"])
+def test_energy_is_extensive(moments):
+    calc = _calc(_net(moments=moments))
     a = _si8()
     a.calc = calc
     e1 = a.get_potential_energy()
@@ -93,8 +97,9 @@ def test_energy_is_extensive():
     np.testing.assert_allclose(big.get_stress(), a.get_stress(), atol=1e-10)
 
 
-def test_batched_graphs_match_single_graphs():
-    net = _net(("Cd", "Te"))
+@pytest.mark.parametrize("moments", [False, True], ids=["painn", "moments"])
+def test_batched_graphs_match_single_graphs(moments):
+    net = _net(("Cd", "Te"), moments=moments)
     frames = [bulk("CdTe", "zincblende", 6.48, cubic=True), bulk("CdTe", "zincblende", 6.6).repeat((2, 1, 1))]
     for k, a in enumerate(frames):
         a.rattle(0.05, seed=k)
@@ -207,7 +212,8 @@ def trained_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pot")
     data = _write(tmp / "si_small.extxyz", _tiny_frames(aimd=2))
     overrides = ["experiment=potential_si", f"dft.files=[{data}]", "dft.val_fraction=0.0", f"paths.output_dir={tmp}",
-                 "model.net.features=16", "model.net.layers=2", "model.net.cutoff=4.0", "trainer.max_epochs=8",
+                 "model.net.features=16", "model.net.layers=2", "model.net.cutoff=4.0", "model.net.moments=true",
+                 "trainer.max_epochs=8",
                  "model.optimizer.lr=0.01", "dft.batch_size=2"]
     with initialize_config_module(version_base="1.3", config_module="surrogate.configs"):
         cfg = compose(config_name="train", overrides=overrides, return_hydra_config=False)
@@ -221,6 +227,7 @@ def test_training_writes_loadable_checkpoints_with_their_record(trained_run):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         rec = ckpt["surrogate"]
         assert rec["elements"] == ["Si"] and rec["cutoff"] == 4.0 and rec["data_hash"] == res["data_hash"]
+        assert rec["config"]["moments"] is True
         assert len(rec["ref_energies"]) == 1
     a = _si8(0.0)
     e = [load_calculator(p).get_potential_energy(a) for p in (res["potential"], res["checkpoint"])]

@@ -5,6 +5,13 @@ and the stress is ``(1/V) dE/d(strain)``, both by autograd. Radial features are 
 times a smooth polynomial cutoff envelope, so energies and forces go to zero smoothly at ``cutoff``.
 Reference: Schütt, Unke & Gastegger, "Equivariant message passing for the prediction of tensorial
 properties and molecular spectra", ICML 2021 (PaiNN).
+
+With ``moments=True`` every layer also builds each atom's neighbour-density moments (a scalar, a
+vector and a traceless rank-2 tensor per channel, learned radial weights) and contracts them into
+rotation invariants of body order 3 and 4 (|A1|^2, A2:A2, A1.A2.A1, tr A2^3), the Cartesian form of
+the moment tensors of MTP (Shapeev 2016) and of MACE's correlation-order-3 product basis (Batatia et
+al., NeurIPS 2022). PaiNN's messages are two-body per layer; these terms add the angular many-body
+information that its forces lack.
 """
 
 from __future__ import annotations
@@ -80,6 +87,33 @@ class _Update(nn.Module):
         return s, v
 
 
+class _Moments(nn.Module):
+    """Neighbour-density moments A0 (scalar), A1 (vector), A2 (traceless symmetric 3x3) per channel,
+    channel-mixed (equivariant linear maps) and contracted to invariants; ``s += MLP([s, invariants])``."""
+
+    def __init__(self, f: int, num_basis: int, avg_neighbors: float):
+        super().__init__()
+        self.f, self.norm = f, 1.0 / float(avg_neighbors)
+        self.proj = nn.Linear(f, f, bias=False)
+        self.w = nn.Linear(num_basis, 3 * f, bias=False)  # acts on rbf * envelope: zero at the cutoff
+        self.mix1 = nn.Linear(f, 2 * f, bias=False)
+        self.mix2 = nn.Linear(f, 3 * f, bias=False)
+        self.mlp = nn.Sequential(nn.Linear(6 * f, f), nn.SiLU(), nn.Linear(f, f))
+
+    def forward(self, s, i, j, radial, unit, quad):
+        n, f = s.shape[0], self.f
+        x = self.proj(s).index_select(0, j)
+        r0, r1, r2 = torch.split(self.w(radial) * x.repeat(1, 3) * self.norm, f, dim=-1)
+        a0 = s.new_zeros(n, f).index_add(0, i, r0)
+        a1 = s.new_zeros(n, 3, f).index_add(0, i, unit.unsqueeze(-1) * r1.unsqueeze(1))
+        a2 = s.new_zeros(n, 9, f).index_add(0, i, quad.unsqueeze(-1) * r2.unsqueeze(1))
+        p, q = torch.split(self.mix1(a1), f, dim=-1)
+        a, b, c = (t.reshape(n, 3, 3, f) for t in torch.split(self.mix2(a2), f, dim=-1))
+        inv = [a0, (p * q).sum(1), (a * b).sum((1, 2)),
+               torch.einsum("nkf,nklf,nlf->nf", p, a, q), torch.einsum("nklf,nlmf,nmkf->nf", a, b, c)]
+        return s + self.mlp(torch.cat([s, *inv], dim=-1))
+
+
 class Potential(nn.Module):
     """PaiNN-style potential.
 
@@ -95,21 +129,30 @@ class Potential(nn.Module):
         Per-element reference energies [eV] (fitted by least squares on the training set).
     scale
         Scale of the network's atomic-energy output [eV] (e.g. the RMS force of the training set).
+    moments
+        Add the many-body moment-tensor invariants to every layer (see the module docstring).
+    avg_neighbors
+        Normalisation of the density moments (about the number of neighbours within ``cutoff``).
     """
 
     def __init__(self, elements, cutoff: float = 5.0, features: int = 64, layers: int = 3, num_basis: int = 8,
-                 envelope_p: int = 6, ref_energies=None, scale: float = 1.0):
+                 envelope_p: int = 6, ref_energies=None, scale: float = 1.0, moments: bool = False,
+                 avg_neighbors: float = 20.0):
         super().__init__()
         self.elements = [str(e) for e in elements]
         self.cutoff = float(cutoff)
         self.config = dict(elements=self.elements, cutoff=self.cutoff, features=int(features), layers=int(layers),
                            num_basis=int(num_basis), envelope_p=int(envelope_p))
+        if moments:  # only when on: checkpoints of PaiNN-only models keep their config
+            self.config.update(moments=True, avg_neighbors=float(avg_neighbors))
         n = len(self.elements)
         self.embedding = nn.Embedding(n, features)
         self.rbf = BesselBasis(cutoff, num_basis)
         self.envelope = PolynomialCutoff(cutoff, envelope_p)
         self.messages = nn.ModuleList([_Message(features, num_basis) for _ in range(layers)])
         self.updates = nn.ModuleList([_Update(features) for _ in range(layers)])
+        self.moments = nn.ModuleList([_Moments(features, num_basis, avg_neighbors) for _ in range(layers)]) \
+            if moments else None
         self.readout = nn.Sequential(nn.Linear(features, features // 2), nn.SiLU(), nn.Linear(features // 2, 1))
         ref = torch.zeros(n) if ref_energies is None else torch.as_tensor(ref_energies, dtype=torch.get_default_dtype())
         self.register_buffer("ref_energies", ref.clone())
@@ -122,9 +165,14 @@ class Potential(nn.Module):
         radial = self.rbf(r) * self.envelope(r).unsqueeze(-1)
         s = self.embedding(species)
         v = s.new_zeros(s.shape[0], 3, s.shape[1])
+        if self.moments is not None:
+            eye = torch.eye(3, dtype=unit.dtype, device=unit.device)
+            quad = (unit.unsqueeze(-1) * unit.unsqueeze(-2) - eye / 3.0).reshape(-1, 9)
         for k, (msg, upd) in enumerate(zip(self.messages, self.updates)):
             s, v = msg(s, v, i, j, radial, unit, k == 0)
             s, v = upd(s, v)
+            if self.moments is not None:
+                s = self.moments[k](s, i, j, radial, unit, quad)
         return self.ref_energies.index_select(0, species) + self.scale * self.readout(s).squeeze(-1)
 
     def forward(self, batch: dict, compute_forces: bool = True, compute_stress: bool = False) -> dict:
