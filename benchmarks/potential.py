@@ -413,13 +413,16 @@ def main(argv=None) -> dict:
     if a.ours_si:
         # interleave the runs: the machine may be shared, so take the best of several calls of each
         res["speed"] = {}
+        from surrogate.potential.checkpoint import read_record
+
+        kind = "PaiNN + moments" if read_record(a.ours_si)["config"].get("moments") else "PaiNN-style"
         for th in a.speed_threads:
             torch.set_num_threads(th)
             ours1 = ours_speed(a.ours_si, a.repeats)
             mace = run_mace(a.mace_python, th, a.mace_si, speed=True, repeats=a.repeats)
             ours2 = ours_speed(a.ours_si, a.repeats)
             ours = min(ours1, ours2, key=lambda r: r["seconds_per_call"])
-            res["speed"][f"ours (PaiNN-style, float32), {th} thread(s)"] = ours
+            res["speed"][f"ours ({kind}, float32), {th} thread(s)"] = ours
             res["speed"]["MACE" + (" (trained)" if a.mace_si else " (untrained, standard small)") + f", {th} thread(s)"] = mace
             if "atoms_per_s" in mace:
                 res.setdefault("ratio", {})[f"{th} thread(s)"] = ours["atoms_per_s"] / mace["atoms_per_s"]

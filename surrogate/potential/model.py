@@ -87,6 +87,10 @@ class _Update(nn.Module):
         return s, v
 
 
+#: the 9 entries of a symmetric 3x3 matrix from its 6 components (xx yy zz xy xz yz)
+_SYM6 = torch.tensor([0, 3, 4, 3, 1, 5, 4, 5, 2])
+
+
 class _Moments(nn.Module):
     """Neighbour-density moments A0 (scalar), A1 (vector), A2 (traceless symmetric 3x3) per channel,
     channel-mixed (equivariant linear maps) and contracted to invariants; ``s += MLP([s, invariants])``."""
@@ -106,9 +110,10 @@ class _Moments(nn.Module):
         r0, r1, r2 = torch.split(self.w(radial) * x.repeat(1, 3) * self.norm, f, dim=-1)
         a0 = s.new_zeros(n, f).index_add(0, i, r0)
         a1 = s.new_zeros(n, 3, f).index_add(0, i, unit.unsqueeze(-1) * r1.unsqueeze(1))
-        a2 = s.new_zeros(n, 9, f).index_add(0, i, quad.unsqueeze(-1) * r2.unsqueeze(1))
+        a2 = s.new_zeros(n, 6, f).index_add(0, i, quad.unsqueeze(-1) * r2.unsqueeze(1))  # xx yy zz xy xz yz
         p, q = torch.split(self.mix1(a1), f, dim=-1)
-        a, b, c = (t.reshape(n, 3, 3, f) for t in torch.split(self.mix2(a2), f, dim=-1))
+        full = self.mix2(a2).index_select(1, _SYM6.to(a2.device)).reshape(n, 3, 3, 3 * f)  # per atom: cheap
+        a, b, c = torch.split(full, f, dim=-1)
         inv = [a0, (p * q).sum(1), (a * b).sum((1, 2)),
                torch.einsum("nkf,nklf,nlf->nf", p, a, q), torch.einsum("nklf,nlmf,nmkf->nf", a, b, c)]
         return s + self.mlp(torch.cat([s, *inv], dim=-1))
@@ -166,8 +171,8 @@ class Potential(nn.Module):
         s = self.embedding(species)
         v = s.new_zeros(s.shape[0], 3, s.shape[1])
         if self.moments is not None:
-            eye = torch.eye(3, dtype=unit.dtype, device=unit.device)
-            quad = (unit.unsqueeze(-1) * unit.unsqueeze(-2) - eye / 3.0).reshape(-1, 9)
+            x, y, z = unit.unbind(-1)  # traceless u u^T - I/3, its 6 independent entries (edges are many)
+            quad = torch.stack([x * x - 1 / 3, y * y - 1 / 3, z * z - 1 / 3, x * y, x * z, y * z], dim=-1)
         for k, (msg, upd) in enumerate(zip(self.messages, self.updates)):
             s, v = msg(s, v, i, j, radial, unit, k == 0)
             s, v = upd(s, v)
