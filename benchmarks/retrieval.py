@@ -287,20 +287,17 @@ def markdown(res: dict) -> str:
     L += ["", "## Out-of-library detection (AUROC of the nearest distance)", "",
           "near: the library's slabs with point defects at other sites; far: Ge and GaAs, the library's lattice "
           "types at 1.04 / 0.87 times its sizes (inside the queries' unknown 0.8-1.2 scale, so nearly "
-          "indistinguishable by construction); lattice: fcc Au, bcc W, rock-salt PbTe along [110] (other column patterns).", "",
-          "| method | near (other defect sites) | far (Ge, GaAs) | lattice (Au, W, PbTe) | all |", "|---|---|---|---|---|"]
-    for name in methods:
-        o = res["methods"][name].get("auroc")
-        if o:
-            L.append(f"| {name} | " + " | ".join(f"{o.get(k, float('nan')):.3f}" for k in (*OOD_SETS, "all")) + " |")
-    L += ["", "Matched: HAADF in-library queries against the (HAADF) out-of-library ones of the same dose, AUROC "
-          "per dose averaged over the doses (pooled, the noise level of a query moves its nearest distance "
-          "more than novelty does).", "",
-          "| method | near | far | lattice | all |", "|---|---|---|---|---|"]
-    for name in methods:
-        o = res["methods"][name].get("auroc_matched")
-        if o:
-            L.append(f"| {name} | " + " | ".join(f"{o.get(k, float('nan')):.3f}" for k in (*OOD_SETS, "all")) + " |")
+          "indistinguishable by construction); lattice: fcc Au, bcc W, rock-salt PbTe along [110] (other column patterns)."]
+    for key, intro in (("auroc", "Pooled over all in-library queries."),
+                       ("auroc_matched", "Matched: HAADF in-library queries against the (HAADF) out-of-library ones of "
+                        "the same dose, AUROC per dose averaged over the doses (pooled, the noise level of a query moves "
+                        "its nearest distance more than novelty does).")):
+        L += ["", intro, "", "| method | near (other defect sites) | far (Ge, GaAs) | lattice (Au, W, PbTe) | all |",
+              "|---|---|---|---|---|"]
+        for name in methods:
+            o = res["methods"][name].get(key)
+            if o:
+                L.append(f"| {name} | " + " | ".join(f"{o.get(k, float('nan')):.3f}" for k in (*OOD_SETS, "all")) + " |")
     lat = res["latency"]
     L += ["", "## Query latency (one image: embed + search k=5), 2 threads", "",
           f"CNN embedding alone: {lat['cnn']['embed_ms']:.1f} ms median, {lat['cnn']['embed_min_ms']:.1f} ms best; "
