@@ -375,8 +375,11 @@ def main(argv=None) -> dict:
     def matched_auroc(near_in, near_out, sel):
         """AUROC within each dose, HAADF in-library queries only (the out-of-library renderings are
         HAADF), averaged over the doses: noise level and mode no longer stand in for novelty."""
-        vals = [auroc(near_in[q_haadf & (q_dose == d)], near_out[sel & (ood_dose == d)]) for d in DOSES
-                if (q_haadf & (q_dose == d)).any() and (sel & (ood_dose == d)).any()]
+        vals = []
+        for d in DOSES:
+            inside, outside = near_in[q_haadf & (q_dose == d)], near_out[sel & (ood_dose == d)]
+            if len(inside) and len(outside):
+                vals.append(auroc(inside, outside))
         return float(np.mean(vals)) if vals else float("nan")
 
     def record(name, gallery_label, dist, dist_ood, gcfg):

@@ -87,10 +87,6 @@ class _Update(nn.Module):
         return s, v
 
 
-#: the 9 entries of a symmetric 3x3 matrix from its 6 components (xx yy zz xy xz yz)
-_SYM6 = torch.tensor([0, 3, 4, 3, 1, 5, 4, 5, 2])
-
-
 class _Moments(nn.Module):
     """Neighbour-density moments A0 (scalar), A1 (vector), A2 (traceless symmetric 3x3) per channel,
     channel-mixed (equivariant linear maps) and contracted to invariants; ``s += MLP([s, invariants])``."""
@@ -103,16 +99,19 @@ class _Moments(nn.Module):
         self.mix1 = nn.Linear(f, 2 * f, bias=False)
         self.mix2 = nn.Linear(f, 3 * f, bias=False)
         self.mlp = nn.Sequential(nn.Linear(6 * f, f), nn.SiLU(), nn.Linear(f, f))
+        # the 9 entries of a symmetric 3x3 matrix from its 6 components (xx yy zz xy xz yz); moves with
+        # the module, not part of the state dict
+        self.register_buffer("sym6", torch.tensor([0, 3, 4, 3, 1, 5, 4, 5, 2]), persistent=False)
 
     def forward(self, s, i, j, radial, unit, quad):
         n, f = s.shape[0], self.f
         x = self.proj(s).index_select(0, j)
-        r0, r1, r2 = torch.split(self.w(radial) * x.repeat(1, 3) * self.norm, f, dim=-1)
+        r0, r1, r2 = (self.w(radial).view(-1, 3, f) * (x * self.norm).unsqueeze(1)).unbind(1)
         a0 = s.new_zeros(n, f).index_add(0, i, r0)
         a1 = s.new_zeros(n, 3, f).index_add(0, i, unit.unsqueeze(-1) * r1.unsqueeze(1))
         a2 = s.new_zeros(n, 6, f).index_add(0, i, quad.unsqueeze(-1) * r2.unsqueeze(1))  # xx yy zz xy xz yz
         p, q = torch.split(self.mix1(a1), f, dim=-1)
-        full = self.mix2(a2).index_select(1, _SYM6.to(a2.device)).reshape(n, 3, 3, 3 * f)  # per atom: cheap
+        full = self.mix2(a2).index_select(1, self.sym6).reshape(n, 3, 3, 3 * f)  # per atom: cheap
         a, b, c = torch.split(full, f, dim=-1)
         inv = [a0, (p * q).sum(1), (a * b).sum((1, 2)),
                torch.einsum("nkf,nklf,nlf->nf", p, a, q), torch.einsum("nklf,nlmf,nmkf->nf", a, b, c)]
