@@ -57,3 +57,36 @@ def test_proxy_loss_gets_one_learned_proxy_per_configuration(tiny_library, tmp_p
     assert [tuple(p.shape) for p in proxies] == [(16, n_configs)]  # embedding dim x configurations
     emb = load_embedder(tmp_path / "run" / "checkpoints" / "last.ckpt", library=tiny_library)  # proxies not needed
     assert emb.embed(Library(tiny_library).image(0)[None]).shape == (1, 16)
+
+
+def test_group_term_trains_and_its_weights_are_not_stored(tiny_library, tmp_path):
+    import torch
+
+    from surrogate.embedding.module import EmbeddingModule
+    from surrogate.errors import ConfigError
+    from train import train
+
+    result = train(compose_train(tiny_library, tmp_path / "run", "model.group_weight=1.0"))
+    assert "train/group_loss" in result["metrics"]
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert not any("label_group" in k for k in ckpt["state_dict"])  # derived from the library, not stored weights
+    with pytest.raises(ConfigError, match="needs label_groups"):
+        EmbeddingModule(torch.nn.Identity(), optimizer=None, group_weight=1.0)
+
+
+def test_validation_counts_a_sibling_configuration_as_a_group_hit():
+    import torch
+
+    from surrogate.embedding.module import EmbeddingModule
+
+    # configurations 0, 1 form one group (say a bulk slab and its vacancy variant), 2, 3 another
+    m = EmbeddingModule(torch.nn.Identity(), optimizer=None, label_groups=[0, 0, 1, 1], examples_every=0)
+    logged = {}
+    m.log = lambda name, value, **kw: logged.__setitem__(name, float(value))
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])  # two validation images per configuration
+    zc = torch.eye(4)[y]
+    # queries of configurations 0 and 2 land on their group sibling's images, 1 and 3 on their own
+    zq = torch.eye(4)[torch.tensor([1, 1, 1, 1, 3, 3, 3, 3])]
+    m._val = [(zq, zc, y, torch.zeros(8, 1, 2, 2), torch.zeros(8, 1, 2, 2))]
+    m.on_validation_epoch_end()
+    assert logged["val/top1"] == 0.5 and logged["val/group_top1"] == 1.0

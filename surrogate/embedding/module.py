@@ -49,14 +49,28 @@ class EmbeddingModule(L.LightningModule):
         Log the retrieval-examples figure every this many validation epochs (0: never).
     library_hash, sampling, image_shape
         Recorded in every checkpoint; loading against another library is refused.
+    label_groups
+        Group (same material and zone axis) of every configuration label, as integers; given, the
+        validation also logs ``val/group_top1`` (the nearest image is of the right material and zone
+        axis), the coarse retrieval that refinement then resolves within the group.
+    group_weight
+        Weight of a second loss term on the group labels (0: off). Configurations of one group
+        that no image can tell apart (a point defect out of view or too faint at the dose) give the
+        configuration term contradictory targets; the group term is always learnable.
     """
 
     def __init__(self, net: torch.nn.Module, optimizer: Callable, scheduler: Callable | None = None,
                  loss: torch.nn.Module | None = None, miner: torch.nn.Module | None = None,
                  augment: Corrupt | None = None, clean_fraction: float = 0.25, scheduler_interval: str = "epoch",
                  examples_every: int = 1, library_hash: str | None = None, sampling: float | None = None,
-                 image_shape: tuple[int, int] | None = None):
+                 image_shape: tuple[int, int] | None = None, label_groups: list[int] | None = None,
+                 group_weight: float = 0.0):
         super().__init__()
+        if group_weight and label_groups is None:
+            from surrogate.errors import ConfigError
+
+            raise ConfigError("model.group_weight > 0 needs label_groups (train.py passes them from the library)")
+        label_groups = None if label_groups is None else [int(v) for v in label_groups]
         image_shape = None if image_shape is None else [int(v) for v in image_shape]  # no ListConfig in checkpoints
         # only plain values go into the checkpoint, so it loads with torch.load(weights_only=True)
         self.save_hyperparameters(ignore=["net", "augment", "optimizer", "scheduler", "loss", "miner"])
@@ -68,6 +82,8 @@ class EmbeddingModule(L.LightningModule):
         self.loss_fn = loss if loss is not None else losses.SupConLoss(temperature=0.1)
         self.miner = miner
         self._val: list[tuple] = []
+        groups = torch.as_tensor(label_groups if label_groups is not None else [], dtype=torch.long)
+        self.register_buffer("label_group", groups, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -89,7 +105,12 @@ class EmbeddingModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         images, labels, _ = batch
         x, y = self._views(images, labels)
-        loss = self._loss(self(x), y)
+        z = self(x)
+        loss = self._loss(z, y)
+        if self.hparams.group_weight:
+            group_loss = self._loss(z, self.label_group[y])
+            self.log("train/group_loss", group_loss, batch_size=len(images))
+            loss = loss + self.hparams.group_weight * group_loss
         self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
         return loss
 
@@ -114,6 +135,9 @@ class EmbeddingModule(L.LightningModule):
         hits = y[top] == y[:, None]
         self.log("val/top1", hits[:, 0].float().mean(), prog_bar=True)
         self.log("val/top5", hits.any(dim=1).float().mean())
+        if len(self.label_group):
+            g = self.label_group.cpu()
+            self.log("val/group_top1", (g[y[top[:, 0]]] == g[y]).float().mean())
         every = int(self.hparams.examples_every or 0)
         if every and (self.current_epoch + 1) % every == 0 and not self.trainer.sanity_checking:
             self._log_examples(query, clean, y, top)

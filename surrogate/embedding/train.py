@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig
 
 from surrogate.errors import LibraryError
@@ -56,8 +57,12 @@ def train_embedding(cfg: DictConfig) -> dict:
             )
     L.seed_everything(int(cfg.seed), workers=True)
     _size_proxy_loss(cfg, len(dm.train_set.classes))
+    from surrogate.embedding.datamodule import configuration_groups
+
+    group_of = configuration_groups(lib)
+    label_groups = np.unique([group_of.get(int(c), str(int(c))) for c in dm.train_set.classes], return_inverse=True)[1]
     model = instantiate(cfg.model, library_hash=lib.hash, sampling=lib.sampling,
-                        image_shape=list(lib.manifest["image_shape"]))
+                        image_shape=list(lib.manifest["image_shape"]), label_groups=[int(v) for v in label_groups])
     loggers = make_loggers(cfg.get("logger")) or False
     out = Path(cfg.paths.output_dir)
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor="val/loss", mode="min")
