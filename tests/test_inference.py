@@ -200,6 +200,34 @@ def test_refinement_finds_a_boundary_away_from_the_window_centre_and_beats_bulk(
     assert fit_twin.fom < fit_bulk.fom - 0.1
 
 
+def test_siblings_scored_at_a_shared_pose_rank_by_structure():
+    """A bulk fit's pose and defocus carry over to its point-defect sibling: scored at that pose, the
+    configuration that made the image (a slab with one emptied Te column) wins, and re-scoring the
+    fitted bulk itself reproduces its figure of merit."""
+    from surrogate.inference import refine as R
+    from surrogate.simulate.conditions import ImagingConditions
+    from surrogate.simulate.images import SimulationSettings
+    from surrogate.structures.recipes import build_structure
+
+    bulk = build_structure({"kind": "bulk", "material": {"name": "CdTe"}, "zone_axis": [1, 1, 0],
+                            "thickness": 10.0, "fov": [12.8, 12.8]})
+    te = bulk.positions[bulk.numbers == 52]
+    column = te[np.argmin(np.linalg.norm(te[:, :2] - bulk.cell.diagonal()[:2] / 2, axis=1)), :2]
+    defect = bulk[[i for i, (a, p) in enumerate(zip(bulk.numbers, bulk.positions))
+                   if not (a == 52 and np.linalg.norm(p[:2] - column) < 0.3)]]
+    assert len(bulk) - len(defect) >= 2  # a whole column emptied
+    c = ImagingConditions(mode="haadf", method="incoherent", source_size=0.4, sampling=0.2)
+    st = SimulationSettings(potential_sampling=0.1)
+    for truth in (defect, bulk):  # either way round: the structure that made the image wins
+        exp = R.transform(R.simulate_field(truth, c, (64, 64), st), (64, 64), angle=17.0, shift=(2.0, -1.5), blur=0.8)
+        exp = exp + np.random.default_rng(0).normal(0, 0.2 * exp.std(), exp.shape)
+        fit = R.refine(exp, bulk, c, st, defocus_steps=(), max_evals=200)
+        f_bulk = R.score_at_pose(exp, bulk, c, fit, st)[0]
+        f_defect = R.score_at_pose(exp, defect, c, fit, st)[0]
+        assert f_bulk == pytest.approx(fit.fom, abs=1e-6)
+        assert (f_defect < f_bulk) == (truth is defect), (f_defect, f_bulk)
+
+
 def test_refinement_with_relaxation_lowers_the_energy_and_reports_it():
     from ase.calculators.lj import LennardJones
 

@@ -19,7 +19,7 @@ from ase import Atoms
 from surrogate.simulate.conditions import ImagingConditions
 from surrogate.simulate.images import SimulationSettings, render
 
-__all__ = ["Fit", "fom", "simulate_field", "transform", "refine", "atom_columns"]
+__all__ = ["Fit", "fom", "simulate_field", "transform", "refine", "score_at_pose", "atom_columns"]
 
 
 def _norm(x: np.ndarray) -> np.ndarray:
@@ -359,6 +359,24 @@ def refine(window: np.ndarray, atoms: Atoms, conditions: ImagingConditions,
             fit.pose, fit.image, fit.fom, fit.shift_px, fit.ssim = pose, img, fom_final, shift_final, ssim_final
     fit.extra.pop("relaxed_atoms", None)
     return fit
+
+
+def score_at_pose(window: np.ndarray, atoms: Atoms, conditions: ImagingConditions, fit: Fit,
+                  settings: SimulationSettings | None = None, margin: float | None = None) -> tuple[float, float, float, np.ndarray]:
+    """``(FOM, shift [px], SSIM, image)`` of ``atoms`` simulated under ``conditions`` at the defocus
+    and pose that ``fit`` found for another candidate, without fitting anew.
+
+    Configurations of one slab (the bulk and its point-defect variants) share their geometry, so a
+    pose fitted on one holds for all; scoring them at that one pose compares the structures alone.
+    Fitting each separately lets the optimiser's scatter (local optima of the pose fit, several
+    tenths in FOM on noisy images) swamp differences of one atomic column.
+    """
+    margin = float(fit.extra.get("margin", 2.0) if margin is None else margin)
+    c = conditions.replace(dose=None, defocus=fit.defocus)
+    field = simulate_field(widen_boundary(atoms, margin * max(window.shape) * c.sampling), c, window.shape, settings, margin)
+    image = render_pose(field, window.shape, fit.pose).astype(np.float32)
+    f, shift, ssim = fom(window, image)
+    return f, shift, ssim, image
 
 
 def _relax_and_refit(fit: Fit, window, atoms, conditions, settings, margin, calculator, fmax, steps, max_evals) -> dict:
