@@ -222,10 +222,21 @@ def test_siblings_scored_at_a_shared_pose_rank_by_structure():
         exp = R.transform(R.simulate_field(truth, c, (64, 64), st), (64, 64), angle=17.0, shift=(2.0, -1.5), blur=0.8)
         exp = exp + np.random.default_rng(0).normal(0, 0.2 * exp.std(), exp.shape)
         fit = R.refine(exp, bulk, c, st, defocus_steps=(), max_evals=200)
-        f_bulk = R.score_at_pose(exp, bulk, c, fit, st)[0]
-        f_defect = R.score_at_pose(exp, defect, c, fit, st)[0]
+        f_bulk, _, _, im_bulk = R.score_at_pose(exp, bulk, c, fit, st)
+        f_defect, _, _, im_defect = R.score_at_pose(exp, defect, c, fit, st)
         assert f_bulk == pytest.approx(fit.fom, abs=1e-6)
         assert (f_defect < f_bulk) == (truth is defect), (f_defect, f_bulk)
+        r_bulk, r_defect = R.residual(exp, im_bulk), R.residual(exp, im_defect)
+        assert (r_defect < r_bulk) == (truth is defect), (r_defect, r_bulk)
+
+
+def test_residual_is_zero_for_a_linear_copy_and_one_for_unrelated_noise():
+    from surrogate.inference.refine import residual
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 64))
+    assert residual(3.0 * x + 2.0, x) == pytest.approx(0.0, abs=1e-12)
+    assert residual(x, rng.normal(size=(64, 64))) == pytest.approx(1.0, abs=0.05)
 
 
 def test_refinement_with_relaxation_lowers_the_energy_and_reports_it():
