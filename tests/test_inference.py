@@ -68,6 +68,35 @@ def test_library_image_retrieves_its_configuration_first_with_energy(annotated_l
     assert files["overlay_1"].stat().st_size > 1000 and "<table>" in files["report"].read_text()
 
 
+def test_shared_pose_fits_one_sibling_and_scores_the_rest_at_its_pose(annotated_library, embedder_ckpt, tmp_path):
+    from surrogate.inference.pipeline import run_inference
+    from surrogate.library import Library
+    from surrogate.library.store import int_to_id
+
+    lib = Library(annotated_library)  # one slab (Si [110]) and its point-defect variants: one group
+    clean = [i for i in range(len(lib)) if lib.conditions(i).dose is None and lib.conditions(i).mode == "haadf"]
+    np.save(tmp_path / "query.npy", lib.image(clean[0]))
+    settings = {"defocus_steps": (), "max_evals": 40, "shared_pose": True, "score": "residual"}
+    result = run_inference(tmp_path / "query.npy", annotated_library, checkpoint=embedder_ckpt, pixel_size=lib.sampling,
+                           refine_top=3, refine_settings=settings, energy_weight=0.0, progress=False)
+    refined = [c for c in result.candidates if c.refinement]
+    assert len(refined) == 3
+    first = [c for c in refined if "shared_pose_of" not in c.refinement]
+    assert len(first) == 1 and first[0].refinement["retrieval_rank"] == 1
+    assert all(c.refinement["shared_pose_of"] == first[0].config_id and c.refinement["evaluations"] == 0
+               for c in refined if c is not first[0])
+    residuals = [c.refinement["residual"] for c in result.candidates[:3]]
+    assert residuals == sorted(residuals) and residuals[0] < 0.01 < residuals[1]  # its own configuration explains it
+    assert result.candidates[0].config_id == int_to_id(lib.config_ids()[clean[0]])
+    from surrogate.inference.report import write_report
+
+    data = json.loads(write_report(result, tmp_path / "out")["candidates"].read_text())
+    assert all("residual" in c["refinement"] for c in data["candidates"][:3])
+    with pytest.raises(ConfigError, match="refine.score"):
+        run_inference(tmp_path / "query.npy", annotated_library, checkpoint=embedder_ckpt, pixel_size=lib.sampling,
+                      refine_top=1, refine_settings={"score": "ssim"}, progress=False)
+
+
 def test_classical_matcher_runs_the_same_pipeline(tiny_library, tmp_path):
     from surrogate.inference.pipeline import run_inference
     from surrogate.library import Library

@@ -109,11 +109,12 @@ def _anchor_window(wins, ranked, how) -> int:
     return index
 
 
-def rerank_refined(ranked: list[Candidate], top: int, energy_weight: float) -> list[Candidate]:
-    """Order the first ``top`` (refined) candidates by ``FOM + energy_weight * energy_above``; the
-    rest keep their order after them. Ranks are renumbered."""
+def rerank_refined(ranked: list[Candidate], top: int, energy_weight: float, score: str = "fom") -> list[Candidate]:
+    """Order the first ``top`` (refined) candidates by ``score + energy_weight * energy_above``
+    (``score``: ``fom`` or ``residual``, from each refinement); the rest keep their order after
+    them. Ranks are renumbered."""
     def key(c):
-        return c.refinement["fom"] + energy_weight * (c.energy_above or 0.0)
+        return c.refinement[score] + energy_weight * (c.energy_above or 0.0)
 
     head = sorted(ranked[:top], key=lambda c: (key(c), c.rank))
     out = head + ranked[top:]
@@ -259,11 +260,15 @@ def run_inference(
         window = rs.pop("window", "top")
         relax = bool(rs.pop("relax", False))
         potential = rs.pop("potential", None)
+        score = rs.pop("score", "fom")
+        shared_pose = bool(rs.pop("shared_pose", False))
         if rs:
             raise ConfigError(
                 f"unknown refine setting(s) {sorted(rs)}: use potential_sampling, defocus_steps, max_evals, "
-                "final_method, relax, potential, window"
+                "final_method, relax, potential, window, score, shared_pose"
             )
+        if score not in ("fom", "residual"):
+            raise ConfigError(f"refine.score={score!r}: use fom or residual")
         calculator = None
         if relax:
             if not potential:
@@ -271,18 +276,41 @@ def run_inference(
             from surrogate.potential.calculator import load_calculator
 
             calculator = load_calculator(potential)
+        from surrogate.embedding.datamodule import configuration_groups
+        from surrogate.inference.refine import residual, score_at_pose
+
+        # siblings of one slab (same material and zone axis) share their geometry: with shared_pose the
+        # first of each group is fitted and the others are scored at its pose (not with relax or
+        # final_method, which change the structure or the simulation per candidate)
+        share = shared_pose and not relax and not final_method
+        group_of = configuration_groups(library) if share else {}
+        fitted: dict[str, tuple] = {}
         anchor = _anchor_window(wins, ranked, window)  # one window for all: comparable figures of merit
+        win = wins[anchor].image
         for c in tqdm(ranked[:refine_top], desc="refine", disable=not progress):
             atoms = library.atoms(c.config_id)
             conditions = library.conditions(c.entry)
-            fit = refine(wins[anchor].image, atoms, conditions, settings, steps, max_evals,
-                         calculator=calculator, final_method=final_method)
+            group = group_of.get(int(c.config_id, 16), c.config_id)
+            if share and group in fitted:
+                fit0, conditions, first = fitted[group]
+                f, shift, ssim, image = score_at_pose(win, atoms, conditions, fit0, settings)
+                c.refinement = dict(fit0.summary(), fom=round(f, 4), ssim=round(ssim, 4), residual_shift_px=round(shift, 3),
+                                    fom_before=round(f, 4), ssim_before=round(ssim, 4), simulations=1, evaluations=0,
+                                    shared_pose_of=first)
+                conditions = conditions.replace(defocus=fit0.defocus)
+            else:
+                fit = refine(win, atoms, conditions, settings, steps, max_evals,
+                             calculator=calculator, final_method=final_method)
+                fitted.setdefault(group, (fit, conditions, c.config_id))
+                image = fit.image
+                c.refinement = fit.summary()
+                conditions = conditions.replace(defocus=fit.defocus)
             c.window = anchor
-            c.refinement = fit.summary()
-            c.refinement["image"] = fit.image
-            c.refinement["conditions"] = conditions.replace(defocus=fit.defocus).to_dict()
+            c.refinement["residual"] = round(residual(win, image), 5)
+            c.refinement["image"] = image
+            c.refinement["conditions"] = conditions.to_dict()
             c.refinement["retrieval_rank"] = c.rank
-        ranked = rerank_refined(ranked, refine_top, energy_weight)
+        ranked = rerank_refined(ranked, refine_top, energy_weight, score)
     timings["refine"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     info = {
