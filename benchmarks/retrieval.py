@@ -84,6 +84,18 @@ def _render_set(recipes, sim, n_per, shape, sampling, seed, label, forbidden_see
     return np.stack(images).astype(np.float32), meta
 
 
+def query_sources(lib, quick: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Library images the queries derive from (the test split's noise-free images when there are
+    any; every third with ``quick``) and the per-image noisy mask of the whole library."""
+    from surrogate.library import split_indices
+
+    dose_col = list(lib.group["conditions"].attrs["columns"]).index("dose")
+    noisy = ~np.isnan(lib.condition_table()[:, dose_col])
+    test = split_indices(lib, "test", "condition")
+    test = test[~noisy[test]] if (~noisy[test]).any() else test
+    return (test[::3] if quick else test), noisy
+
+
 def make_queries(lib, n_ood: int, cache: Path, test_idx: np.ndarray, ood_per_config: int = 2):
     """In-library queries from the held-out (test-split) conditions and out-of-library renderings.
 
@@ -342,12 +354,7 @@ def main(argv=None) -> dict:
 
     n_ood = 4 if a.quick else 8
     per_config = a.per_config or (4 if a.quick else 8)
-    dose_col = list(lib.group["conditions"].attrs["columns"]).index("dose")
-    noisy = ~np.isnan(lib.condition_table()[:, dose_col])
-    test = split_indices(lib, "test", "condition")
-    test = test[~noisy[test]] if (~noisy[test]).any() else test  # noise-free sources when there are any
-    if a.quick:
-        test = test[::3]
+    test, noisy = query_sources(lib, a.quick)
     queries, meta, ood, ood_meta = make_queries(lib, n_ood, Path(a.cache), test)
     n_per = len(queries) / max(1, len(np.unique([q["config_id"] for q in meta])))
     qcfg = np.array([int(q["config_id"], 16) for q in meta], dtype=np.uint64)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from retrieval import DOSES, make_queries  # noqa: E402  (same queries as the retrieval benchmark)
+from retrieval import DOSES, make_queries, query_sources  # noqa: E402  (same queries as the retrieval benchmark)
 
 
 def poisson_loglik(counts: np.ndarray, expected: np.ndarray) -> np.ndarray:
@@ -322,17 +322,12 @@ def main(argv=None) -> dict:
     import torch
 
     from surrogate.io.files import atomic_write_text
-    from surrogate.library import Library, split_indices
+    from surrogate.library import Library
 
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     lib = Library(a.library)
-    dose_col = list(lib.group["conditions"].attrs["columns"]).index("dose")
-    noisy = ~np.isnan(lib.condition_table()[:, dose_col])
-    test = split_indices(lib, "test", "condition")
-    test = test[~noisy[test]] if (~noisy[test]).any() else test  # as in benchmarks/retrieval.py
-    if a.quick:
-        test = test[::3]
+    test, _ = query_sources(lib, a.quick)
     queries, meta, ood, ood_meta = make_queries(lib, 4 if a.quick else 8, Path(a.cache), test)
     rows = ideal_observer(lib, meta, queries)
     cnn = cnn_within_group(lib, meta, queries, a.checkpoint) if a.checkpoint else None
