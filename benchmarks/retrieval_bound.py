@@ -48,6 +48,7 @@ def ideal_observer(lib, meta: list[dict], queries: np.ndarray, progress: bool = 
     """Per query: the group's configurations, their log-likelihoods and whether the truth wins."""
     from surrogate.augment import rotate_scale
     from surrogate.embedding.datamodule import configuration_groups
+    from surrogate.inference.retrieve import structure_rows
     from surrogate.library.build import _settings
     from surrogate.library.store import int_to_id
     from surrogate.simulate import render
@@ -56,6 +57,8 @@ def ideal_observer(lib, meta: list[dict], queries: np.ndarray, progress: bool = 
     settings = _settings(sim)
     shape, sampling = tuple(lib.manifest["image_shape"]), lib.sampling
     groups = configuration_groups(lib)
+    family = {int(cid, 16): row[0] for cid, row in structure_rows(lib).items()}
+    cids = lib.config_ids()
     members: dict[str, list[int]] = {}
     for c, g in groups.items():
         members.setdefault(g, []).append(c)
@@ -65,7 +68,7 @@ def ideal_observer(lib, meta: list[dict], queries: np.ndarray, progress: bool = 
     t = time.perf_counter()
     for n, src in enumerate(sources):
         cond = lib.conditions(int(src))
-        truth = int(lib.config_ids()[src])
+        truth = int(cids[src])
         cands = sorted(members[groups[truth]])
         clean = []
         for c in cands:
@@ -87,7 +90,7 @@ def ideal_observer(lib, meta: list[dict], queries: np.ndarray, progress: bool = 
             others = np.delete(ll, cands.index(truth))
             out.append({"query": qi, "group": groups[truth], "n_candidates": len(cands), "top1": float(won),
                         "margin": float(ll[cands.index(truth)] - others.max()) if len(others) else float("inf"),
-                        "mode": q["mode"], "dose": q["dose"], "family": lib_family(lib, truth),
+                        "mode": q["mode"], "dose": q["dose"], "family": family[truth],
                         "render_error": err})
         if progress:
             print(f"  source {n + 1}/{len(sources)} ({groups[truth]}, {cond.mode}, {len(cands)} candidates, "
@@ -95,31 +98,27 @@ def ideal_observer(lib, meta: list[dict], queries: np.ndarray, progress: bool = 
     return out
 
 
-_FAMILY: dict[int, str] = {}
+class CNNGallery:
+    """The embedder and the embedded gallery (train + validation conditions, as in
+    ``benchmarks/retrieval.py``), built once and shared by both CNN evaluations."""
+
+    def __init__(self, lib, checkpoint: str):
+        from surrogate.embedding import load_embedder
+        from surrogate.library import split_indices
+
+        self.emb = load_embedder(checkpoint, library=lib)
+        self.index = np.setdiff1d(np.arange(len(lib)), split_indices(lib, "test", "condition"))
+        self.cfg = lib.config_ids()[self.index]
+        self.z = self.emb.embed(np.asarray(lib.group["images"][:], dtype=np.float32)[self.index])
 
 
-def lib_family(lib, cid: int) -> str:
-    if not _FAMILY:
-        from ase.db import connect
-
-        with connect(lib.root / "structures.db") as db:
-            _FAMILY.update({int(r.config_id, 16): r.family for r in db.select(columns=["key_value_pairs"])})
-    return _FAMILY[cid]
-
-
-def cnn_within_group(lib, meta, queries, checkpoint: str) -> np.ndarray:
+def cnn_within_group(lib, meta, queries, g: CNNGallery) -> np.ndarray:
     """CNN top-1 when it, too, only chooses among the query's group (nearest gallery image)."""
-    from surrogate.embedding import load_embedder
     from surrogate.embedding.datamodule import configuration_groups
-    from surrogate.library import split_indices
 
-    emb = load_embedder(checkpoint, library=lib)
-    gallery = np.setdiff1d(np.arange(len(lib)), split_indices(lib, "test", "condition"))
-    cfg = lib.config_ids()[gallery]
+    cfg = g.cfg
     groups = configuration_groups(lib)
-    zg = emb.embed(np.asarray(lib.group["images"][:], dtype=np.float32)[gallery])
-    zq = emb.embed(queries)
-    d = 1 - zq @ zg.T
+    d = 1 - g.emb.embed(queries) @ g.z.T
     gcfg = np.array([groups[int(c)] for c in cfg])
     hit = np.zeros(len(meta))
     for i, q in enumerate(meta):
@@ -129,7 +128,7 @@ def cnn_within_group(lib, meta, queries, checkpoint: str) -> np.ndarray:
     return hit
 
 
-def cnn_refine(lib, checkpoint: str, images: np.ndarray, meta: list[dict], k: int, log: Path,
+def cnn_refine(lib, g: CNNGallery, images: np.ndarray, meta: list[dict], k: int, log: Path,
                mode: str = "shared") -> list[dict]:
     """The inference pipeline's two stages on each query: the CNN's ``k`` nearest configurations (full
     gallery), refined against the query (``surrogate.inference.refine``: pose, blur, scan distortion,
@@ -138,10 +137,8 @@ def cnn_refine(lib, checkpoint: str, images: np.ndarray, meta: list[dict], k: in
     each group (same material and zone axis) and scores its siblings at that pose and defocus
     (``surrogate.inference.refine.score_at_pose``). One JSON line
     per query in ``log``, so an interrupted run resumes."""
-    from surrogate.embedding import load_embedder
     from surrogate.embedding.datamodule import configuration_groups
     from surrogate.inference.refine import refine, residual, score_at_pose
-    from surrogate.library import split_indices
     from surrogate.library.build import _settings
     from surrogate.library.store import int_to_id
 
@@ -153,16 +150,13 @@ def cnn_refine(lib, checkpoint: str, images: np.ndarray, meta: list[dict], k: in
                 done[r["key"]] = r
     todo = [i for i, q in enumerate(meta) if q["key"] not in done]
     if todo:
-        emb = load_embedder(checkpoint, library=lib)
         settings = _settings(lib.manifest["config"]["simulate"])
         groups = configuration_groups(lib)
-        gallery = np.setdiff1d(np.arange(len(lib)), split_indices(lib, "test", "condition"))
-        cfg = lib.config_ids()[gallery]
-        zg = emb.embed(np.asarray(lib.group["images"][:], dtype=np.float32)[gallery])
+        gallery, cfg, zg = g.index, g.cfg, g.z
         classes = np.unique(cfg)
         t = time.perf_counter()
         for n, i in enumerate(todo):
-            d = 1 - emb.embed(images[i:i + 1])[0] @ zg.T
+            d = 1 - g.emb.embed(images[i:i + 1])[0] @ zg.T
             best = {int(c): int(np.argmin(np.where(cfg == c, d, np.inf))) for c in classes}
             shortlist = sorted(best, key=lambda c: d[best[c]])[:k]
             cands = []
@@ -330,7 +324,8 @@ def main(argv=None) -> dict:
     test, _ = query_sources(lib, a.quick)
     queries, meta, ood, ood_meta = make_queries(lib, 4 if a.quick else 8, Path(a.cache), test)
     rows = ideal_observer(lib, meta, queries)
-    cnn = cnn_within_group(lib, meta, queries, a.checkpoint) if a.checkpoint else None
+    gallery = CNNGallery(lib, a.checkpoint) if a.checkpoint else None
+    cnn = cnn_within_group(lib, meta, queries, gallery) if gallery else None
     refined = None
     if a.refine and a.checkpoint:
         # HAADF only: the out-of-library queries are HAADF renderings, and multislice HRTEM
@@ -340,12 +335,10 @@ def main(argv=None) -> dict:
         rmeta = [dict(meta[i], key=f"in:{i}") for i in sel] + [dict(ood_meta[i], key=f"ood:{i}", config_id="")
                                                                  for i in osel]
         rimages = np.concatenate([queries[sel], ood[osel]])
-        from surrogate.embedding import load_embedder
-
-        ck = load_embedder(a.checkpoint, library=lib).checkpoint_hash[:12]
+        ck = gallery.emb.checkpoint_hash[:12]
         Path(a.cache).mkdir(parents=True, exist_ok=True)
         log = Path(a.cache) / f"refine_{lib.hash}_{ck}_{a.refine}_{a.refine_mode}.jsonl"
-        rrows = cnn_refine(lib, a.checkpoint, rimages, rmeta, a.refine, log, a.refine_mode)
+        rrows = cnn_refine(lib, gallery, rimages, rmeta, a.refine, log, a.refine_mode)
         refined = refine_table(rrows, {f"in:{r['query']}": r["top1"] for r in rows})
         refined.update(k=a.refine, min_dose=a.refine_min_dose, mode=a.refine_mode)
     res = {"quick": a.quick, "library": lib.hash, "checkpoint": a.checkpoint, "n_queries": len(rows),

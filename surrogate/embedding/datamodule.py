@@ -118,12 +118,16 @@ class LibraryDataModule(L.LightningDataModule):
             for ds in (self.train_set, self.val_set):
                 ds.library = _InMemory(self.library, images)
 
+    def class_groups(self) -> np.ndarray:
+        """Group key (``material zone_axis``) of every configuration label; a configuration the
+        structure database does not know is a group of its own."""
+        group_of = configuration_groups(self.library)
+        return np.array([group_of.get(int(c), str(int(c))) for c in self.train_set.classes])
+
     def _family_sampler(self, rank: int = 0, world_size: int = 1) -> FamilyBatchSampler:
         ds = self.train_set
-        group_of = configuration_groups(self.library)
-        groups = np.array([group_of.get(int(c), str(int(c))) for c in ds.classes])
-        return FamilyBatchSampler(ds.labels[ds.indices], groups, self.classes_per_batch, self.images_per_class, self.seed,
-                                  rank=rank, world_size=world_size)
+        return FamilyBatchSampler(ds.labels[ds.indices], self.class_groups(), self.classes_per_batch, self.images_per_class,
+                                  self.seed, rank=rank, world_size=world_size)
 
     def _distributed(self) -> tuple[int, int]:
         """``(rank, world_size)`` of the attached Trainer (``(0, 1)`` outside DDP)."""

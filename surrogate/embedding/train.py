@@ -57,10 +57,7 @@ def train_embedding(cfg: DictConfig) -> dict:
             )
     L.seed_everything(int(cfg.seed), workers=True)
     _size_proxy_loss(cfg, len(dm.train_set.classes))
-    from surrogate.embedding.datamodule import configuration_groups
-
-    group_of = configuration_groups(lib)
-    label_groups = np.unique([group_of.get(int(c), str(int(c))) for c in dm.train_set.classes], return_inverse=True)[1]
+    label_groups = np.unique(dm.class_groups(), return_inverse=True)[1]  # group index of every label
     model = instantiate(cfg.model, library_hash=lib.hash, sampling=lib.sampling,
                         image_shape=list(lib.manifest["image_shape"]), label_groups=[int(v) for v in label_groups])
     loggers = make_loggers(cfg.get("logger")) or False

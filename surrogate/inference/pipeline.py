@@ -301,7 +301,8 @@ def run_inference(
             else:
                 fit = refine(win, atoms, conditions, settings, steps, max_evals,
                              calculator=calculator, final_method=final_method)
-                fitted.setdefault(group, (fit, conditions, c.config_id))
+                if share:
+                    fitted.setdefault(group, (fit, conditions, c.config_id))
                 image = fit.image
                 c.refinement = fit.summary()
                 conditions = conditions.replace(defocus=fit.defocus)

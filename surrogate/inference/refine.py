@@ -61,8 +61,9 @@ def _ssim(a: np.ndarray, b: np.ndarray, data_range: float | None = None, normali
     return float(structural_similarity(a, _norm(b) if normalise else b, data_range=rng))
 
 
-def fom(experiment: np.ndarray, simulation: np.ndarray, max_shift: float = 8.0) -> tuple[float, float, float]:
-    """(figure of merit, shift [px], SSIM) of a simulation against an experiment of the same shape."""
+def _aligned(experiment: np.ndarray, simulation: np.ndarray, max_shift: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Normalised experiment and normalised simulation moved onto it by the nearest cross-correlation
+    peak, both cropped to where both are defined; the shift [px]; the whole normalised experiment."""
     from scipy.ndimage import shift as nd_shift
 
     a, b = _norm(experiment), _norm(simulation)
@@ -70,7 +71,13 @@ def fom(experiment: np.ndarray, simulation: np.ndarray, max_shift: float = 8.0) 
     moved = nd_shift(b, shift, order=1, mode="nearest")
     m = int(np.ceil(np.abs(shift).max())) + 2  # compare where both images are defined
     m = min(m, a.shape[0] // 4, a.shape[1] // 4)
-    ssim = _ssim(a[m:-m, m:-m], moved[m:-m, m:-m], data_range=float(a.max() - a.min()), normalise=False)
+    return a[m:-m, m:-m], moved[m:-m, m:-m], shift, a
+
+
+def fom(experiment: np.ndarray, simulation: np.ndarray, max_shift: float = 8.0) -> tuple[float, float, float]:
+    """(figure of merit, shift [px], SSIM) of a simulation against an experiment of the same shape."""
+    a, moved, shift, full = _aligned(experiment, simulation, max_shift)
+    ssim = _ssim(a, moved, data_range=float(full.max() - full.min()), normalise=False)
     s = float(np.hypot(*shift))
     return 0.1 * s + (1.0 - float(ssim)), s, float(ssim)
 
@@ -83,13 +90,8 @@ def residual(experiment: np.ndarray, simulation: np.ndarray, max_shift: float = 
     column's intensity; the residual counts it in full, so it is the sharper score among candidates
     that differ by a point defect (the Gaussian limit of the counting-noise likelihood).
     """
-    from scipy.ndimage import shift as nd_shift
-
-    a, b = _norm(experiment), _norm(simulation)
-    shift = local_shift(a, b, max_shift)
-    moved = nd_shift(b, shift, order=1, mode="nearest")
-    m = min(int(np.ceil(np.abs(shift).max())) + 2, a.shape[0] // 4, a.shape[1] // 4)
-    x, y = moved[m:-m, m:-m].ravel(), a[m:-m, m:-m].ravel()
+    a, moved, _, _ = _aligned(experiment, simulation, max_shift)
+    x, y = moved.ravel(), a.ravel()
     design = np.stack([x, np.ones_like(x)], axis=1)
     coef, *_ = np.linalg.lstsq(design, y, rcond=None)
     r = y - design @ coef
