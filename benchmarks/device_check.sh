@@ -11,6 +11,7 @@
 #   si_fw, si_l4       Si with 3 blocks and forces weight 0.03, and 4 blocks with 0.02 (= potential_si since)
 #   si_f1, si_f3, si_f10, si_f3w   PaiNN, 4 blocks, forces weight 0.1 / 0.3 / 1.0, and 0.3 with F=96
 #   emb_ns, emb_ns128  the embedding with the normalised-softmax proxy loss, at 64 px / the full 128 px
+#   emb_canon  the embedding in the canonical lattice frame (model.net.canonical=true; run beside emb)
 # Needs carried: .whl_min/ (hydra, ase, zarr, ... for Python 3.12), .whl_mace/ (mace-torch, its
 # dependencies, matscipy), demo_f16/. Locally (no GPU): DEV=cpu TRAIN_S=20 MACE_PY=/work/mace-venv/bin/python.
 # Everything comes back as $OUT/results.tgz.part_* (models, exports, metrics, logs; parts of 15 MB, the
@@ -42,6 +43,8 @@ has si_f3w && run si_f3w experiment=potential_si trainer.max_epochs=5000 model.f
 has cdte && run cdte experiment=potential_cdte trainer.max_epochs=5000
 has demo && run demo experiment=potential_demo trainer.max_epochs=5000
 has emb && run emb experiment=embedding_full library_dir=demo_f16 trainer.max_epochs=${EMB_EPOCHS:-800}
+has emb_canon && run emb_canon experiment=embedding_full library_dir=demo_f16 +model.net.canonical=true \
+    trainer.max_epochs=${EMB_EPOCHS:-800}
 has emb_ns && run emb_ns experiment=embedding_full library_dir=demo_f16 embedding/loss=normsoftmax trainer.max_epochs=5000
 has emb_ns128 && run emb_ns128 experiment=embedding_full library_dir=demo_f16 embedding/loss=normsoftmax \
     model.net.input_size=null trainer.max_epochs=5000

