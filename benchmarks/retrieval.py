@@ -311,9 +311,10 @@ def markdown(res: dict) -> str:
             if o:
                 L.append(f"| {name} | " + " | ".join(f"{o.get(k, float('nan')):.3f}" for k in (*OOD_SETS, "all")) + " |")
     lat = res["latency"]
-    L += ["", "## Query latency (one image: embed + search k=5), 2 threads", "",
+    L += ["", f"## Query latency (one image: embed + search k=5), {res['latency'].get('threads', 2)} thread(s)", "",
           f"CNN embedding alone: {lat['cnn']['embed_ms']:.1f} ms median, {lat['cnn']['embed_min_ms']:.1f} ms best; "
-          f"load average during the measurement {lat['cnn']['load_average'][0]:.1f} on 2 cores (other jobs share them).", "",
+          f"load average during the measurement {lat['cnn']['load_average'][0]:.1f} on {os.cpu_count()} cores "
+          "(other jobs share them).", "",
           "| entries | CNN flat [ms] | CNN HNSW [ms] | SIFT [ms] | SIFT / CNN (best) |", "|---|---|---|---|---|"]
     for n in (1_000, 10_000, 100_000):
         f, h = lat["cnn"][f"{n}_flat"]["total_ms"], lat["cnn"][f"{n}_hnsw"]["total_ms"]
@@ -443,6 +444,7 @@ def main(argv=None) -> dict:
     lat["sift_feature_ms"] = 1e3 * (time.perf_counter() - t) / 10
     lat["sift_ms_per_entry"] = max(lat["sift_ms_per_query"] - lat["sift_feature_ms"], 0.0) / len(small)
     lat["cnn"] = latency(emb, lib_vecs, queries)
+    lat["threads"] = a.threads
     res["latency"] = lat
     res["seconds"] = time.perf_counter() - t0
     out = Path(a.out)
