@@ -370,7 +370,8 @@ def main(argv=None) -> dict:
            "checkpoint": str(a.checkpoint), "checkpoint_hash": emb.checkpoint_hash, "backbone": emb.config["backbone"],
            "n_queries": len(queries), "n_per_config": round(n_per, 1), "n_ood": len(ood), "methods": {},
            "machine": f"{platform.processor() or platform.machine()}, {a.threads} threads",
-           "command": "python benchmarks/retrieval.py" + (" --quick" if a.quick else "") + f" --checkpoint {a.checkpoint}"}
+           "command": "python benchmarks/retrieval.py" + (" --quick" if a.quick else "") + f" --checkpoint {a.checkpoint}"
+                      + (f" --threads {a.threads}" if a.threads != 2 else "")}
 
     t = time.perf_counter()
     lib_vecs = emb.embed(images)  # gallery: the train and validation conditions (the test split is the queries' source)
