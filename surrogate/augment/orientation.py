@@ -1,14 +1,15 @@
-"""Lattice orientation of an image and rotation to a canonical frame.
+"""Lattice frame of an image: rotation (and mirror) to a canonical orientation.
 
 A crystal image's strongest Bragg reflection fixes its in-plane orientation up to the lattice's
-point symmetry. :func:`lattice_orientation` finds that reflection in the windowed power spectrum
+point symmetry. :func:`lattice_frame` finds that reflection in the windowed power spectrum
 (inside a band of lattice frequencies, refined to sub-pixel by the power-weighted centroid of its
-5 x 5 neighbourhood) and returns its angle; :func:`canonicalise` rotates every image so that the
-reflection lies along +x. Any rotation of the same image then maps to one of a few discrete
-frames (the symmetry-equivalent and near-equal reflections) instead of a continuum, which is
-what the embedding network would otherwise have to learn from examples. Measured on the demo
+5 x 5 neighbourhood), tells it from its Friedel mate by the bispectrum's phase, and fixes the
+mirror by the side of the next strongest reflection; :func:`canonicalise` turns every image into
+that frame. Any rotation or mirror image of the same picture then maps to one of a few discrete
+frames (near-equal reflections that the image's symmetry does not relate) instead of a continuum,
+which the embedding network would otherwise have to learn from examples. Measured on the demo
 library under the training corruptions (any rotation, ±20 % scale, dose 10^2-10^5 e/Å²): 58-63 %
-of images land within 3° of the clean image's frame, at every dose.
+of images land within 3° of the clean image's orientation, at every dose.
 
 Batched torch on any device; the angle carries no gradient (the rotation does).
 """
