@@ -311,7 +311,7 @@ def markdown(res: dict) -> str:
             if o:
                 L.append(f"| {name} | " + " | ".join(f"{o.get(k, float('nan')):.3f}" for k in (*OOD_SETS, "all")) + " |")
     lat = res["latency"]
-    L += ["", f"## Query latency (one image: embed + search k=5), {res['latency'].get('threads', 2)} thread(s)", "",
+    L += ["", f"## Query latency (one image: embed + search k=5), {lat.get('threads', 2)} thread(s)", "",
           f"CNN embedding alone: {lat['cnn']['embed_ms']:.1f} ms median, {lat['cnn']['embed_min_ms']:.1f} ms best; "
           f"load average during the measurement {lat['cnn']['load_average'][0]:.1f} on {os.cpu_count()} cores "
           "(other jobs share them).", "",

@@ -146,9 +146,9 @@ def rotate_scale(images, rotation, scale=1.0):
     if squeeze:
         x = x[None]
     b = x.shape[0]
-    angle = torch.as_tensor(rotation, dtype=torch.float32).expand(b) * math.pi / 180
-    s = torch.as_tensor(scale, dtype=torch.float32).expand(b)
-    theta = torch.zeros(b, 2, 3)
+    angle = torch.as_tensor(rotation, dtype=torch.float32, device=x.device).expand(b) * math.pi / 180
+    s = torch.as_tensor(scale, dtype=torch.float32, device=x.device).expand(b)
+    theta = torch.zeros(b, 2, 3, device=x.device)
     theta[:, 0, 0], theta[:, 0, 1] = torch.cos(angle) / s, -torch.sin(angle) / s
     theta[:, 1, 0], theta[:, 1, 1] = torch.sin(angle) / s, torch.cos(angle) / s
     grid = F.affine_grid(theta, (b, 1, *x.shape[-2:]), align_corners=False)

@@ -16,10 +16,7 @@ Batched torch on any device; the angle carries no gradient (the rotation does).
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 
 __all__ = ["lattice_frame", "lattice_orientation", "canonicalise", "BAND"]
 
@@ -96,13 +93,9 @@ def canonicalise(x: torch.Tensor, band: tuple[float, float] = BAND) -> torch.Ten
     strongest reflection along +x, the next at a positive angle, the bispectrum's phase positive;
     bilinear, reflection padding, as the training corruptions. What stays undetermined is the
     choice between near-equal reflections that are not related by the image's symmetry."""
+    from surrogate.augment.corruptions import rotate_scale
+
     angle, mirror = lattice_frame(x, band)
-    angle = angle * math.pi / 180
-    b = x.shape[0]
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    flip = torch.where(mirror, -1.0, 1.0)
-    theta = torch.zeros(b, 2, 3, device=x.device, dtype=torch.float32)
-    theta[:, 0, 0], theta[:, 0, 1] = cos, -sin * flip
-    theta[:, 1, 0], theta[:, 1, 1] = sin, cos * flip
-    grid = F.affine_grid(theta, (b, 1, *x.shape[-2:]), align_corners=False)
-    return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False).to(x.dtype)
+    turned = rotate_scale(x[:, 0], angle)[:, None]
+    # reversing the rows after the turn = sampling the input at R · diag(1, -1) (align_corners=False)
+    return torch.where(mirror[:, None, None, None], turned.flip(-2), turned).to(x.dtype)
