@@ -333,3 +333,24 @@ def test_a_non_finite_step_is_skipped_not_applied():
     opt.step()  # a finite step is applied
     assert module.skipped_steps == 2
     assert not all(torch.equal(a, p) for a, p in zip(before, net.parameters()))
+
+
+def test_huber_force_loss_is_quadratic_below_delta_and_linear_above():
+    from surrogate.potential.module import PotentialModule
+
+    net = Potential(["Si"], cutoff=4.0, features=8, layers=1, ref_energies=[-5.0], scale=1.0)
+    opt = lambda params: torch.optim.Adam(params)  # noqa: E731
+    batch = {"n_atoms": torch.tensor([2]), "energy": torch.zeros(1), "forces": torch.zeros(2, 3)}
+
+    def forces_term(module, residual):
+        out = {"energy": torch.zeros(1), "forces": torch.full((2, 3), residual)}
+        return module._losses(out, batch)[1]["forces"].item()
+
+    mse = PotentialModule(net, optimizer=opt)
+    huber = PotentialModule(net, optimizer=opt, forces_loss="huber", huber_delta=0.1)
+    assert forces_term(huber, 0.05) == pytest.approx(forces_term(mse, 0.05)) == pytest.approx(0.0025)
+    # beyond delta: 2 * delta * (|r| - delta / 2), i.e. linear, far below the square
+    assert forces_term(huber, 1.0) == pytest.approx(2 * 0.1 * (1.0 - 0.05))
+    assert forces_term(mse, 1.0) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="forces_loss"):
+        PotentialModule(net, optimizer=opt, forces_loss="l3")

@@ -39,6 +39,10 @@ class PotentialModule(L.LightningModule):
         (stress only over frames that have it).
     stress_deviatoric
         Train the stress without its isotropic part.
+    forces_loss, huber_delta
+        ``"mse"`` (default) or ``"huber"``: ``2 * huber(dF, delta)`` per component, equal to dF^2 for
+        |dF| < delta [eV/Å] and linear beyond, so a few large-force frames (high-temperature MD,
+        surfaces) stop dominating a fit judged by its mean absolute error.
     ema_decay
         Decay of the EMA of the weights (0 disables); validation, checkpoints and export use the EMA.
     data_hash
@@ -47,8 +51,13 @@ class PotentialModule(L.LightningModule):
 
     def __init__(self, net: Potential, optimizer: Callable, scheduler: Callable | None = None,
                  energy_weight: float = 1.0, forces_weight: float = 0.01, stress_weight: float = 0.0,
-                 stress_deviatoric: bool = False, ema_decay: float = 0.99, data_hash: str | None = None):
+                 stress_deviatoric: bool = False, ema_decay: float = 0.99, data_hash: str | None = None,
+                 forces_loss: str = "mse", huber_delta: float = 0.1):
         super().__init__()
+        if forces_loss not in ("mse", "huber"):
+            raise ValueError(f"forces_loss must be 'mse' or 'huber', not {forces_loss!r}")
+        if forces_loss == "huber" and not huber_delta > 0:
+            raise ValueError(f"huber_delta must be > 0 eV/Å, not {huber_delta}")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -72,7 +81,11 @@ class PotentialModule(L.LightningModule):
         n = batch["n_atoms"].to(out["energy"].dtype)
         de = (out["energy"] - batch["energy"]) / n
         df = out["forces"] - batch["forces"]
-        parts = {"energy": (de**2).mean(), "forces": (df**2).mean()}
+        if hp.get("forces_loss", "mse") == "huber":
+            lf = 2 * torch.nn.functional.huber_loss(df, torch.zeros_like(df), delta=hp.huber_delta)
+        else:
+            lf = (df**2).mean()
+        parts = {"energy": (de**2).mean(), "forces": lf}
         loss = hp.energy_weight * parts["energy"] + hp.forces_weight * parts["forces"]
         if "stress" in out:
             mask = batch["stress_mask"]
