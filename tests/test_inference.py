@@ -366,3 +366,49 @@ def test_out_of_library_threshold_is_calibrated_on_held_out_conditions_and_cache
     rec["threshold"] = 0.123  # the cached value is what a second matcher uses
     Path(str(index) + ".calibration.json").write_text(json.dumps(rec))
     assert CNNMatcher(lib, embedder_ckpt, index_path=index).threshold == 0.123
+
+
+@pytest.fixture(scope="module")
+def lattice_library(tmp_path_factory):
+    """Si [110] at 64 px (12.8 Å, four lattice periods): the smallest field with measurable spacings."""
+    from surrogate.library.cli import build
+    from tests.conftest import tiny_library_config
+
+    out = tmp_path_factory.mktemp("lattice") / "lib"
+    build(tiny_library_config(out, **{"library.shape": "[64,64]", "structures.fov": "[12.8,12.8]",
+                                      "structures.defects.per_slab": 1, "simulate": "haadf",
+                                      "library.images_per_structure": 2}))
+    return out
+
+
+def test_lattice_check_flags_a_wrong_pixel_size_and_names_the_fix(lattice_library, tiny_library, tmp_path):
+    """The embedding is scale invariant; the lattice check is not: the same image read with a pixel
+    size 30 % too large matches no candidate's lattice, and the check says by how much to correct it."""
+    from surrogate.inference.lattice import LatticeReference
+    from surrogate.inference.pipeline import run_inference
+    from surrogate.inference.report import lattice_warning
+    from surrogate.library import Library
+    from surrogate.library.store import int_to_id
+
+    lib = Library(lattice_library)
+    columns = list(lib.group["conditions"].attrs["columns"])
+    i = int(np.flatnonzero(np.isnan(lib.condition_table()[:, columns.index("dose")]))[0])  # a noise-free image
+    assert len(LatticeReference.of(lib).of_config(int(lib.config_ids()[i]))) >= 1
+    np.save(tmp_path / "q.npy", lib.image(i))
+    kw = dict(method="hog", refine_top=0, energy_weight=0.0, progress=False)
+    right = run_inference(tmp_path / "q.npy", lattice_library, pixel_size=lib.sampling, **kw)
+    assert not right.lattice["mismatch"] and right.candidates[0].config_id == int_to_id(lib.config_ids()[i])
+    assert right.candidates[0].lattice_mismatch <= 0.02
+    wrong = run_inference(tmp_path / "q.npy", lattice_library, pixel_size=1.3 * lib.sampling, **kw)
+    assert wrong.lattice["mismatch"] and all(c.lattice_mismatch > 0.1 for c in wrong.candidates)
+    assert wrong.lattice["pixel_size_factor"] == pytest.approx(1 / 1.3, rel=0.05)
+    assert "pixel size x 0.7" in lattice_warning(wrong.lattice)
+    off = run_inference(tmp_path / "q.npy", lattice_library, pixel_size=1.3 * lib.sampling, lattice="off", **kw)
+    assert off.lattice == {} and off.candidates[0].lattice_mismatch is None
+    with pytest.raises(ConfigError, match="lattice_check"):
+        run_inference(tmp_path / "q.npy", lattice_library, pixel_size=lib.sampling, lattice="strict", **kw)
+    # 32 px windows resolve no spacing: the check says so instead of guessing
+    small = Library(tiny_library)
+    np.save(tmp_path / "s.npy", small.image(0))
+    skipped = run_inference(tmp_path / "s.npy", tiny_library, pixel_size=small.sampling, **kw).lattice
+    assert not skipped["mismatch"] and "32 px" in skipped["skipped"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["lattice_frame", "lattice_orientation", "canonicalise", "BAND"]
+__all__ = ["lattice_frame", "lattice_orientation", "lattice_signature", "canonicalise", "BAND"]
 
 #: Default frequency band [cycles/px] searched for the reflection: at the library's 0.2 Å/px,
 #: spacings from 5.7 Å down to 0.8 Å (every low-index reflection of the library's crystals).
@@ -37,6 +37,12 @@ def lattice_frame(x: torch.Tensor, band: tuple[float, float] = BAND, min_separat
     ``g1``. Rotating by ``angle`` (:func:`surrogate.augment.corruptions.rotate_scale` convention)
     and then reversing the rows where ``mirror`` gives the canonical image (:func:`canonicalise`).
     """
+    return _reflections(x, band, min_separation)[:2]
+
+
+def _reflections(x: torch.Tensor, band: tuple[float, float], min_separation: float):
+    """(angle, mirror, g1, g2): the frame of :func:`lattice_frame` and the centroids (k_y, k_x)
+    [cycles/px] of its two reflections, each a ``(B, 2)`` tensor."""
     if x.ndim != 4 or x.shape[1] != 1:
         raise ValueError(f"expected a (B, 1, H, W) batch, got {tuple(x.shape)}")
     with torch.no_grad():
@@ -53,14 +59,7 @@ def lattice_frame(x: torch.Tensor, band: tuple[float, float] = BAND, min_separat
         rows_b = torch.arange(b, device=dev)
         peak = torch.where(inside, power, torch.zeros((), device=dev)).flatten(1).argmax(dim=1)
         iy, ix = peak // w, peak % w
-        # power-weighted centroid of the 5 x 5 neighbourhood (clamped to the array)
-        offs = torch.arange(-2, 3, device=dev)
-        rows = (iy[:, None] + offs[None]).clamp(0, h - 1)                  # (B, 5)
-        cols = (ix[:, None] + offs[None]).clamp(0, w - 1)
-        patch = power[rows_b[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, 5, 5)
-        total = patch.sum(dim=(1, 2)).clamp_min(1e-30)
-        cy = (patch * ky[rows, 0][:, :, None]).sum(dim=(1, 2)) / total
-        cx = (patch * kx[0, cols][:, None, :]).sum(dim=(1, 2)) / total
+        cy, cx = _centroid(power, iy, ix, ky, kx)
         first = torch.rad2deg(torch.atan2(cy, cx)) % 180.0                 # g1 up to its sign
         g1 = torch.stack([oy[iy, ix], ox[iy, ix]], 1)                      # integer offsets (row, col)
         along = g1[:, 0] * torch.sin(torch.deg2rad(first)) + g1[:, 1] * torch.cos(torch.deg2rad(first))
@@ -79,7 +78,35 @@ def lattice_frame(x: torch.Tensor, band: tuple[float, float] = BAND, min_separat
         turn = (at(g1) * at(g2) * at(g3).conj()).imag < 0
         angle = (first + torch.where(turn, 180.0, 0.0)) % 360.0
         mirror = rel.flatten(1).gather(1, j[:, None])[:, 0] < 0
-        return angle, mirror
+        c2y, c2x = _centroid(power, j // w, j % w, ky, kx)
+        return angle, mirror, torch.stack([cy, cx], 1), torch.stack([c2y, c2x], 1)
+
+
+def _centroid(power, iy, ix, ky, kx):
+    """Power-weighted centroid (k_y, k_x) [cycles/px] of the 5 x 5 neighbourhood of pixel (iy, ix)
+    of each spectrum of ``power`` ``(B, H, W)`` (clamped to the array)."""
+    b, h, w = power.shape
+    rows_b = torch.arange(b, device=power.device)
+    offs = torch.arange(-2, 3, device=power.device)
+    rows = (iy[:, None] + offs[None]).clamp(0, h - 1)                  # (B, 5)
+    cols = (ix[:, None] + offs[None]).clamp(0, w - 1)
+    patch = power[rows_b[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, 5, 5)
+    total = patch.sum(dim=(1, 2)).clamp_min(1e-30)
+    cy = (patch * ky[rows, 0][:, :, None]).sum(dim=(1, 2)) / total
+    cx = (patch * kx[0, cols][:, None, :]).sum(dim=(1, 2)) / total
+    return cy, cx
+
+
+def lattice_signature(x: torch.Tensor, band: tuple[float, float] = BAND, min_separation: float = 20.0):
+    """Scale-bearing lattice signature of each image of ``x`` ``(B, 1, H, W)``: ``(d1, d2, angle)``,
+    the spacings [px] of the two reflections of :func:`lattice_frame` (the strongest, and the
+    strongest more than ``min_separation`` degrees from it) and the acute angle [deg] between them.
+    Unlike the frame it changes with magnification: with a known pixel size it tells lattices of
+    another size (another material, a wrong pixel size) from the library's."""
+    _, _, g1, g2 = _reflections(x, band, min_separation)
+    k1, k2 = g1.norm(dim=1), g2.norm(dim=1)
+    cos = (g1 * g2).sum(1).abs() / (k1 * k2).clamp_min(1e-30)
+    return 1.0 / k1, 1.0 / k2, torch.rad2deg(torch.arccos(cos.clamp(0.0, 1.0)))
 
 
 def lattice_orientation(x: torch.Tensor, band: tuple[float, float] = BAND) -> torch.Tensor:

@@ -18,13 +18,13 @@ def infer(cfg: DictConfig) -> dict:
     from omegaconf import OmegaConf
 
     from surrogate.inference.pipeline import run_inference
-    from surrogate.inference.report import write_report
+    from surrogate.inference.report import lattice_warning, write_report
 
     from surrogate.errors import ConfigError
 
     if OmegaConf.is_missing(cfg, "image"):
         raise ConfigError("no image given: pass image=<dm3/dm4/emd/ser/mrc/tif/png/npy file>")
-    for key in ("pixel_size", "retrieval.threshold", "rank.energy_weight"):
+    for key in ("pixel_size", "retrieval.threshold", "retrieval.lattice_tolerance", "rank.energy_weight"):
         value = OmegaConf.select(cfg, key)
         if value is not None and not isinstance(value, bool):
             try:
@@ -44,7 +44,9 @@ def infer(cfg: DictConfig) -> dict:
         stride=cfg.preprocess.stride, k=cfg.retrieval.k, candidates=cfg.retrieval.candidates,
         elements=list(cfg.retrieval.elements) if cfg.retrieval.get("elements") else None,
         mode=cfg.retrieval.get("mode"),
-        energy_weight=cfg.rank.energy_weight, threshold=cfg.retrieval.threshold, refine_top=top,
+        energy_weight=cfg.rank.energy_weight, threshold=cfg.retrieval.threshold,
+        lattice=cfg.retrieval.get("lattice_check", "rerank"), lattice_tolerance=cfg.retrieval.get("lattice_tolerance"),
+        refine_top=top,
         refine_settings=refine, device=cfg.device,
     )
     files = write_report(result, cfg.output_dir)
@@ -58,6 +60,8 @@ def infer(cfg: DictConfig) -> dict:
         print(f"best: {best.family} {best.config_id} distance {best.distance:.3f}"
               + (f", FOM {best.refinement['fom_before']:.3f} -> {fom:.3f}" if fom is not None else "")
               + (" (OUT OF LIBRARY: beyond the calibrated distance)" if result.out_of_library else ""))
+    if result.lattice.get("mismatch"):
+        print(lattice_warning(result.lattice))
     print(f"report: {files['report']}")
     return files
 

@@ -23,7 +23,7 @@ from surrogate.inference.retrieve import aggregate, keep_allowed, make_matcher, 
 from surrogate.io.readers import Micrograph, read_image
 from surrogate.library import Library
 
-__all__ = ["InferenceResult", "run_inference", "library_energies"]
+__all__ = ["InferenceResult", "run_inference", "library_energies", "lattice_check"]
 
 
 @dataclass
@@ -37,6 +37,7 @@ class InferenceResult:
     threshold: float | None
     timings: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    lattice: dict[str, Any] = field(default_factory=dict)  # the lattice-spacing check (lattice_check)
 
 
 def library_energies(library: Library) -> tuple[dict[str, float], str | None]:
@@ -123,6 +124,51 @@ def rerank_refined(ranked: list[Candidate], top: int, energy_weight: float, scor
     return out
 
 
+#: smallest window [px] whose power spectrum resolves lattice spacings (a few periods of 2-4 Å at 0.2 Å/px)
+MIN_LATTICE_WINDOW = 64
+
+
+def lattice_check(library: Library, windows: np.ndarray, ranked: list[Candidate], mode: str = "rerank",
+                  tolerance: float | None = None) -> tuple[list[Candidate], dict[str, Any]]:
+    """Compare the windows' lattice spacings (the pixel size is known) with each candidate's
+    (:mod:`surrogate.inference.lattice`): every candidate gets its ``lattice_mismatch``; with
+    ``mode="rerank"`` the consistent ones (mismatch <= ``tolerance``) move ahead of the others, each
+    part in its ranked order. Returns the candidates and the check's record; ``mismatch`` in it is
+    true when no candidate is consistent (another material, zone axis or pixel size), and then
+    ``pixel_size_factor`` says by how much the pixel size would have to change for the top
+    candidate's lattice to fit."""
+    from surrogate.inference.lattice import TOLERANCE, LatticeReference, as_dict, pixel_size_factor, signatures
+
+    if mode not in ("rerank", "flag", "off"):
+        raise ConfigError(f"retrieval.lattice_check={mode!r}: use rerank, flag or off")
+    tolerance = TOLERANCE if tolerance is None else float(tolerance)
+    if not tolerance > 0:
+        raise ConfigError(f"retrieval.lattice_tolerance={tolerance} must be > 0 (a relative spacing error, e.g. 0.06)")
+    if mode == "off" or not ranked:
+        return ranked, {}
+    if min(windows.shape[-2:]) < MIN_LATTICE_WINDOW:
+        return ranked, {"mode": mode, "tolerance": tolerance, "mismatch": False,
+                        "skipped": f"windows of {min(windows.shape[-2:])} px resolve no lattice spacing "
+                                   f"(needs >= {MIN_LATTICE_WINDOW} px)"}
+    ref = LatticeReference.of(library)
+    sig = signatures(windows, library.sampling)
+    for c in ranked:
+        c.lattice_mismatch = round(ref.check(sig, c.config_id), 4)
+    ok = [c for c in ranked if c.lattice_mismatch <= tolerance]
+    if mode == "rerank" and ok:
+        ranked = ok + [c for c in ranked if c.lattice_mismatch > tolerance]
+        for i, c in enumerate(ranked, 1):
+            c.rank = i
+    median = np.median(sig, axis=0)
+    record = {"mode": mode, "tolerance": tolerance, "signature": as_dict(median), "consistent": len(ok),
+              "mismatch": not ok}
+    if not ok:
+        factor, shape = pixel_size_factor(median, ref.of_config(ranked[0].config_id))
+        record.update(pixel_size_factor=round(factor, 3), shape_mismatch=round(shape, 4),
+                      top_signature=as_dict(np.median(ref.of_config(ranked[0].config_id), axis=0)))
+    return ranked, record
+
+
 def run_inference(
     image: str | Path | Micrograph,
     library_dir: str | Path,
@@ -141,6 +187,8 @@ def run_inference(
     mode: str | None = None,
     energy_weight: float = 1.0,
     threshold: float | None = None,
+    lattice: str = "rerank",
+    lattice_tolerance: float | None = None,
     refine_top: int = 3,
     refine_settings: dict | None = None,
     device: str = "cpu",
@@ -175,6 +223,10 @@ def run_inference(
         Distance per eV/atom of energy above the lowest candidate of the same kind and elements.
     threshold
         Distance beyond which the image is flagged out-of-library (default: the index calibration).
+    lattice, lattice_tolerance
+        Lattice-spacing check (:func:`lattice_check`): ``rerank`` (default) puts the candidates whose
+        lattice matches the image's within ``lattice_tolerance`` (relative spacing error, default
+        0.06) first and flags the image when none does; ``flag`` only flags; ``off``.
     refine_top
         Number of top candidates refined against the image (0 = none). All of them are fitted to
         the same window (``refine_settings["window"]``: ``top``, the top-ranked candidate's, by
@@ -238,13 +290,19 @@ def run_inference(
         c.energy = energies.get(c.config_id)
     cands = sorted(cands, key=lambda c: c.distance)[:candidates]
     ranked = rank_candidates(cands, energy_weight)
+    t = time.perf_counter()
+    ranked, lattice_record = lattice_check(library, batch, ranked, lattice, lattice_tolerance)
+    timings["lattice"] = time.perf_counter() - t
     cids = library.config_ids()
     from surrogate.library.store import int_to_id
 
     window_best = [int_to_id(cids[int(i[0])]) for i in indices]
     if threshold is None:
         threshold = getattr(matcher, "threshold", None)
-    best = min((c.distance for c in ranked), default=np.inf)
+    # the nearest candidate whose lattice fits the image (all of them when none fits or the check is off)
+    fits = [c for c in ranked if c.lattice_mismatch is not None and c.lattice_mismatch <= lattice_record["tolerance"]] \
+        if lattice_record else []
+    best = min((c.distance for c in (fits or ranked)), default=np.inf)
     ool = bool(threshold is not None and best > threshold)
 
     t = time.perf_counter()
@@ -321,4 +379,4 @@ def run_inference(
         "energies": "potential" if energies else "none (run python -m surrogate.library.energies)",
         "elements": sorted(elements) if elements else None, "mode": mode,
     }
-    return InferenceResult(resampled, micrograph, wins, window_best, ranked, ool, threshold, timings, info)
+    return InferenceResult(resampled, micrograph, wins, window_best, ranked, ool, threshold, timings, info, lattice_record)

@@ -27,6 +27,7 @@ class Candidate:
     pareto: bool = False
     rank: int = 0
     votes: int = 0                      # windows whose best match is this configuration
+    lattice_mismatch: float | None = None  # relative spacing error of its lattice vs the image's (inference.lattice)
     refinement: dict[str, Any] = field(default_factory=dict)
 
 

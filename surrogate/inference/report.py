@@ -91,13 +91,27 @@ def window_map_figure(result: InferenceResult, families: dict[str, str]):
     return fig
 
 
+def lattice_warning(record: dict) -> str:
+    """One-line explanation of a failed lattice-spacing check (``InferenceResult.lattice``)."""
+    from surrogate.inference.lattice import describe
+
+    sig, top = record["signature"], record.get("top_signature")
+    text = (f"LATTICE MISMATCH: the image's lattice ({describe([sig['d1'], sig['d2'], sig['angle']])}) matches no "
+            f"candidate's within {100 * record['tolerance']:.0f} %")
+    if top:
+        text += (f"; the top candidate's is {describe([top['d1'], top['d2'], top['angle']])}, which would fit with the pixel "
+                 f"size x {record['pixel_size_factor']:.3f} (shape mismatch {100 * record['shape_mismatch']:.1f} %). "
+                 "Check the pixel size, the material (retrieval.elements) and the zone axis; the library may not hold it")
+    return text
+
+
 def _candidate_record(c) -> dict[str, Any]:
     ref = {k: v for k, v in c.refinement.items() if k != "image"}
     return {
         "rank": c.rank, "config_id": c.config_id, "family": c.family, "formula": c.formula,
         "distance": round(float(c.distance), 5), "energy_per_atom": c.energy, "energy_above": c.energy_above,
         "score": round(float(c.score), 5), "pareto": c.pareto, "votes": c.votes, "window": c.window,
-        "library_entry": c.entry, "fom": ref.get("fom"), "refinement": ref or None,
+        "library_entry": c.entry, "lattice_mismatch": c.lattice_mismatch, "fom": ref.get("fom"), "refinement": ref or None,
     }
 
 
@@ -120,7 +134,7 @@ def write_report(result: InferenceResult, out_dir: str | Path) -> dict[str, Path
     summary = {
         "image": result.micrograph.path, "pixel_size": result.micrograph.sampling,
         "image_metadata": result.micrograph.metadata, **result.info,
-        "out_of_library": result.out_of_library, "threshold": result.threshold,
+        "out_of_library": result.out_of_library, "threshold": result.threshold, "lattice": result.lattice,
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()}, "candidates": records,
     }
     files["candidates"] = out / "candidates.json"
@@ -185,14 +199,19 @@ def _html(summary: dict, records: list[dict], blocks: list, window_map: bytes) -
     esc = html.escape
     flag = ('<p style="color:#b00"><b>Out of library:</b> the best distance is beyond the calibrated threshold '
             f'({summary["threshold"]:.3f}); treat every candidate as a guess.</p>') if summary["out_of_library"] else ""
-    head = ["rank", "config_id", "family", "formula", "distance", "E/atom [eV]", "ΔE [eV/atom]", "score", "Pareto", "FOM", "votes"]
+    lattice = summary.get("lattice") or {}
+    if lattice.get("mismatch"):
+        flag += f'<p style="color:#b00"><b>{esc(lattice_warning(lattice))}.</b></p>'
+    head = ["rank", "config_id", "family", "formula", "distance", "E/atom [eV]", "ΔE [eV/atom]", "score", "Pareto",
+            "lattice Δ", "FOM", "votes"]
     rows = []
     for r in records:
         e = "" if r["energy_per_atom"] is None else f'{r["energy_per_atom"]:.4f}'
         de = "" if r["energy_above"] is None else f'{r["energy_above"]:.4f}'
         fom = "" if r["fom"] is None else f'{r["fom"]:.3f}'
+        lat = "" if r.get("lattice_mismatch") is None else f'{100 * r["lattice_mismatch"]:.1f} %'
         cells = [r["rank"], r["config_id"], r["family"], r["formula"], f'{r["distance"]:.4f}', e, de, f'{r["score"]:.4f}',
-                 "★" if r["pareto"] else "", fom, r["votes"]]
+                 "★" if r["pareto"] else "", lat, fom, r["votes"]]
         rows.append("<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in cells) + "</tr>")
     table = ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
     fits = "".join(
@@ -207,7 +226,8 @@ def _html(summary: dict, records: list[dict], blocks: list, window_map: bytes) -
 td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}pre{{font-size:11px;background:#f6f6f6}}</style></head><body>
 <h1>Configurations behind {esc(Path(summary['image']).name)}</h1>{flag}
 <p>Ranked by image distance + energy weight × energy above the lowest candidate of the same kind (boundary or family) and elements
-(★ = on the distance/energy Pareto front). FOM = 0.1 × shift [px] + (1 − SSIM), before → after refinement.</p>
+(★ = on the distance/energy Pareto front); candidates whose lattice spacings match the image's (lattice Δ, relative
+spacing error, at the given pixel size) come first. FOM = 0.1 × shift [px] + (1 − SSIM), before → after refinement.</p>
 {table}<h2>Where each family matches</h2>{_img_tag(window_map, 500)}<h2>Refined candidates</h2>{fits}
 <h2>Run</h2><pre>{esc(json.dumps(meta, indent=1, default=str))}</pre></body></html>"""
 

@@ -1,0 +1,164 @@
+"""Lattice-spacing check of a match: the one thing the embedding cannot know.
+
+The embedding is trained to ignore magnification (±20 %), so it matches an Au image to Si, or a
+CdTe image with a wrong pixel size to CdTe, as readily as a right one. At inference the pixel size
+*is* known, and a crystal's reflections then give absolute spacings. The *lattice signature* of an
+image is ``(d1, d2, angle)``: the spacings [Å] of its strongest reflection and of the strongest one
+more than 20° away, and the acute angle between them
+(:func:`surrogate.augment.orientation.lattice_signature`). Its *mismatch* to a configuration is the
+smallest, over that configuration's noise-free library images, of
+``max(|ln d1/d1'|, |ln d2/d2'|, ANGLE_WEIGHT * |angle - angle'|)`` (the two reflections may swap
+places), a relative spacing error: 0.05 = 5 %. A match whose mismatch exceeds the tolerance is
+flagged: another material, another zone axis or a wrong pixel size, and the check says which
+pixel size would make the nearest library lattice fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from surrogate.io.files import atomic_open
+from surrogate.library import Library
+
+__all__ = ["ANGLE_WEIGHT", "TOLERANCE", "signatures", "reduce_pair", "mismatch", "pixel_size_factor", "LatticeReference", "describe", "as_dict"]
+
+#: relative spacing error equivalent to one degree of angle between the two reflections (10° ~ 5 %)
+ANGLE_WEIGHT = 0.005
+#: version of the signature definition, part of the cache key
+SIGNATURE_VERSION = 2
+#: default tolerance on the mismatch (relative spacing error): in-library queries at >= 10^3 e/Å²
+#: mostly lie below 2 % (benchmarks/results/retrieval.md, section "Lattice check")
+TOLERANCE = 0.06
+
+
+def reduce_pair(d1, d2, angle) -> np.ndarray:
+    """Lagrange-reduce the reciprocal-lattice pair ``g1, g2`` (spacings ``d1, d2`` [any unit], angle
+    [deg]) to the two shortest reciprocal vectors of the lattice they span: ``(d1 >= d2, angle <= 90)``.
+    Any two primitive reflections of one lattice give the same result, so the signature does not
+    depend on which of near-equal reflections an image happened to show strongest (fcc [110]:
+    111 + 002 and 111 + 1-11 both give 111 + 1-11, 3.74 / 3.74 Å at 70.5° for CdTe)."""
+    d1, d2, t = (np.asarray(v, np.float64) for v in (d1, d2, angle))
+    u = np.stack([1.0 / d1, np.zeros_like(d1)], -1)
+    v = np.stack([np.cos(np.deg2rad(t)) / d2, np.sin(np.deg2rad(t)) / d2], -1)
+    for _ in range(16):  # converges in a few steps
+        swap = (u**2).sum(-1) > (v**2).sum(-1)
+        u, v = np.where(swap[..., None], v, u), np.where(swap[..., None], u, v)
+        m = np.round((u * v).sum(-1) / (u**2).sum(-1))
+        if not m.any():
+            break
+        v = v - m[..., None] * u
+    nu, nv = np.linalg.norm(u, axis=-1), np.linalg.norm(v, axis=-1)
+    cos = np.abs((u * v).sum(-1)) / (nu * nv)
+    return np.stack([1.0 / nu, 1.0 / nv, np.rad2deg(np.arccos(np.clip(cos, 0.0, 1.0)))], -1)
+
+
+def signatures(images: np.ndarray, sampling: float, batch: int = 256) -> np.ndarray:
+    """``(N, 3)`` lattice signatures ``(d1 [Å], d2 [Å], angle [deg])`` of ``(N, H, W)`` images
+    sampled at ``sampling`` [Å/px]: the two reflections of
+    :func:`surrogate.augment.orientation.lattice_signature`, reduced (:func:`reduce_pair`)."""
+    import torch
+
+    from surrogate.augment.orientation import lattice_signature
+
+    images = np.asarray(images, np.float32)
+    if images.ndim == 2:
+        images = images[None]
+    out = []
+    for i in range(0, len(images), batch):
+        d1, d2, angle = lattice_signature(torch.from_numpy(images[i:i + batch])[:, None])
+        out.append(reduce_pair(d1.numpy() * sampling, d2.numpy() * sampling, angle.numpy()))
+    return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 3))
+
+
+def _pairwise(query: np.ndarray, refs: np.ndarray, scale_free: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Mismatch (Q, M) of every query signature to every reference, and the log spacing ratio
+    ln(d_ref / d_query) of the assignment that achieves it (the implied magnification)."""
+    q, r = np.atleast_2d(query)[:, None, :], np.atleast_2d(refs)[None, :, :]
+    angle = ANGLE_WEIGHT * np.abs(q[..., 2] - r[..., 2])
+    best, ratio = None, None
+    for a, b in ((0, 1), (1, 0)):  # the two reflections may swap places
+        l1, l2 = np.log(r[..., a] / q[..., 0]), np.log(r[..., b] / q[..., 1])
+        if scale_free:  # only the shape (d1 / d2 and the angle) has to agree
+            m, s = np.maximum(np.abs(l1 - l2) / 2, angle), (l1 + l2) / 2
+        else:
+            m, s = np.maximum.reduce([np.abs(l1), np.abs(l2), angle]), (l1 + l2) / 2
+        if best is None:
+            best, ratio = m, s
+        else:
+            ratio = np.where(m < best, s, ratio)
+            best = np.minimum(best, m)
+    return best, ratio
+
+
+def mismatch(query: np.ndarray, refs: np.ndarray) -> np.ndarray:
+    """Mismatch of each query signature ``(Q, 3)`` (or one ``(3,)``) to the closest of ``refs``
+    ``(M, 3)``: a relative spacing error (module docstring); ``inf`` without references."""
+    query = np.atleast_2d(query)
+    if len(refs) == 0:
+        return np.full(len(query), np.inf)
+    return _pairwise(query, refs, scale_free=False)[0].min(axis=1)
+
+
+def pixel_size_factor(query: np.ndarray, refs: np.ndarray) -> tuple[float, float]:
+    """``(factor, shape_mismatch)``: the factor by which the image's pixel size would have to be
+    multiplied for its lattice to match the closest reference in shape (ratio of the two spacings
+    and their angle), and how well that shape matches (same units as :func:`mismatch`)."""
+    if len(refs) == 0:
+        return float("nan"), float("inf")
+    m, ratio = _pairwise(np.atleast_2d(query)[:1], refs, scale_free=True)
+    j = int(np.argmin(m[0]))
+    return float(np.exp(ratio[0, j])), float(m[0, j])
+
+
+@dataclass
+class LatticeReference:
+    """Lattice signatures of a library's noise-free images, per configuration (all of a
+    configuration's images where it has no noise-free one); cached next to the library as
+    ``index/lattice_signatures.npz``, keyed by the library hash and the signature version."""
+
+    config_ids: np.ndarray      # (N,) uint64 configuration of each reference image
+    signatures: np.ndarray      # (N, 3)
+
+    @classmethod
+    def of(cls, library: Library) -> "LatticeReference":
+        path = library.root / "index" / "lattice_signatures.npz"
+        if path.is_file():
+            z = np.load(path, allow_pickle=False)
+            if str(z["library_hash"]) == library.hash and int(z.get("version", 0)) == SIGNATURE_VERSION:
+                return cls(z["config_ids"], z["signatures"])
+        table = library.condition_table()
+        columns = list(library.group["conditions"].attrs["columns"])
+        clean = np.isnan(table[:, columns.index("dose")])
+        cids = library.config_ids().astype(np.uint64)
+        # each configuration's noise-free images (all of its images where it has none)
+        keep = clean | ~np.isin(cids, np.unique(cids[clean]))
+        rows = np.flatnonzero(keep)
+        images = np.stack([library.image(int(i)) for i in rows])
+        ref = cls(cids[rows], signatures(images, library.sampling))
+        with atomic_open(path, "wb") as f:
+            np.savez(f, config_ids=ref.config_ids, signatures=ref.signatures, library_hash=np.array(library.hash),
+                     version=np.array(SIGNATURE_VERSION))
+        return ref
+
+    def of_config(self, config_id: str | int) -> np.ndarray:
+        cid = np.uint64(int(config_id, 16) if isinstance(config_id, str) else int(config_id))
+        return self.signatures[self.config_ids == cid]
+
+    def check(self, windows: np.ndarray, config_id: str | int) -> float:
+        """Lower quartile over the window signatures ``(W, 3)`` of their mismatch to ``config_id``:
+        a lattice that fits a quarter of the windows fits (windows across a boundary, on vacuum or
+        on contamination give no clean signature); a wrong one fits none."""
+        return float(np.quantile(mismatch(windows, self.of_config(config_id)), 0.25))
+
+
+def describe(sig: np.ndarray) -> str:
+    """``d1 / d2 Å at angle°`` of one signature, for reports."""
+    return f"{sig[0]:.2f} / {sig[1]:.2f} Å at {sig[2]:.0f}°"
+
+
+def as_dict(sig: np.ndarray) -> dict:
+    """One signature as JSON-ready ``{"d1": Å, "d2": Å, "angle": deg}``."""
+    return {"d1": round(float(sig[0]), 3), "d2": round(float(sig[1]), 3), "angle": round(float(sig[2]), 1)}
