@@ -22,6 +22,10 @@ by dose, rotation and scale; query latency (embed + FAISS search) at 1k, 10k and
 (the library's embeddings padded with random unit vectors), against SIFT's measured cost per
 gallery image times the size.
 
+With the pixel size known (as at inference: the drawn magnification undone), the row "cnn + lattice
+check" applies inference's lattice-spacing check (``surrogate.inference.lattice``) to the CNN's 10
+nearest configurations; its out-of-library score is the smallest lattice mismatch among them.
+
 Galleries: the CNN searches all gallery images (what inference does). SIFT is slow
 (one RANSAC match per gallery image), so all methods, the CNN included, are also compared on a
 reduced gallery of ``--per-config`` images per configuration (noise-free ones first).

@@ -8,7 +8,7 @@ more than 20° away, and the acute angle between them
 (:func:`surrogate.augment.orientation.lattice_signature`). Its *mismatch* to a configuration is the
 smallest, over that configuration's noise-free library images, of
 ``max(|ln d1/d1'|, |ln d2/d2'|, ANGLE_WEIGHT * |angle - angle'|)`` (the two reflections may swap
-places), a relative spacing error: 0.05 = 5 %. A match whose mismatch exceeds the tolerance is
+places), a relative spacing error: 0.05 = 5 %. A match whose mismatch exceeds the tolerance (10 %) is
 flagged: another material, another zone axis or a wrong pixel size, and the check says which
 pixel size would make the nearest library lattice fit.
 """
@@ -29,9 +29,12 @@ __all__ = ["ANGLE_WEIGHT", "TOLERANCE", "signatures", "reduce_pair", "mismatch",
 ANGLE_WEIGHT = 0.005
 #: version of the signature definition, part of the cache key
 SIGNATURE_VERSION = 2
-#: default tolerance on the mismatch (relative spacing error): in-library queries at >= 10^3 e/Å²
-#: mostly lie below 2 % (benchmarks/results/retrieval.md, section "Lattice check")
-TOLERANCE = 0.06
+#: default tolerance on the mismatch (relative spacing error). A library image of the same
+#: configuration matches a benchmark query within 1.3 % (median) at 10^3 e/Å², 0.4 % at 10^4; the
+#: real CdTe twin (HAADF26.dm3, its own calibration) matches CdTe [110] within 2.7 % and the twin
+#: cells within 5.3-5.6 % (scan distortion; boundary images mix two grains' reflections); Si and
+#: CdTe differ by 17 %. 10 % leaves room on both sides.
+TOLERANCE = 0.10
 
 
 def reduce_pair(d1, d2, angle) -> np.ndarray:

@@ -143,7 +143,7 @@ def lattice_check(library: Library, windows: np.ndarray, ranked: list[Candidate]
         raise ConfigError(f"retrieval.lattice_check={mode!r}: use rerank, flag or off")
     tolerance = TOLERANCE if tolerance is None else float(tolerance)
     if not tolerance > 0:
-        raise ConfigError(f"retrieval.lattice_tolerance={tolerance} must be > 0 (a relative spacing error, e.g. 0.06)")
+        raise ConfigError(f"retrieval.lattice_tolerance={tolerance} must be > 0 (a relative spacing error, e.g. 0.1)")
     if mode == "off" or not ranked:
         return ranked, {}
     if min(windows.shape[-2:]) < MIN_LATTICE_WINDOW:
@@ -226,7 +226,7 @@ def run_inference(
     lattice, lattice_tolerance
         Lattice-spacing check (:func:`lattice_check`): ``rerank`` (default) puts the candidates whose
         lattice matches the image's within ``lattice_tolerance`` (relative spacing error, default
-        0.06) first and flags the image when none does; ``flag`` only flags; ``off``.
+        0.10) first and flags the image when none does; ``flag`` only flags; ``off``.
     refine_top
         Number of top candidates refined against the image (0 = none). All of them are fitted to
         the same window (``refine_settings["window"]``: ``top``, the top-ranked candidate's, by
