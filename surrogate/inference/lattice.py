@@ -23,12 +23,14 @@ import numpy as np
 from surrogate.io.files import atomic_open
 from surrogate.library import Library
 
-__all__ = ["ANGLE_WEIGHT", "TOLERANCE", "signatures", "reduce_pair", "mismatch", "pixel_size_factor", "LatticeReference", "describe", "as_dict"]
+__all__ = ["ANGLE_WEIGHT", "TOLERANCE", "signatures", "reduce_pair", "mismatch", "pixel_size_factor", "LatticeReference", "describe", "as_dict", "MIN_WINDOW"]
 
 #: relative spacing error equivalent to one degree of angle between the two reflections (10° ~ 5 %)
 ANGLE_WEIGHT = 0.005
 #: version of the signature definition, part of the cache key
-SIGNATURE_VERSION = 2
+SIGNATURE_VERSION = 3
+#: smallest window [px] whose power spectrum resolves lattice spacings (a few periods of 2-4 Å at 0.2 Å/px)
+MIN_WINDOW = 64
 #: default tolerance on the mismatch (relative spacing error). A library image of the same
 #: configuration matches a benchmark query within 1.3 % (median) at 10^3 e/Å², 0.4 % at 10^4; the
 #: real CdTe twin (HAADF26.dm3, its own calibration) matches CdTe [110] within 2.7 % and the twin
@@ -118,8 +120,8 @@ def pixel_size_factor(query: np.ndarray, refs: np.ndarray) -> tuple[float, float
 
 @dataclass
 class LatticeReference:
-    """Lattice signatures of a library's noise-free images, per configuration (all of a
-    configuration's images where it has no noise-free one); cached next to the library as
+    """Lattice signatures of a library's noise-free images and of their quadrants, per configuration
+    (all of a configuration's images where it has no noise-free one); cached next to the library as
     ``index/lattice_signatures.npz``, keyed by the library hash and the signature version."""
 
     config_ids: np.ndarray      # (N,) uint64 configuration of each reference image
@@ -140,7 +142,16 @@ class LatticeReference:
         keep = clean | ~np.isin(cids, np.unique(cids[clean]))
         rows = np.flatnonzero(keep)
         images = np.stack([library.image(int(i)) for i in rows])
-        ref = cls(cids[rows], signatures(images, library.sampling))
+        sig, ids = [signatures(images, library.sampling)], [cids[rows]]
+        h, w = images.shape[-2:]
+        if min(h, w) // 2 >= MIN_WINDOW:
+            # and each quadrant's: a boundary image superposes two grains' reflections, so its
+            # whole-image signature may pair one reflection of each; a quadrant mostly sees one grain,
+            # as a window of a micrograph away from the boundary does
+            for r0, c0 in ((0, 0), (0, w // 2), (h // 2, 0), (h // 2, w // 2)):
+                sig.append(signatures(images[:, r0:r0 + h // 2, c0:c0 + w // 2], library.sampling))
+                ids.append(cids[rows])
+        ref = cls(np.concatenate(ids), np.concatenate(sig))
         with atomic_open(path, "wb") as f:
             np.savez(f, config_ids=ref.config_ids, signatures=ref.signatures, library_hash=np.array(library.hash),
                      version=np.array(SIGNATURE_VERSION))

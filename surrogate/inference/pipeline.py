@@ -124,10 +124,6 @@ def rerank_refined(ranked: list[Candidate], top: int, energy_weight: float, scor
     return out
 
 
-#: smallest window [px] whose power spectrum resolves lattice spacings (a few periods of 2-4 Å at 0.2 Å/px)
-MIN_LATTICE_WINDOW = 64
-
-
 def lattice_check(library: Library, windows: np.ndarray, ranked: list[Candidate], mode: str = "rerank",
                   tolerance: float | None = None) -> tuple[list[Candidate], dict[str, Any]]:
     """Compare the windows' lattice spacings (the pixel size is known) with each candidate's
@@ -137,7 +133,7 @@ def lattice_check(library: Library, windows: np.ndarray, ranked: list[Candidate]
     true when no candidate is consistent (another material, zone axis or pixel size), and then
     ``pixel_size_factor`` says by how much the pixel size would have to change for the top
     candidate's lattice to fit."""
-    from surrogate.inference.lattice import TOLERANCE, LatticeReference, as_dict, pixel_size_factor, signatures
+    from surrogate.inference.lattice import MIN_WINDOW, TOLERANCE, LatticeReference, as_dict, pixel_size_factor, signatures
 
     if mode not in ("rerank", "flag", "off"):
         raise ConfigError(f"retrieval.lattice_check={mode!r}: use rerank, flag or off")
@@ -146,10 +142,10 @@ def lattice_check(library: Library, windows: np.ndarray, ranked: list[Candidate]
         raise ConfigError(f"retrieval.lattice_tolerance={tolerance} must be > 0 (a relative spacing error, e.g. 0.1)")
     if mode == "off" or not ranked:
         return ranked, {}
-    if min(windows.shape[-2:]) < MIN_LATTICE_WINDOW:
+    if min(windows.shape[-2:]) < MIN_WINDOW:
         return ranked, {"mode": mode, "tolerance": tolerance, "mismatch": False,
                         "skipped": f"windows of {min(windows.shape[-2:])} px resolve no lattice spacing "
-                                   f"(needs >= {MIN_LATTICE_WINDOW} px)"}
+                                   f"(needs >= {MIN_WINDOW} px)"}
     ref = LatticeReference.of(library)
     sig = signatures(windows, library.sampling)
     for c in ranked:
