@@ -386,7 +386,7 @@ def test_lattice_check_flags_a_wrong_pixel_size_and_names_the_fix(lattice_librar
     size 30 % too large matches no candidate's lattice, and the check says by how much to correct it."""
     from surrogate.inference.lattice import LatticeReference
     from surrogate.inference.pipeline import run_inference
-    from surrogate.inference.report import lattice_warning
+    from surrogate.inference.report import lattice_warning, write_report
     from surrogate.library import Library
     from surrogate.library.store import int_to_id
 
@@ -403,6 +403,9 @@ def test_lattice_check_flags_a_wrong_pixel_size_and_names_the_fix(lattice_librar
     assert wrong.lattice["mismatch"] and all(c.lattice_mismatch > 0.1 for c in wrong.candidates)
     assert wrong.lattice["pixel_size_factor"] == pytest.approx(1 / 1.3, rel=0.05)
     assert "pixel size x 0.7" in lattice_warning(wrong.lattice)
+    files = write_report(wrong, tmp_path / "out")
+    assert "LATTICE MISMATCH" in files["report"].read_text(encoding="utf-8")
+    assert json.loads(files["candidates"].read_text())["lattice"]["mismatch"] is True
     off = run_inference(tmp_path / "q.npy", lattice_library, pixel_size=1.3 * lib.sampling, lattice="off", **kw)
     assert off.lattice == {} and off.candidates[0].lattice_mismatch is None
     with pytest.raises(ConfigError, match="lattice_check"):

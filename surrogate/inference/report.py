@@ -202,6 +202,15 @@ def _html(summary: dict, records: list[dict], blocks: list, window_map: bytes) -
     lattice = summary.get("lattice") or {}
     if lattice.get("mismatch"):
         flag += f'<p style="color:#b00"><b>{esc(lattice_warning(lattice))}.</b></p>'
+    elif lattice.get("signature"):
+        from surrogate.inference.lattice import describe
+
+        sig = lattice["signature"]
+        flag += (f'<p>Lattice check: the image\'s lattice is {esc(describe([sig["d1"], sig["d2"], sig["angle"]]))} at the '
+                 f'given pixel size; {lattice["consistent"]} of {len(records)} candidates match it within '
+                 f'{100 * lattice["tolerance"]:.0f} % and come first.</p>')
+    elif lattice.get("skipped"):
+        flag += f'<p>Lattice check skipped: {esc(lattice["skipped"])}.</p>'
     head = ["rank", "config_id", "family", "formula", "distance", "E/atom [eV]", "ΔE [eV/atom]", "score", "Pareto",
             "lattice Δ", "FOM", "votes"]
     rows = []
