@@ -93,8 +93,7 @@ def query_sources(lib, quick: bool) -> tuple[np.ndarray, np.ndarray]:
     any; every third with ``quick``) and the per-image noisy mask of the whole library."""
     from surrogate.library import split_indices
 
-    dose_col = list(lib.group["conditions"].attrs["columns"]).index("dose")
-    noisy = ~np.isnan(lib.condition_table()[:, dose_col])
+    noisy = ~lib.noise_free()
     test = split_indices(lib, "test", "condition")
     test = test[~noisy[test]] if (~noisy[test]).any() else test
     return (test[::3] if quick else test), noisy

@@ -391,8 +391,7 @@ def test_lattice_check_flags_a_wrong_pixel_size_and_names_the_fix(lattice_librar
     from surrogate.library.store import int_to_id
 
     lib = Library(lattice_library)
-    columns = list(lib.group["conditions"].attrs["columns"])
-    i = int(np.flatnonzero(np.isnan(lib.condition_table()[:, columns.index("dose")]))[0])  # a noise-free image
+    i = int(np.flatnonzero(lib.noise_free())[0])  # a noise-free image
     assert len(LatticeReference.of(lib).of_config(int(lib.config_ids()[i]))) >= 1
     np.save(tmp_path / "q.npy", lib.image(i))
     kw = dict(method="hog", refine_top=0, energy_weight=0.0, progress=False)

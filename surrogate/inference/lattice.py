@@ -134,9 +134,7 @@ class LatticeReference:
             z = np.load(path, allow_pickle=False)
             if str(z["library_hash"]) == library.hash and int(z.get("version", 0)) == SIGNATURE_VERSION:
                 return cls(z["config_ids"], z["signatures"])
-        table = library.condition_table()
-        columns = list(library.group["conditions"].attrs["columns"])
-        clean = np.isnan(table[:, columns.index("dose")])
+        clean = library.noise_free()
         cids = library.config_ids().astype(np.uint64)
         # each configuration's noise-free images (all of its images where it has none)
         keep = clean | ~np.isin(cids, np.unique(cids[clean]))
@@ -168,9 +166,9 @@ class LatticeReference:
         return float(np.quantile(mismatch(windows, self.of_config(config_id)), 0.25))
 
 
-def describe(sig: np.ndarray) -> str:
-    """``d1 / d2 Å at angle°`` of one signature, for reports."""
-    return f"{sig[0]:.2f} / {sig[1]:.2f} Å at {sig[2]:.0f}°"
+def describe(sig: dict) -> str:
+    """``d1 / d2 Å at angle°`` of one signature in its :func:`as_dict` form, for reports."""
+    return f"{sig['d1']:.2f} / {sig['d2']:.2f} Å at {sig['angle']:.0f}°"
 
 
 def as_dict(sig: np.ndarray) -> dict:

@@ -159,9 +159,10 @@ def lattice_check(library: Library, windows: np.ndarray, ranked: list[Candidate]
     record = {"mode": mode, "tolerance": tolerance, "signature": as_dict(median), "consistent": len(ok),
               "mismatch": not ok}
     if not ok:
-        factor, shape = pixel_size_factor(median, ref.of_config(ranked[0].config_id))
+        top = ref.of_config(ranked[0].config_id)
+        factor, shape = pixel_size_factor(median, top)
         record.update(pixel_size_factor=round(factor, 3), shape_mismatch=round(shape, 4),
-                      top_signature=as_dict(np.median(ref.of_config(ranked[0].config_id), axis=0)))
+                      top_signature=as_dict(np.median(top, axis=0)))
     return ranked, record
 
 

@@ -96,10 +96,10 @@ def lattice_warning(record: dict) -> str:
     from surrogate.inference.lattice import describe
 
     sig, top = record["signature"], record.get("top_signature")
-    text = (f"LATTICE MISMATCH: the image's lattice ({describe([sig['d1'], sig['d2'], sig['angle']])}) matches no "
+    text = (f"LATTICE MISMATCH: the image's lattice ({describe(sig)}) matches no "
             f"candidate's within {100 * record['tolerance']:.0f} %")
     if top:
-        text += (f"; the top candidate's is {describe([top['d1'], top['d2'], top['angle']])}, which would fit with the pixel "
+        text += (f"; the top candidate's is {describe(top)}, which would fit with the pixel "
                  f"size x {record['pixel_size_factor']:.3f} (shape mismatch {100 * record['shape_mismatch']:.1f} %). "
                  "Check the pixel size, the material (retrieval.elements) and the zone axis; the library may not hold it")
     return text
@@ -206,7 +206,7 @@ def _html(summary: dict, records: list[dict], blocks: list, window_map: bytes) -
         from surrogate.inference.lattice import describe
 
         sig = lattice["signature"]
-        flag += (f'<p>Lattice check: the image\'s lattice is {esc(describe([sig["d1"], sig["d2"], sig["angle"]]))} at the '
+        flag += (f'<p>Lattice check: the image\'s lattice is {esc(describe(sig))} at the '
                  f'given pixel size; {lattice["consistent"]} of {len(records)} candidates match it within '
                  f'{100 * lattice["tolerance"]:.0f} % and come first.</p>')
     elif lattice.get("skipped"):

@@ -203,6 +203,11 @@ class Library:
     def condition_table(self) -> np.ndarray:
         return np.asarray(self.group["conditions"][:])
 
+    def noise_free(self) -> np.ndarray:
+        """Boolean mask of the images stored without shot noise (their dose is NaN)."""
+        dose = list(self.group["conditions"].attrs["columns"]).index("dose")
+        return np.isnan(self.condition_table()[:, dose])
+
     def atoms(self, config_id: str):
         """The configuration with this id, from ``structures.db``."""
         from ase.db import connect
