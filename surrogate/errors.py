@@ -34,9 +34,22 @@ class ImageError(SurrogateError, ValueError):
     """An input image is unreadable, uncalibrated, or not a usable micrograph (NaN, constant, RGB, ...)."""
 
 
+def _user_error(exc: BaseException) -> SurrogateError | None:
+    """The :class:`SurrogateError` behind ``exc``: itself, or the cause Hydra's ``instantiate``
+    wrapped (a check in a constructor that a config builds); ``None`` for anything else."""
+    while exc is not None:
+        if isinstance(exc, SurrogateError):
+            return exc
+        if type(exc).__name__ != "InstantiationException":
+            return None
+        exc = exc.__cause__
+    return None
+
+
 def exit_on_user_error(func):
-    """Decorator for entry points: a :class:`SurrogateError` becomes ``error: <message>`` on stderr
-    and exit status 2, without a traceback. Other exceptions (bugs) propagate unchanged."""
+    """Decorator for entry points: a :class:`SurrogateError` (also one raised by a constructor that
+    Hydra instantiates) becomes ``error: <message>`` on stderr and exit status 2, without a
+    traceback. Other exceptions (bugs) propagate unchanged."""
     import functools
     import sys
 
@@ -44,8 +57,11 @@ def exit_on_user_error(func):
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except SurrogateError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        except Exception as exc:
+            user = _user_error(exc)
+            if user is None:
+                raise
+            print(f"error: {user}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper

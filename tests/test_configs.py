@@ -38,3 +38,24 @@ def test_infer_entry_point_rejects_a_missing_image(tmp_path):
     res = subprocess.run([sys.executable, str(REPO / "infer.py"), "image=nope.dm3"], capture_output=True, text=True,
                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert res.returncode == 2 and "error: image file not found: nope.dm3" in res.stderr
+
+
+def test_a_user_error_raised_inside_hydra_instantiate_is_one_line(capsys):
+    """A constructor's check (e.g. model.forces_loss) reaches the user as ``error: ...``, exit 2,
+    although Hydra's instantiate wraps it; a bug wrapped the same way still propagates."""
+    from hydra.utils import instantiate
+
+    from surrogate.errors import exit_on_user_error
+
+    @exit_on_user_error
+    def build(cfg):
+        return instantiate(cfg)
+
+    with pytest.raises(SystemExit) as exit_:
+        build({"_target_": "surrogate.potential.module.PotentialModule", "net": None, "optimizer": None,
+               "forces_loss": "l3"})
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: model.forces_loss='l3': use mse or huber"
+    with pytest.raises(Exception, match="nope"):
+        build({"_target_": "builtins.int", "_args_": ["nope"]})

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from surrogate.errors import ConfigError
 from surrogate.potential.model import Potential
 
 __all__ = ["PotentialModule", "evaluate", "CHECKPOINT_KIND"]
@@ -55,9 +56,9 @@ class PotentialModule(L.LightningModule):
                  forces_loss: str = "mse", huber_delta: float = 0.1):
         super().__init__()
         if forces_loss not in ("mse", "huber"):
-            raise ValueError(f"forces_loss must be 'mse' or 'huber', not {forces_loss!r}")
+            raise ConfigError(f"model.forces_loss={forces_loss!r}: use mse or huber")
         if forces_loss == "huber" and not huber_delta > 0:
-            raise ValueError(f"huber_delta must be > 0 eV/Å, not {huber_delta}")
+            raise ConfigError(f"model.huber_delta={huber_delta} must be > 0 (eV/Å, e.g. 0.1)")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
