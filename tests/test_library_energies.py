@@ -157,7 +157,7 @@ def test_checkpoint_is_identified_by_its_hash(tmp_path, monkeypatch):
     import sys
     import types
 
-    from surrogate.search.energy import resolve_calculator
+    from surrogate.potential.energy import resolve_calculator
 
     ckpt = tmp_path / "model.ckpt"
     ckpt.write_bytes(b"weights")
@@ -177,7 +177,7 @@ def test_several_checkpoints_each_configuration_gets_the_potential_of_its_elemen
 
     from surrogate.library.build import _write_row
     from surrogate.potential.calculator import load_calculator
-    from surrogate.search.energy import checkpoint_model_id
+    from surrogate.potential.energy import checkpoint_model_id
     from surrogate.structures import tag
     from tests.conftest import REPO
 

@@ -62,7 +62,7 @@ def rank_candidates(candidates: list[Candidate], energy_weight: float = 1.0) -> 
             c.energy_above = None
             c.score = float(c.distance)
     if candidates:
-        from surrogate.search.objectives import pareto_front
+        from surrogate.pareto import pareto_front
 
         pts = np.array([[c.distance, np.inf if c.energy_above is None else c.energy_above] for c in candidates])
         for c, p in zip(candidates, pareto_front(pts)):

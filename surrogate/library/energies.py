@@ -89,7 +89,7 @@ def annotate_energies(
         Library directory (holds ``structures.db``).
     calculator
         An ASE calculator, a zero-argument factory, a checkpoint path, or a
-        :class:`surrogate.search.energy.EnergyModel`.
+        :class:`surrogate.potential.energy.EnergyModel`.
     checkpoint
         Potential checkpoint (instead of ``calculator``); loaded lazily with
         ``surrogate.potential.calculator.load_calculator`` and identified by its sha256[:16]. A list
@@ -120,7 +120,7 @@ def annotate_energies(
     from ase.db import connect
     from tqdm.auto import tqdm
 
-    from surrogate.search.energy import check_structure, relax as relax_atoms, resolve_calculator
+    from surrogate.potential.energy import check_structure, relax as relax_atoms, resolve_calculator
 
     if fmax <= 0 or steps < 0:
         raise ConfigError(f"fmax must be > 0 [eV/Å] and steps >= 0, got fmax={fmax}, steps={steps}")

@@ -4,7 +4,7 @@ a target image (Pareto front). Output: candidates as extxyz, ready for the libra
 
 from surrogate.search.basin import SearchResult, basin_hopping
 from surrogate.search.candidates import export_for_library, make_candidate, read_candidates, write_candidates
-from surrogate.search.energy import EnergyModel, check_structure, relax, resolve_calculator
+from surrogate.potential.energy import EnergyModel, check_structure, relax, resolve_calculator
 from surrogate.search.ga import genetic_search
 from surrogate.search.moves import MOVES, propose, search_info
 from surrogate.search.objectives import ImageObjective, crowding_distance, image_mismatch, non_dominated_sort, pareto_front

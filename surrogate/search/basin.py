@@ -32,7 +32,7 @@ from ase import Atoms
 
 from surrogate.errors import ConfigError
 from surrogate.search.candidates import make_candidate, write_candidates
-from surrogate.search.energy import EnergyModel, relax, resolve_calculator
+from surrogate.potential.energy import EnergyModel, relax, resolve_calculator
 from surrogate.search.moves import propose, search_info
 from surrogate.search.objectives import ImageObjective, pareto_front
 from surrogate.search.state import load_state, save_state
@@ -122,7 +122,7 @@ def basin_hopping(
         Starting configuration (tagged by a builder; vacancies recorded by ``add_defects`` and the
         grains of a ``bicrystal`` are used by the moves).
     calculator
-        ASE calculator, factory, checkpoint path or :class:`~surrogate.search.energy.EnergyModel`.
+        ASE calculator, factory, checkpoint path or :class:`~surrogate.potential.energy.EnergyModel`.
     steps
         Total number of basin-hopping steps (a resumed search runs the remaining ones).
     kT

@@ -41,7 +41,7 @@ def _start(cfg: DictConfig):
 
 
 def _calculator(cfg: DictConfig):
-    from surrogate.search.energy import resolve_calculator
+    from surrogate.potential.energy import resolve_calculator
 
     if cfg.get("checkpoint"):
         return resolve_calculator(checkpoint=cfg.checkpoint)

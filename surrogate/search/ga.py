@@ -35,7 +35,7 @@ from ase import Atoms
 from surrogate.errors import ConfigError
 from surrogate.search.basin import CANDIDATES, STATE, SearchResult, _restore, _settings_hash, _write_summary, finish_candidates
 from surrogate.search.candidates import make_candidate, write_candidates
-from surrogate.search.energy import EnergyModel, relax, resolve_calculator
+from surrogate.potential.energy import EnergyModel, relax, resolve_calculator
 from surrogate.search.moves import search_info
 from surrogate.search.objectives import ImageObjective, crowding_distance, non_dominated_sort
 from surrogate.search.state import load_state, save_state
@@ -208,7 +208,7 @@ def genetic_search(
         Starting configuration: its sites (and the vacancies recorded by ``add_defects``) define
         the lattice; its composition is kept.
     calculator
-        ASE calculator, factory, checkpoint path or :class:`~surrogate.search.energy.EnergyModel`.
+        ASE calculator, factory, checkpoint path or :class:`~surrogate.potential.energy.EnergyModel`.
     generations
         Total number of generations (a resumed search runs the remaining ones).
     population
@@ -271,7 +271,7 @@ def genetic_search(
             r = np.random.default_rng(int(key, 16))
             a.positions = a.positions + r.normal(0.0, rattle, a.positions.shape)
         energy, mismatch = math.inf, math.nan
-        from surrogate.search.energy import check_structure
+        from surrogate.potential.energy import check_structure
 
         if check_structure(a, model.elements) is None:
             relaxed, energy, _, _ = relax(a, model.calculator, fmax, relax_steps, optimizer)
