@@ -31,8 +31,6 @@ def main(argv=None):
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "real_twin"))
     a = p.parse_args(argv)
 
-    from ase.db import connect
-
     from surrogate.inference.preprocess import denoise, normalise, resample
     from surrogate.inference.refine import atom_columns, refine, widen_boundary
     from surrogate.inference.report import _png, overlay_figure
@@ -40,6 +38,7 @@ def main(argv=None):
     from surrogate.io.readers import read_image
     from surrogate.library import Library
     from surrogate.simulate.conditions import ImagingConditions
+    from surrogate.inference.settings import RefineSettings
     from surrogate.simulate.images import SimulationSettings
 
     lib = Library(a.library)
@@ -48,23 +47,22 @@ def main(argv=None):
     img = normalise(denoise(resample(m.data, m.sampling, lib.sampling), "gaussian", lib.sampling))
     # one configuration per CdTe family/boundary kind (the first rigid translation), clean library conditions
     picks = {}
-    with connect(lib.root / "structures.db") as db:
-        for row in db.select(material="CdTe"):
-            params = row.data["info"].get("params", {})
-            name = params.get("name") or row.family
-            if row.family == "defect" or name in picks:
-                continue
-            picks[name] = row.config_id
+    for cid, rec in lib.structures().items():
+        name = rec.params.get("name") or rec.family
+        if rec.material != "CdTe" or rec.family == "defect" or name in picks:
+            continue
+        picks[name] = cid
     base = ImagingConditions(mode="haadf", method="incoherent", energy=200e3, semiangle=22.0, inner=80.0, outer=200.0,
                              source_size=0.5, sampling=lib.sampling)
-    settings = SimulationSettings(potential_sampling=0.08)
+    rs = RefineSettings()  # the inference defaults (surrogate.inference.settings)
+    settings = SimulationSettings(potential_sampling=rs.potential_sampling)
     rows, best_twin = [], None
     for corner in a.windows:
         r, c = (int(v) for v in corner.split(","))
         window = img[r:r + shape[0], c:c + shape[1]]
         for name, cid in picks.items():
             t = time.perf_counter()
-            fit = refine(window, lib.atoms(cid), base, settings, defocus_steps=(-30.0, 30.0), max_evals=300)
+            fit = refine(window, lib.atoms(cid), base, settings, defocus_steps=tuple(rs.defocus_steps), max_evals=rs.max_evals)
             s = fit.summary()
             rows.append({"window": corner, "candidate": name, "config_id": cid, "fom_before": s["fom_before"], "fom": s["fom"],
                          "ssim": s["ssim"], "rotation_deg": s["rotation_deg"], "simulations": s["simulations"],

@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import auroc
 
 DOSES = (1e2, 1e3, 1e4, 1e5)
 QUERY_SEED = 7_919  # base seed of the query conditions; checked disjoint from the library's seeds
@@ -192,25 +193,32 @@ def rank_metrics(dist: np.ndarray, gallery_cfg: np.ndarray, query_cfg: np.ndarra
 
 def lattice_rerank(lib, sig: np.ndarray, dist: np.ndarray, gallery_cfg: np.ndarray, top: int = 10,
                    tolerance: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """What inference's lattice check does to a distance matrix (Q, G), given the queries' lattice
-    signatures ``sig`` (Q, 3) at their known pixel size: of each query's ``top`` nearest
-    configurations, those whose lattice matches within ``tolerance`` come first, the others after
-    them, the rest of the library last (inference keeps ``retrieval.candidates`` = 10). Also returns
-    the check's novelty score: the smallest mismatch among the ``top`` configurations (inference
-    flags the image when it exceeds the tolerance)."""
-    from surrogate.inference.lattice import TOLERANCE, LatticeReference, mismatch
+    """Inference's lattice check (``surrogate.inference.lattice.check_signatures``, the shipped stage)
+    applied to a distance matrix (Q, G), given the queries' lattice signatures ``sig`` (Q, 3) at
+    their known pixel size: each query's ``top`` nearest configurations go through the check as
+    candidates (inference keeps ``retrieval.candidates`` = 10), in its output order; the distances
+    are offset so that order holds (the consistent ones first, the others after them, the rest of
+    the library last). Also returns the check's novelty score: the smallest mismatch among the
+    ``top`` configurations (inference flags the image when it exceeds the tolerance)."""
+    from surrogate.inference.lattice import LatticeReference, check_signatures
+    from surrogate.inference.rank import Candidate
+    from surrogate.inference.settings import LatticeSettings
 
-    tolerance = TOLERANCE if tolerance is None else tolerance
+    settings = LatticeSettings() if tolerance is None else LatticeSettings(tolerance=tolerance)
     ref = LatticeReference.of(lib)
     classes, inv = np.unique(gallery_cfg, return_inverse=True)
     per_class = np.stack([dist[:, inv == c].min(axis=1) for c in range(len(classes))], 1)
-    mis = np.stack([mismatch(sig, ref.of_config(int(c))) for c in classes], 1)  # (Q, C)
-    in_top = np.zeros_like(mis, bool)
-    np.put_along_axis(in_top, np.argsort(per_class, axis=1, kind="stable")[:, :top], True, axis=1)
-    in_top &= np.isfinite(per_class)
-    ok = in_top & (mis <= tolerance)
-    penalty = np.where(in_top, np.where(ok.any(1, keepdims=True) & ~ok, 2.0, 0.0), 4.0)  # cosine distances are <= 2
-    return dist + penalty[:, inv], np.where(in_top, mis, np.inf).min(axis=1)
+    penalty = np.full(per_class.shape, 4.0)  # cosine distances are <= 2: outside the shortlist comes last
+    novelty = np.full(len(per_class), np.inf)
+    for q in range(len(per_class)):
+        order = [int(c) for c in np.argsort(per_class[q], kind="stable")[:top] if np.isfinite(per_class[q, c])]
+        cands = [Candidate(config_id=f"{int(classes[c]):016x}", distance=float(per_class[q, c]), window=0, entry=c, rank=r)
+                 for r, c in enumerate(order, 1)]
+        _, record = check_signatures(ref, sig[q:q + 1], cands, settings)
+        for c in cands:  # consistent ones keep their distance; the others move behind them (when any is consistent)
+            penalty[q, c.entry] = 2.0 if (not record["mismatch"] and c.lattice_mismatch > settings.tolerance) else 0.0
+        novelty[q] = min((c.lattice_mismatch for c in cands), default=np.inf)
+    return dist + penalty[:, inv], novelty
 
 
 def known_scale_signatures(lib, images: np.ndarray, meta: list[dict]) -> np.ndarray:
@@ -222,15 +230,6 @@ def known_scale_signatures(lib, images: np.ndarray, meta: list[dict]) -> np.ndar
     scale = np.array([m["scale"] for m in meta])
     sig[:, :2] /= scale[:, None]
     return sig
-
-
-def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
-    """P(out-of-library distance > in-library distance), ties counted half."""
-    from scipy.stats import rankdata
-
-    r = rankdata(np.concatenate([in_scores, out_scores]))
-    n_in, n_out = len(in_scores), len(out_scores)
-    return float((r[n_in:].sum() - n_out * (n_out + 1) / 2) / (n_in * n_out))
 
 
 def summarise(m: dict, meta: list[dict]) -> dict:
@@ -450,9 +449,8 @@ def main(argv=None) -> dict:
                 vals.append(auroc(inside, outside))
         return float(np.mean(vals)) if vals else float("nan")
 
-    from surrogate.embedding.datamodule import configuration_groups
 
-    groups = configuration_groups(lib)
+    groups = lib.groups()
 
     def record(name, gallery_label, dist, dist_ood, gcfg, scores=None):
         """``scores``: (in-library, out-of-library) novelty scores replacing the nearest distances."""
@@ -478,12 +476,11 @@ def main(argv=None) -> dict:
     # only gallery images of the query's imaging mode and of configurations of its elements
     from ase.formula import Formula
 
-    from surrogate.inference.retrieve import structure_rows
     from surrogate.library.store import int_to_id
     from surrogate.simulate.conditions import MODES
 
-    rows = structure_rows(lib)
-    elems = {c: frozenset(Formula(rows[int_to_id(c)][1]).count()) for c in np.unique(cfg)}
+    records = lib.structures()
+    elems = {c: frozenset(Formula(records[int_to_id(c)].formula).count()) for c in np.unique(cfg)}
     g_mode = np.array([MODES[int(v)] for v in lib.condition_table()[gallery, 0]])
     known = (np.array([q["mode"] for q in meta])[:, None] == g_mode[None, :]) & \
         (np.array([elems[c] for c in qcfg])[:, None] == np.array([elems[c] for c in cfg])[None, :])

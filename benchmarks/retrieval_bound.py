@@ -26,14 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from retrieval import DOSES, make_queries, query_sources  # noqa: E402  (same queries as the retrieval benchmark)
+from common import auroc
+from retrieval import DOSES, make_queries, query_sources  # the same queries as the retrieval benchmark
 
 
 def poisson_loglik(counts: np.ndarray, expected: np.ndarray) -> np.ndarray:
@@ -47,8 +46,6 @@ def poisson_loglik(counts: np.ndarray, expected: np.ndarray) -> np.ndarray:
 def ideal_observer(lib, meta: list[dict], queries: np.ndarray, progress: bool = True) -> list[dict]:
     """Per query: the group's configurations, their log-likelihoods and whether the truth wins."""
     from surrogate.augment import rotate_scale
-    from surrogate.embedding.datamodule import configuration_groups
-    from surrogate.inference.retrieve import structure_rows
     from surrogate.library.build import _settings
     from surrogate.library.store import int_to_id
     from surrogate.simulate import render
@@ -56,8 +53,8 @@ def ideal_observer(lib, meta: list[dict], queries: np.ndarray, progress: bool = 
     sim = lib.manifest["config"]["simulate"]
     settings = _settings(sim)
     shape, sampling = tuple(lib.manifest["image_shape"]), lib.sampling
-    groups = configuration_groups(lib)
-    family = {int(cid, 16): row[0] for cid, row in structure_rows(lib).items()}
+    groups = lib.groups()
+    family = {int(cid, 16): r.family for cid, r in lib.structures().items()}
     cids = lib.config_ids()
     members: dict[str, list[int]] = {}
     for c, g in groups.items():
@@ -114,10 +111,8 @@ class CNNGallery:
 
 def cnn_within_group(lib, meta, queries, g: CNNGallery) -> np.ndarray:
     """CNN top-1 when it, too, only chooses among the query's group (nearest gallery image)."""
-    from surrogate.embedding.datamodule import configuration_groups
-
     cfg = g.cfg
-    groups = configuration_groups(lib)
+    groups = lib.groups()
     d = 1 - g.emb.embed(queries) @ g.z.T
     gcfg = np.array([groups[int(c)] for c in cfg])
     hit = np.zeros(len(meta))
@@ -131,15 +126,16 @@ def cnn_within_group(lib, meta, queries, g: CNNGallery) -> np.ndarray:
 def cnn_refine(lib, g: CNNGallery, images: np.ndarray, meta: list[dict], k: int, log: Path,
                mode: str = "shared") -> list[dict]:
     """The inference pipeline's two stages on each query: the CNN's ``k`` nearest configurations (full
-    gallery), refined against the query (``surrogate.inference.refine``: pose, blur, scan distortion,
-    defocus, under the conditions of the configuration's nearest gallery image) and ranked by the
-    figure of merit. ``mode="each"`` fits every candidate separately; ``"shared"`` fits the first of
-    each group (same material and zone axis) and scores its siblings at that pose and defocus
-    (``surrogate.inference.refine.score_at_pose``). One JSON line
-    per query in ``log``, so an interrupted run resumes."""
-    from surrogate.embedding.datamodule import configuration_groups
-    from surrogate.inference.refine import refine, residual, score_at_pose
-    from surrogate.library.build import _settings
+    gallery), refined against the query by the shipped refinement stage
+    (``surrogate.inference.refine.refine_candidates``: pose, blur, scan distortion, defocus, under the
+    conditions of the configuration's nearest gallery image) and ranked by the figure of merit.
+    ``mode="each"`` fits every candidate separately; ``"shared"`` is ``refine.shared_pose``: the
+    first of each group (same material and zone axis) is fitted and its siblings scored at its pose.
+    One JSON line per query in ``log``, so an interrupted run resumes."""
+    from surrogate.inference.preprocess import Window
+    from surrogate.inference.rank import Candidate
+    from surrogate.inference.refine import refine_candidates
+    from surrogate.inference.settings import RefineSettings
     from surrogate.library.store import int_to_id
 
     done = {}
@@ -150,8 +146,7 @@ def cnn_refine(lib, g: CNNGallery, images: np.ndarray, meta: list[dict], k: int,
                 done[r["key"]] = r
     todo = [i for i, q in enumerate(meta) if q["key"] not in done]
     if todo:
-        settings = _settings(lib.manifest["config"]["simulate"])
-        groups = configuration_groups(lib)
+        settings = RefineSettings(top=k, shared_pose=mode == "shared")
         gallery, cfg, zg = g.index, g.cfg, g.z
         classes = np.unique(cfg)
         t = time.perf_counter()
@@ -159,34 +154,24 @@ def cnn_refine(lib, g: CNNGallery, images: np.ndarray, meta: list[dict], k: int,
             d = 1 - g.emb.embed(images[i:i + 1])[0] @ zg.T
             best = {int(c): int(np.argmin(np.where(cfg == c, d, np.inf))) for c in classes}
             shortlist = sorted(best, key=lambda c: d[best[c]])[:k]
-            cands = []
-            fitted: dict[str, tuple] = {}  # group -> (fit, conditions) of its first candidate
-            for c in shortlist:
-                cond = lib.conditions(int(gallery[best[c]]))
-                if mode == "each" or groups[c] not in fitted:
-                    fit = refine(images[i], lib.atoms(int_to_id(c)), cond, settings)
-                    fitted.setdefault(groups[c], (fit, cond))
-                    f, ssim, image = fit.fom, fit.ssim, fit.image
-                else:
-                    fit, cond0 = fitted[groups[c]]
-                    f, _, ssim, image = score_at_pose(images[i], lib.atoms(int_to_id(c)), cond0, fit, settings)
-                cands.append({"config_id": int_to_id(c), "distance": float(d[best[c]]), "fom": float(f),
-                              "ssim": float(ssim), "residual": residual(images[i], image)})
+            cands = [Candidate(config_id=int_to_id(c), distance=float(d[best[c]]), window=0,
+                               entry=int(gallery[best[c]]), rank=r) for r, c in enumerate(shortlist, 1)]
+            refine_candidates(lib, [Window(images[i], 0, 0)], cands, settings, progress=False)
+            rows = [{"config_id": c.config_id, "distance": c.distance, "fom": float(c.refinement["fom"]),
+                     "ssim": float(c.refinement["ssim"]), "residual": float(c.refinement["residual"])} for c in cands]
             row = {"key": meta[i]["key"], "set": meta[i]["set"], "dose": meta[i]["dose"],
-                   "config_id": meta[i]["config_id"], "candidates": cands}
+                   "config_id": meta[i]["config_id"], "candidates": rows}
             with open(log, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
             done[row["key"]] = row
             print(f"  refine {n + 1}/{len(todo)} ({row['set']}, {row['dose']:.0e}): best FOM "
-                  f"{min(c['fom'] for c in cands):.3f} {time.perf_counter() - t:.0f} s", flush=True)
+                  f"{min(c['fom'] for c in rows):.3f} {time.perf_counter() - t:.0f} s", flush=True)
     return [done[q["key"]] for q in meta]
 
 
 def refine_table(rows: list[dict], ideal: dict[str, float]) -> dict:
     """Top-1 of CNN alone and CNN + refine on the in-library rows, with the ideal bound on the same
     queries; out-of-library AUROC of the best FOM and of the CNN distance, matched by dose."""
-    from retrieval import auroc
-
     inside = [r for r in rows if r["set"] == "in"]
     fom_best = np.array([min(c["fom"] for c in r["candidates"]) for r in rows])
     res_best = np.array([min(c.get("residual", np.nan) for c in r["candidates"]) for r in rows])

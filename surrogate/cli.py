@@ -12,7 +12,7 @@ import re
 import sys
 from typing import Callable, Sequence
 
-__all__ = ["run_hydra", "config_error_line"]
+__all__ = ["run_hydra", "config_error_line", "quiet_console"]
 
 
 def config_error_line(exc: BaseException) -> str:
@@ -24,6 +24,15 @@ def config_error_line(exc: BaseException) -> str:
         key = m.group(1)
         why = cause[0] if cause else text.splitlines()[-1]
         return f"bad config override {key!r} ({why}): check the key's spelling; --cfg job shows the composed config"
+    m = re.search(r"Error merging override ([^=\s]+)=(.*)", text)
+    if m:  # a typed setting (structured schema) refused the value
+        key, value = m.group(1), m.group(2).strip()
+        why = cause[0] if cause else text
+        kind = re.search(r"could not be converted to (\w+)", why)
+        if kind:
+            need = {"Float": "is not a number", "Integer": "must be an integer", "Boolean": "must be true or false"}
+            return f"{key}={value} {need.get(kind.group(1), 'has the wrong type (' + kind.group(1) + ')')}"
+        return f"bad config override {key!r} ({why}): check the value; --cfg job shows the composed config"
     m = re.search(r"Could not find '([^']+)'", text)
     if m:
         opts = re.search(r"Available options in '([^']+)':\n((?:\t.*\n?)+)", text)
@@ -67,3 +76,33 @@ def run_hydra(hydra_main: Callable[[], None], config_name: str, argv: Sequence[s
             sys.exit(2)
     sys.argv = [sys.argv[0], *argv]
     hydra_main()
+
+
+#: third-party loggers that install their own console handler (and stop propagation) on import
+_SELF_HANDLED = ("distributed", "bokeh", "tornado")
+
+
+def quiet_console(verbose: bool = False) -> None:
+    """Send library and third-party INFO lines to the run's log file only: the console keeps
+    progress bars, warnings and the result (``verbose=True``: INFO on the console too).
+
+    Hydra's job logging writes every record to ``<run dir>/<job>.log`` and to the console; this
+    raises the console handlers' level to WARNING. dask.distributed attaches its own stderr handler
+    to its loggers and stops their propagation: those handlers are removed and the records routed
+    through the root logger, so they reach the log file like everyone else's (call this again
+    after starting a dask cluster: distributed installs them on import).
+    """
+    import logging
+
+    level = logging.INFO if verbose else logging.WARNING
+    root = logging.getLogger()
+    for h in root.handlers:
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+            h.setLevel(level)
+    for name in list(logging.root.manager.loggerDict):
+        if name.split(".")[0] in _SELF_HANDLED:
+            lg = logging.getLogger(name)
+            for h in list(lg.handlers):
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                    lg.removeHandler(h)
+            lg.propagate = True

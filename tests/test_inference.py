@@ -51,8 +51,8 @@ def test_library_image_retrieves_its_configuration_first_with_energy(annotated_l
     i = 4
     np.save(tmp_path / "query.npy", lib.image(i))
     truth = int_to_id(lib.config_ids()[i])
-    result = run_inference(tmp_path / "query.npy", annotated_library, checkpoint=embedder_ckpt, pixel_size=lib.sampling,
-                           refine_top=1, refine_settings={"defocus_steps": (), "max_evals": 40}, progress=False)
+    result = run_inference(tmp_path / "query.npy", annotated_library, preprocess={"denoise": "none"}, checkpoint=embedder_ckpt, pixel_size=lib.sampling,
+                           refine={"top": 1, "defocus_steps": (), "max_evals": 40}, progress=False)
     best = result.candidates[0]
     assert best.config_id == truth and best.distance < 1e-4
     assert best.energy == pytest.approx(read_energies(annotated_library)[truth])
@@ -77,8 +77,8 @@ def test_shared_pose_fits_one_sibling_and_scores_the_rest_at_its_pose(annotated_
     clean = [i for i in range(len(lib)) if lib.conditions(i).dose is None and lib.conditions(i).mode == "haadf"]
     np.save(tmp_path / "query.npy", lib.image(clean[0]))
     settings = {"defocus_steps": (), "max_evals": 40, "shared_pose": True, "score": "residual"}
-    result = run_inference(tmp_path / "query.npy", annotated_library, checkpoint=embedder_ckpt, pixel_size=lib.sampling,
-                           refine_top=3, refine_settings=settings, energy_weight=0.0, progress=False)
+    result = run_inference(tmp_path / "query.npy", annotated_library, preprocess={"denoise": "none"}, checkpoint=embedder_ckpt, pixel_size=lib.sampling,
+                           refine=dict(settings, top=3), rank={"energy_weight": 0.0}, progress=False)
     refined = [c for c in result.candidates if c.refinement]
     assert len(refined) == 3
     first = [c for c in refined if "shared_pose_of" not in c.refinement]
@@ -93,8 +93,8 @@ def test_shared_pose_fits_one_sibling_and_scores_the_rest_at_its_pose(annotated_
     data = json.loads(write_report(result, tmp_path / "out")["candidates"].read_text())
     assert all("residual" in c["refinement"] for c in data["candidates"][:3])
     with pytest.raises(ConfigError, match="refine.score"):
-        run_inference(tmp_path / "query.npy", annotated_library, checkpoint=embedder_ckpt, pixel_size=lib.sampling,
-                      refine_top=1, refine_settings={"score": "ssim"}, progress=False)
+        run_inference(tmp_path / "query.npy", annotated_library, preprocess={"denoise": "none"}, checkpoint=embedder_ckpt, pixel_size=lib.sampling,
+                      refine={"top": 1, "score": "ssim"}, progress=False)
 
 
 def test_classical_matcher_runs_the_same_pipeline(tiny_library, tmp_path):
@@ -104,8 +104,8 @@ def test_classical_matcher_runs_the_same_pipeline(tiny_library, tmp_path):
 
     lib = Library(tiny_library)
     np.save(tmp_path / "q.npy", lib.image(7))
-    result = run_inference(tmp_path / "q.npy", tiny_library, method="hog", pixel_size=lib.sampling, refine_top=0,
-                           energy_weight=0.0, progress=False)  # the library may carry energies from another test
+    result = run_inference(tmp_path / "q.npy", tiny_library, preprocess={"denoise": "none"}, method="hog", pixel_size=lib.sampling, refine={"top": 0},
+                           rank={"energy_weight": 0.0}, progress=False)  # the library may carry energies from another test
     assert result.candidates[0].config_id == int_to_id(lib.config_ids()[7])
 
 
@@ -121,16 +121,16 @@ def test_mode_restricts_matches_to_library_images_of_that_mode(tiny_library, tmp
     i = 7
     mode = MODES[codes[i]]
     np.save(tmp_path / "q.npy", lib.image(i))
-    result = run_inference(tmp_path / "q.npy", tiny_library, method="hog", pixel_size=lib.sampling, refine_top=0,
-                           energy_weight=0.0, mode=mode, progress=False)
+    result = run_inference(tmp_path / "q.npy", tiny_library, preprocess={"denoise": "none"}, method="hog", pixel_size=lib.sampling, refine={"top": 0},
+                           rank={"energy_weight": 0.0}, retrieval={"mode": mode}, progress=False)
     assert result.candidates[0].config_id == int_to_id(lib.config_ids()[i])
     assert all(codes[c.entry] == codes[i] for c in result.candidates) and result.info["mode"] == mode
     with pytest.raises(ConfigError, match="choose one of"):
-        run_inference(tmp_path / "q.npy", tiny_library, method="hog", pixel_size=lib.sampling, mode="stem")
+        run_inference(tmp_path / "q.npy", tiny_library, preprocess={"denoise": "none"}, method="hog", pixel_size=lib.sampling, retrieval={"mode": "stem"})
     absent = [m for m in MODES if MODES.index(m) not in codes]
     if absent:
         with pytest.raises(ConfigError, match=f"no {absent[0]} images"):
-            run_inference(tmp_path / "q.npy", tiny_library, method="hog", pixel_size=lib.sampling, mode=absent[0])
+            run_inference(tmp_path / "q.npy", tiny_library, preprocess={"denoise": "none"}, method="hog", pixel_size=lib.sampling, retrieval={"mode": absent[0]})
     # the filter keeps each window's order and pads with -1 / inf
     idx, dist = keep_allowed(np.array([[3, 1, 2, 0]]), np.array([[0.1, 0.2, 0.3, 0.4]]), np.array([True, False, True, False]))
     assert idx.tolist() == [[2, 0, -1, -1]] and dist[0, :2].tolist() == [0.3, 0.4] and np.isinf(dist[0, 2:]).all()
@@ -143,18 +143,18 @@ def test_bad_inputs_give_documented_errors(tiny_library, embedder_ckpt, tmp_path
 
     np.save(tmp_path / "q.npy", np.random.default_rng(0).random((64, 64)))
     with pytest.raises(ImageError, match="pixel_size"):
-        run_inference(tmp_path / "q.npy", tiny_library, checkpoint=embedder_ckpt)
+        run_inference(tmp_path / "q.npy", tiny_library, preprocess={"denoise": "none"}, checkpoint=embedder_ckpt)
     with pytest.raises(ImageError, match="smaller than the model's field"):
-        run_inference(tmp_path / "q.npy", tiny_library, checkpoint=embedder_ckpt, pixel_size=0.05)  # 16 px at 0.2 Å/px
+        run_inference(tmp_path / "q.npy", tiny_library, preprocess={"denoise": "none"}, checkpoint=embedder_ckpt, pixel_size=0.05)  # 16 px at 0.2 Å/px
     with pytest.raises(ConfigError, match="unknown method"):
-        run_inference(tmp_path / "q.npy", tiny_library, method="orb", pixel_size=0.2)
+        run_inference(tmp_path / "q.npy", tiny_library, preprocess={"denoise": "none"}, method="orb", pixel_size=0.2)
     with pytest.raises(ConfigError, match="checkpoint not found"):
-        run_inference(tmp_path / "q.npy", tiny_library, checkpoint=tmp_path / "none.pt", pixel_size=0.2)
+        run_inference(tmp_path / "q.npy", tiny_library, preprocess={"denoise": "none"}, checkpoint=tmp_path / "none.pt", pixel_size=0.2)
     other = torch.load(embedder_ckpt, weights_only=True)
     other["surrogate"]["library_hash"] = "0123456789abcdef"
     torch.save(other, tmp_path / "other.pt")
     with pytest.raises(LibraryError, match="0123456789abcdef"):
-        run_inference(tmp_path / "q.npy", tiny_library, checkpoint=tmp_path / "other.pt", pixel_size=0.2)
+        run_inference(tmp_path / "q.npy", tiny_library, preprocess={"denoise": "none"}, checkpoint=tmp_path / "other.pt", pixel_size=0.2)
 
 
 def test_infer_cli_exits_2_with_one_line(tmp_path):
@@ -302,7 +302,7 @@ def test_energy_decides_between_variants_of_one_structure_not_between_boundary_a
 
 
 def test_refined_candidates_are_ordered_by_their_fit():
-    from surrogate.inference.pipeline import rerank_refined
+    from surrogate.inference.rank import rerank_refined
     from surrogate.inference.rank import Candidate
 
     cands = [Candidate(f"c{i}", distance=0.1 * i, window=0, entry=i, rank=i + 1, energy_above=e)
@@ -315,7 +315,7 @@ def test_refined_candidates_are_ordered_by_their_fit():
 
 
 def test_roi_crops_the_image_or_is_a_clear_error():
-    from surrogate.inference.pipeline import crop
+    from surrogate.inference.preprocess import crop
     from surrogate.io.readers import Micrograph
 
     m = Micrograph(np.arange(100 * 80, dtype=np.float32).reshape(100, 80), sampling=0.2)
@@ -328,7 +328,7 @@ def test_roi_crops_the_image_or_is_a_clear_error():
 
 def test_boundary_score_finds_the_window_across_two_grains():
     from surrogate.inference import refine as R
-    from surrogate.inference.pipeline import _anchor_window
+    from surrogate.inference.refine import anchor_window as _anchor_window
     from surrogate.inference.preprocess import Window, boundary_score
     from surrogate.simulate.conditions import ImagingConditions
     from surrogate.simulate.images import SimulationSettings
@@ -394,23 +394,23 @@ def test_lattice_check_flags_a_wrong_pixel_size_and_names_the_fix(lattice_librar
     i = int(np.flatnonzero(lib.noise_free())[0])  # a noise-free image
     assert len(LatticeReference.of(lib).of_config(int(lib.config_ids()[i]))) >= 1
     np.save(tmp_path / "q.npy", lib.image(i))
-    kw = dict(method="hog", refine_top=0, energy_weight=0.0, progress=False)
-    right = run_inference(tmp_path / "q.npy", lattice_library, pixel_size=lib.sampling, **kw)
+    kw = dict(method="hog", refine={"top": 0}, rank={"energy_weight": 0.0}, progress=False)
+    right = run_inference(tmp_path / "q.npy", lattice_library, preprocess={"denoise": "none"}, pixel_size=lib.sampling, **kw)
     assert not right.lattice["mismatch"] and right.candidates[0].config_id == int_to_id(lib.config_ids()[i])
     assert right.candidates[0].lattice_mismatch <= 0.02
-    wrong = run_inference(tmp_path / "q.npy", lattice_library, pixel_size=1.3 * lib.sampling, **kw)
+    wrong = run_inference(tmp_path / "q.npy", lattice_library, preprocess={"denoise": "none"}, pixel_size=1.3 * lib.sampling, **kw)
     assert wrong.lattice["mismatch"] and all(c.lattice_mismatch > 0.1 for c in wrong.candidates)
     assert wrong.lattice["pixel_size_factor"] == pytest.approx(1 / 1.3, rel=0.05)
     assert "pixel size x 0.7" in lattice_warning(wrong.lattice)
     files = write_report(wrong, tmp_path / "out")
     assert "LATTICE MISMATCH" in files["report"].read_text(encoding="utf-8")
     assert json.loads(files["candidates"].read_text())["lattice"]["mismatch"] is True
-    off = run_inference(tmp_path / "q.npy", lattice_library, pixel_size=1.3 * lib.sampling, lattice="off", **kw)
+    off = run_inference(tmp_path / "q.npy", lattice_library, preprocess={"denoise": "none"}, pixel_size=1.3 * lib.sampling, lattice_check={"mode": "off"}, **kw)
     assert off.lattice == {} and off.candidates[0].lattice_mismatch is None
     with pytest.raises(ConfigError, match="lattice_check"):
-        run_inference(tmp_path / "q.npy", lattice_library, pixel_size=lib.sampling, lattice="strict", **kw)
+        run_inference(tmp_path / "q.npy", lattice_library, preprocess={"denoise": "none"}, pixel_size=lib.sampling, lattice_check={"mode": "strict"}, **kw)
     # 32 px windows resolve no spacing: the check says so instead of guessing
     small = Library(tiny_library)
     np.save(tmp_path / "s.npy", small.image(0))
-    skipped = run_inference(tmp_path / "s.npy", tiny_library, pixel_size=small.sampling, **kw).lattice
+    skipped = run_inference(tmp_path / "s.npy", tiny_library, preprocess={"denoise": "none"}, pixel_size=small.sampling, **kw).lattice
     assert not skipped["mismatch"] and "32 px" in skipped["skipped"]

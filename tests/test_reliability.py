@@ -141,7 +141,7 @@ def hog_result(tiny_library):
     from surrogate.io.readers import Micrograph
 
     mic = Micrograph(data=np.tile(image, (2, 2)).astype(np.float32), sampling=0.2, path="tiled.npy", metadata={})
-    return run_inference(mic, tiny_library, method="spectrum", refine_top=0, progress=False)
+    return run_inference(mic, tiny_library, preprocess={"denoise": "none"}, method="spectrum", refine={"top": 0}, progress=False)
 
 
 def test_interrupted_report_leaves_no_candidates_json(hog_result, tmp_path, monkeypatch):

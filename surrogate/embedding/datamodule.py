@@ -12,19 +12,7 @@ from torch.utils.data import DataLoader, Sampler
 from surrogate.errors import ConfigError
 from surrogate.library import Library, LibraryDataset
 
-__all__ = ["LibraryDataModule", "FamilyBatchSampler", "configuration_groups"]
-
-
-def configuration_groups(library: Library) -> dict[int, str]:
-    """Group key of every configuration (uint64 id -> ``material zone_axis``).
-
-    Configurations in one group are near-identical: a bulk slab, its point-defect variants, and the
-    boundaries (and their translations) along the same zone axis of the same material.
-    """
-    from ase.db import connect
-
-    with connect(library.root / "structures.db") as db:
-        return {int(r.config_id, 16): f"{r.material} {r.zone_axis}" for r in db.select(columns=["key_value_pairs"])}
+__all__ = ["LibraryDataModule", "FamilyBatchSampler"]
 
 
 class FamilyBatchSampler(Sampler[list[int]]):
@@ -121,7 +109,7 @@ class LibraryDataModule(L.LightningDataModule):
     def class_groups(self) -> np.ndarray:
         """Group key (``material zone_axis``) of every configuration label; a configuration the
         structure database does not know is a group of its own."""
-        group_of = configuration_groups(self.library)
+        group_of = self.library.groups()
         return np.array([group_of.get(int(c), str(int(c))) for c in self.train_set.classes])
 
     def _family_sampler(self, rank: int = 0, world_size: int = 1) -> FamilyBatchSampler:

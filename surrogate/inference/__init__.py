@@ -1,6 +1,22 @@
-"""Single-image inference: read -> preprocess -> match -> rank with energies -> refine -> report."""
+"""Single-image inference: read -> preprocess -> match -> rank with energies -> lattice check ->
+refine -> report. Heavy modules are imported on first use of their names."""
 
-from surrogate.inference.pipeline import InferenceResult, run_inference
-from surrogate.inference.rank import Candidate, rank_candidates
+from __future__ import annotations
 
-__all__ = ["InferenceResult", "run_inference", "Candidate", "rank_candidates"]
+__all__ = ["InferenceResult", "InferenceSettings", "run_inference", "Candidate", "rank_candidates"]
+
+_LAZY = {
+    "InferenceResult": "surrogate.inference.pipeline",
+    "run_inference": "surrogate.inference.pipeline",
+    "InferenceSettings": "surrogate.inference.settings",
+    "Candidate": "surrogate.inference.rank",
+    "rank_candidates": "surrogate.inference.rank",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(name)

@@ -20,10 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from surrogate.inference.rank import Candidate
+from surrogate.inference.settings import LatticeSettings
 from surrogate.io.files import atomic_open
 from surrogate.library import Library
 
-__all__ = ["ANGLE_WEIGHT", "TOLERANCE", "signatures", "reduce_pair", "mismatch", "pixel_size_factor", "LatticeReference", "describe", "as_dict", "MIN_WINDOW"]
+__all__ = ["ANGLE_WEIGHT", "TOLERANCE", "signatures", "reduce_pair", "mismatch", "pixel_size_factor", "LatticeReference", "describe", "as_dict", "MIN_WINDOW",
+           "lattice_check", "check_signatures", "consistent"]
 
 #: relative spacing error equivalent to one degree of angle between the two reflections (10° ~ 5 %)
 ANGLE_WEIGHT = 0.005
@@ -31,12 +34,13 @@ ANGLE_WEIGHT = 0.005
 SIGNATURE_VERSION = 3
 #: smallest window [px] whose power spectrum resolves lattice spacings (a few periods of 2-4 Å at 0.2 Å/px)
 MIN_WINDOW = 64
-#: default tolerance on the mismatch (relative spacing error). A library image of the same
-#: configuration matches a benchmark query within 1.3 % (median) at 10^3 e/Å², 0.4 % at 10^4; the
-#: real CdTe twin (HAADF26.dm3, its own calibration) matches CdTe [110] within 2.7 % and the twin
-#: cells within 5.3-5.6 % (scan distortion; boundary images mix two grains' reflections); Si and
-#: CdTe differ by 17 %. 10 % leaves room on both sides.
-TOLERANCE = 0.10
+#: default tolerance on the mismatch (relative spacing error; its home is
+#: ``LatticeSettings.tolerance``). A library image of the same configuration matches a benchmark
+#: query within 1.3 % (median) at 10^3 e/Å², 0.4 % at 10^4; the real CdTe twin (HAADF26.dm3, its
+#: own calibration) matches CdTe [110] within 2.7 % and the twin cells within 5.3-5.6 % (scan
+#: distortion; boundary images mix two grains' reflections); Si and CdTe differ by 17 %. 10 %
+#: leaves room on both sides.
+TOLERANCE = LatticeSettings.tolerance
 
 
 def reduce_pair(d1, d2, angle) -> np.ndarray:
@@ -174,3 +178,51 @@ def describe(sig: dict) -> str:
 def as_dict(sig: np.ndarray) -> dict:
     """One signature as JSON-ready ``{"d1": Å, "d2": Å, "angle": deg}``."""
     return {"d1": round(float(sig[0]), 3), "d2": round(float(sig[1]), 3), "angle": round(float(sig[2]), 1)}
+
+
+def lattice_check(library: Library, windows: np.ndarray, ranked: list[Candidate],
+                  settings: LatticeSettings = LatticeSettings()) -> tuple[list[Candidate], dict]:
+    """Compare the windows' lattice spacings (the pixel size is known) with each candidate's: every
+    candidate gets its ``lattice_mismatch``; with ``mode="rerank"`` the consistent ones (mismatch <=
+    ``tolerance``) move ahead of the others, each part in its ranked order. Returns the candidates
+    and the check's record; ``mismatch`` in it is true when no candidate is consistent (another
+    material, zone axis or pixel size), and then ``pixel_size_factor`` says by how much the pixel
+    size would have to change for the top candidate's lattice to fit."""
+    mode, tolerance = settings.mode, float(settings.tolerance)
+    if mode == "off" or not ranked:
+        return ranked, {}
+    if min(windows.shape[-2:]) < MIN_WINDOW:
+        return ranked, {"mode": mode, "tolerance": tolerance, "mismatch": False,
+                        "skipped": f"windows of {min(windows.shape[-2:])} px resolve no lattice spacing "
+                                   f"(needs >= {MIN_WINDOW} px)"}
+    return check_signatures(LatticeReference.of(library), signatures(windows, library.sampling), ranked, settings)
+
+
+def check_signatures(ref: LatticeReference, sig: np.ndarray, ranked: list[Candidate],
+                     settings: LatticeSettings = LatticeSettings()) -> tuple[list[Candidate], dict]:
+    """:func:`lattice_check` on window signatures ``sig`` (W, 3) already measured (the benchmarks
+    measure them with the pixel size they know)."""
+    mode, tolerance = settings.mode, float(settings.tolerance)
+    for c in ranked:
+        c.lattice_mismatch = round(ref.check(sig, c.config_id), 4)
+    ok = [c for c in ranked if c.lattice_mismatch <= tolerance]
+    if mode == "rerank" and ok:
+        ranked = ok + [c for c in ranked if c.lattice_mismatch > tolerance]
+        for i, c in enumerate(ranked, 1):
+            c.rank = i
+    median = np.median(sig, axis=0)
+    record = {"mode": mode, "tolerance": tolerance, "signature": as_dict(median), "consistent": len(ok),
+              "mismatch": not ok}
+    if not ok:
+        top = ref.of_config(ranked[0].config_id)
+        factor, shape = pixel_size_factor(median, top)
+        record.update(pixel_size_factor=round(factor, 3), shape_mismatch=round(shape, 4),
+                      top_signature=as_dict(np.median(top, axis=0)))
+    return ranked, record
+
+
+def consistent(ranked: list[Candidate], record: dict) -> list[Candidate]:
+    """The candidates whose lattice fits the image (all of them when none fits or the check is off)."""
+    fits = [c for c in ranked if c.lattice_mismatch is not None and c.lattice_mismatch <= record["tolerance"]] \
+        if record else []
+    return fits or ranked

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from surrogate.errors import ImageError
+from surrogate.inference.settings import PreprocessSettings
 from surrogate.io.readers import Micrograph
 
-__all__ = ["Window", "resample", "normalise", "denoise", "windows", "estimate_rotation", "boundary_score", "prepare"]
+__all__ = ["Window", "resample", "normalise", "denoise", "windows", "estimate_rotation", "boundary_score", "crop", "prepare"]
 
 
 @dataclass
@@ -139,9 +140,28 @@ def boundary_score(image: np.ndarray) -> float:
     return float(1.0 - min(spectra[i] @ spectra[j] for i in range(4) for j in range(i + 1, 4)))
 
 
-def prepare(micrograph: Micrograph, sampling: float, shape: tuple[int, int], stride: int | None = None,
-            denoise_method: str = "none") -> tuple[np.ndarray, list[Window]]:
-    """Resample to ``sampling``, normalise, denoise, and cut into windows of ``shape``."""
+def crop(micrograph: Micrograph, roi) -> Micrograph:
+    """The ``[row, col, height, width]`` region of ``micrograph`` (file pixels)."""
+    import dataclasses
+
+    from surrogate.errors import ConfigError
+
+    try:
+        r, c, h, w = (int(v) for v in roi)
+    except (TypeError, ValueError):
+        raise ConfigError(f"roi={roi!r}: give [row, col, height, width] in pixels of the image") from None
+    rows, cols = micrograph.data.shape
+    if h <= 0 or w <= 0 or r < 0 or c < 0 or r + h > rows or c + w > cols:
+        raise ConfigError(f"roi={[r, c, h, w]} is not inside the {rows}x{cols} image: give [row, col, height, width] "
+                          "with row + height <= rows and col + width <= cols")
+    meta = dict(micrograph.metadata or {}, roi=[r, c, h, w])
+    return dataclasses.replace(micrograph, data=micrograph.data[r:r + h, c:c + w], metadata=meta)
+
+
+def prepare(micrograph: Micrograph, sampling: float, shape: tuple[int, int],
+            settings: PreprocessSettings = PreprocessSettings()) -> tuple[np.ndarray, list[Window]]:
+    """Resample to ``sampling``, normalise, denoise (``settings.denoise``), and cut into windows of
+    ``shape`` every ``settings.stride`` pixels."""
     image = resample(micrograph.data, micrograph.sampling, sampling)
-    image = normalise(denoise(image, denoise_method, sampling))
-    return image, windows(image, shape, stride)
+    image = normalise(denoise(image, settings.denoise, sampling))
+    return image, windows(image, shape, settings.stride)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["Candidate", "rank_candidates"]
+if TYPE_CHECKING:
+    from surrogate.inference.refine import Refinement
+    from surrogate.library import Library
+
+__all__ = ["Candidate", "rank_candidates", "rerank_refined", "library_energies"]
 
 
 @dataclass
@@ -28,7 +33,8 @@ class Candidate:
     rank: int = 0
     votes: int = 0                      # windows whose best match is this configuration
     lattice_mismatch: float | None = None  # relative spacing error of its lattice vs the image's (inference.lattice)
-    refinement: dict[str, Any] = field(default_factory=dict)
+    # the fit to the image (inference.refine.Refinement) once refined; empty before
+    refinement: "Refinement | Mapping[str, Any]" = field(default_factory=dict)
 
 
 def _group(c: Candidate) -> tuple:
@@ -71,3 +77,26 @@ def rank_candidates(candidates: list[Candidate], energy_weight: float = 1.0) -> 
     for i, c in enumerate(ranked, 1):
         c.rank = i
     return ranked
+
+
+def rerank_refined(ranked: list[Candidate], top: int, energy_weight: float, score: str = "fom") -> list[Candidate]:
+    """Order the first ``top`` (refined) candidates by ``score + energy_weight * energy_above``
+    (``score``: ``fom`` or ``residual``, from each refinement); the rest keep their order after
+    them. Ranks are renumbered."""
+    def key(c):
+        return c.refinement[score] + energy_weight * (c.energy_above or 0.0)
+
+    head = sorted(ranked[:top], key=lambda c: (key(c), c.rank))
+    out = head + ranked[top:]
+    for i, c in enumerate(out, 1):
+        c.rank = i
+    return out
+
+
+def library_energies(library: "Library") -> tuple[dict[str, float], str | None]:
+    """Energy per atom of every library configuration, and the model that computed them, where the
+    library has been annotated (``surrogate-annotate-energies``)."""
+    from surrogate.library.energies import energy_model, read_energies
+
+    energies = {k: float(v) for k, v in read_energies(library.root).items() if v is not None and np.isfinite(v)}
+    return energies, (energy_model(library.root) if energies else None)

@@ -10,8 +10,10 @@ structure needs a new simulation, which is what makes the fit cheap in simulatio
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from ase import Atoms
@@ -19,7 +21,8 @@ from ase import Atoms
 from surrogate.simulate.conditions import ImagingConditions
 from surrogate.simulate.images import SimulationSettings, render
 
-__all__ = ["Fit", "fom", "residual", "simulate_field", "transform", "refine", "score_at_pose", "atom_columns"]
+__all__ = ["Fit", "Refinement", "fom", "residual", "simulate_field", "transform", "refine", "score_at_pose", "atom_columns",
+           "anchor_window", "refine_candidates"]
 
 
 def _norm(x: np.ndarray) -> np.ndarray:
@@ -426,3 +429,104 @@ def _relax_and_refit(fit: Fit, window, atoms, conditions, settings, margin, calc
         fit.pose, fit.image, fit.fom, fit.shift_px, fit.ssim = pose, img, fom_relaxed, shift, ssim
         out["relaxed_model_used"] = True
     return out
+
+
+@dataclass
+class Refinement(Mapping):
+    """A candidate's refinement against the image: the fit, the scores, the conditions it was fitted
+    at. Reads like the JSON record it is written as (``r["fom"]``, ``set(r)``) and keeps the typed
+    parts as attributes (``r.fit``, ``r.image``)."""
+
+    fit: Fit
+    residual: float
+    conditions: dict[str, Any]          # ImagingConditions.to_dict() at the fitted defocus
+    retrieval_rank: int                 # the candidate's rank before refinement
+    shared_pose_of: str | None = None   # fitted at the pose of this sibling (refine.shared_pose)
+    columns: dict[str, Any] | None = None  # column score (surrogate.inference.columns), where measured
+
+    @property
+    def image(self) -> np.ndarray | None:
+        return self.fit.image
+
+    def record(self) -> dict[str, Any]:
+        """The JSON record (``candidates.json``'s ``refinement``)."""
+        out = dict(self.fit.summary(), residual=self.residual, conditions=self.conditions,
+                   retrieval_rank=self.retrieval_rank)
+        if self.shared_pose_of is not None:
+            out["shared_pose_of"] = self.shared_pose_of
+        if self.columns is not None:
+            out["columns"] = self.columns
+        return out
+
+    def _all(self) -> dict[str, Any]:
+        return dict(self.record(), image=self.image)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._all()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+def anchor_window(windows, ranked, how: str = "top") -> int:
+    """Window that every refined candidate is fitted on: ``top`` (the top-ranked candidate's),
+    ``boundary`` (the window whose quadrants differ most in lattice: across a grain boundary) or a
+    window index."""
+    from surrogate.errors import ConfigError
+    from surrogate.inference.preprocess import boundary_score
+
+    if how == "top":
+        return ranked[0].window if ranked else 0
+    if how == "boundary":
+        return int(np.argmax([boundary_score(w.image) for w in windows]))
+    try:
+        index = int(how)
+    except (TypeError, ValueError):
+        raise ConfigError(f"refine.window={how!r}: use top, boundary or a window index") from None
+    if not 0 <= index < len(windows):
+        raise ConfigError(f"refine.window={index} is not a window of this image (0..{len(windows) - 1})")
+    return index
+
+
+def refine_candidates(library, windows, ranked: list, settings, progress: bool = True) -> None:
+    """Refine the first ``settings.top`` candidates on one window (``settings.window``), in place:
+    each gets its :class:`Refinement` and its ``window`` set to that window, so their figures of
+    merit compare. With ``settings.shared_pose`` the first candidate of each material + zone axis is
+    fitted and its siblings are scored at its pose (:func:`score_at_pose`). ``settings`` is a
+    :class:`surrogate.inference.settings.RefineSettings`."""
+    from tqdm.auto import tqdm
+
+    if settings.top <= 0 or not ranked:
+        return
+    sim = SimulationSettings(potential_sampling=float(settings.potential_sampling))
+    calculator = None
+    if settings.relax:
+        from surrogate.potential.calculator import load_calculator
+
+        calculator = load_calculator(settings.potential)
+    share = settings.shares_poses
+    group_of = library.groups() if share else {}
+    fitted: dict[str, tuple[Fit, ImagingConditions, str]] = {}
+    anchor = anchor_window(windows, ranked, settings.window)
+    win = windows[anchor].image
+    for c in tqdm(ranked[:settings.top], desc="refine", disable=not progress):
+        atoms = library.atoms(c.config_id)
+        conditions = library.conditions(c.entry)
+        group = group_of.get(int(c.config_id, 16), c.config_id)
+        first = None
+        if share and group in fitted:
+            fit0, conditions, first = fitted[group]
+            f, shift, ssim, image = score_at_pose(win, atoms, conditions, fit0, sim)
+            fit = dataclasses.replace(fit0, fom=f, fom_before=f, ssim=ssim, ssim_before=ssim, shift_px=shift,
+                                      simulations=1, evaluations=0, image=image, extra=dict(fit0.extra))
+        else:
+            fit = refine(win, atoms, conditions, sim, tuple(settings.defocus_steps), settings.max_evals,
+                         calculator=calculator, final_method=settings.final_method)
+            if share:
+                fitted.setdefault(group, (fit, conditions, c.config_id))
+        conditions = conditions.replace(defocus=fit.defocus)
+        c.window = anchor
+        c.refinement = Refinement(fit, round(residual(win, fit.image), 5), conditions.to_dict(), c.rank, first)

@@ -106,7 +106,8 @@ def lattice_warning(record: dict) -> str:
 
 
 def _candidate_record(c) -> dict[str, Any]:
-    ref = {k: v for k, v in c.refinement.items() if k != "image"}
+    ref = c.refinement.record() if hasattr(c.refinement, "record") else dict(c.refinement)
+    ref.pop("image", None)
     return {
         "rank": c.rank, "config_id": c.config_id, "family": c.family, "formula": c.formula,
         "distance": round(float(c.distance), 5), "energy_per_atom": c.energy, "energy_above": c.energy_above,
@@ -145,14 +146,7 @@ def write_report(result: InferenceResult, out_dir: str | Path) -> dict[str, Path
     families = {c.config_id: c.family for c in result.candidates}
     for cid in set(result.window_best) - set(families):
         families[cid] = "?"
-    try:
-        from ase.db import connect
-
-        with connect(library.root / "structures.db") as db:
-            for row in db.select(columns=["key_value_pairs"]):
-                families[row.config_id] = row.get("family", "?")
-    except Exception:  # the map is a convenience; a missing family is shown as "?"
-        pass
+    families.update({cid: r.family or "?" for cid, r in library.structures().items()})
     fig = window_map_figure(result, families)
     files["window_map"] = out / "window_map.png"
     _save_png(files["window_map"], _png(fig))
@@ -225,7 +219,7 @@ def _html(summary: dict, records: list[dict], blocks: list, window_map: bytes) -
     table = ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
     fits = "".join(
         f"<h3>rank {c.rank}: {esc(c.family)} {esc(c.config_id)}</h3>{_img_tag(png)}"
-        f"<pre>{esc(json.dumps({k: v for k, v in c.refinement.items() if k != 'image'}, indent=1, default=float))}</pre>"
+        f"<pre>{esc(json.dumps(_candidate_record(c)['refinement'], indent=1, default=float))}</pre>"
         for c, png in blocks
     )
     meta = {k: summary[k] for k in ("image", "pixel_size", "library", "library_hash", "method", "checkpoint",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -11,10 +12,11 @@ import numpy as np
 
 from surrogate.errors import ConfigError, LibraryError
 from surrogate.inference.rank import Candidate
+from surrogate.inference.settings import RetrievalSettings
 from surrogate.library import Library
 from surrogate.library.store import int_to_id
 
-__all__ = ["Matcher", "CNNMatcher", "ClassicMatcher", "make_matcher", "keep_allowed", "aggregate", "structure_rows"]
+__all__ = ["Matcher", "CNNMatcher", "ClassicMatcher", "make_matcher", "keep_allowed", "aggregate", "Retrieval", "retrieve"]
 
 
 class Matcher(Protocol):
@@ -147,8 +149,7 @@ def make_matcher(method: str, library: Library, checkpoint: str | Path | None = 
     raise ConfigError(f"unknown method {method!r}; use method=cnn|sift|hog|spectrum")
 
 
-def aggregate(library: Library, indices: np.ndarray, distances: np.ndarray,
-              rows: dict[str, tuple[str, str, str]] | None = None) -> list[Candidate]:
+def aggregate(library: Library, indices: np.ndarray, distances: np.ndarray) -> list[Candidate]:
     """Per-window matches -> one candidate per configuration, at its best window.
 
     ``votes`` counts the windows whose best match is that configuration (where in the image it is).
@@ -166,24 +167,75 @@ def aggregate(library: Library, indices: np.ndarray, distances: np.ndarray,
                 best[cid] = c = Candidate(config_id=cid, distance=float(d), window=w, entry=int(i), votes=votes)
             if j == 0:
                 c.votes += 1
-    rows = structure_rows(library) if rows is None else rows
+    records = library.structures()
     for c in best.values():
-        family, formula, kind = rows.get(c.config_id, ("", "", ""))
-        c.family, c.formula, c.kind = family, formula, kind
+        r = records.get(c.config_id)
+        if r is not None:
+            c.family, c.formula, c.kind = r.family, r.formula, r.kind
     return list(best.values())
 
 
-def structure_rows(library: Library) -> dict[str, tuple[str, str, str]]:
-    """config_id -> (family, reduced formula, kind) from the library's structure database; the kind
-    is a boundary's name (its rigid translations share it), else the family."""
-    from ase.db import connect
+@dataclass
+class Retrieval:
+    """What the window matching found: candidates (nearest first, at most ``settings.candidates``),
+    the best configuration of every window, and the matcher's out-of-library threshold."""
 
-    out = {}
-    with connect(library.root / "structures.db") as db:
-        for row in db.select(columns=["key_value_pairs", "numbers", "data"]):
-            family = row.get("family", "")
-            params = (row.data or {}).get("info", {}).get("params", {}) or {}
-            kind = str(params.get("name") or family) if family == "gb" else family
-            out[row.config_id] = (family, row.toatoms().get_chemical_formula(mode="metal", empirical=True), kind)
-    return out
+    candidates: list[Candidate]
+    window_best: list[str]
+    threshold: float | None
 
+
+def _allowed_share(library: Library, allowed: set[str]) -> float:
+    """Fraction of the library's configurations made of ``allowed`` elements only."""
+    from ase.formula import Formula
+
+    records = library.structures().values()
+    ok = sum(set(Formula(r.formula).count()) <= allowed for r in records)
+    return ok / max(len(records), 1)
+
+
+def _mode_mask(library: Library, mode: str | None) -> np.ndarray | None:
+    """Which library images were simulated in ``mode`` (None: no restriction)."""
+    if mode is None:
+        return None
+    from surrogate.simulate.conditions import MODES
+
+    codes = library.condition_table()[:, 0].astype(int)
+    mask = codes == MODES.index(mode)
+    if not mask.any():
+        present = sorted({MODES[c] for c in np.unique(codes)})
+        raise ConfigError(f"the library holds no {mode} images (it has {', '.join(present)}): "
+                          "set retrieval.mode to one of those or null")
+    return mask
+
+
+def retrieve(library: Library, matcher: Matcher, windows: np.ndarray, settings: RetrievalSettings) -> Retrieval:
+    """Match every window (``(W, H, W)`` at the library's sampling) and aggregate the matches into
+    one candidate per configuration, restricted to the allowed elements and imaging mode."""
+    from ase.formula import Formula
+
+    allowed = settings.allowed
+    share = _allowed_share(library, allowed) if allowed else 1.0
+    if share == 0.0:
+        raise ConfigError(f"no library configuration is made of {sorted(allowed or ())} only: widen retrieval.elements")
+    in_mode = _mode_mask(library, settings.mode)
+    share *= float(in_mode.mean()) if in_mode is not None else 1.0
+    # every configuration has images_per_structure entries: search deep enough for k distinct ones
+    # (of the allowed elements and mode: the others are dropped after the search)
+    per = int(library.manifest.get("images_per_structure", 1))
+    depth = min(len(library), int(np.ceil(settings.k * per / share)))
+    indices, distances = matcher.search(windows, depth)
+    if in_mode is not None:
+        indices, distances = keep_allowed(indices, distances, in_mode)
+        if (indices[:, 0] < 0).any():
+            raise ConfigError("a window matched no library image of the requested mode: raise retrieval.k")
+    cands = aggregate(library, indices, distances)
+    if allowed:
+        cands = [c for c in cands if set(Formula(c.formula).count()) <= allowed]
+        if not cands:
+            raise ConfigError(f"no library configuration made of {sorted(allowed)} only was matched: raise retrieval.k")
+    cands = sorted(cands, key=lambda c: c.distance)[:settings.candidates]
+    cids = library.config_ids()
+    window_best = [int_to_id(cids[int(i[0])]) for i in indices]
+    threshold = settings.threshold if settings.threshold is not None else getattr(matcher, "threshold", None)
+    return Retrieval(cands, window_best, threshold)

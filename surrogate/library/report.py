@@ -27,10 +27,7 @@ def contact_sheet(root: Path, n: int = 48, cols: int = 8, path: Path | None = No
     for j, u in enumerate(np.linspace(0, units - 1, min(n, units * k)).astype(int)):
         picks.append(int(u) * k + (j % k))
     picks = sorted(set(picks))[:n] or [0]
-    from ase.db import connect
-
-    with connect(Path(root) / "structures.db") as db:
-        family = {r.config_id: (r.family, r.material, r.zone_axis) for r in db.select(columns=["key_value_pairs"])}
+    family = {cid: (r.family, r.material, r.zone_axis) for cid, r in lib.structures().items()}
     cids = lib.config_ids()
     rows = int(np.ceil(len(picks) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.8), squeeze=False)

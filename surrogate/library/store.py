@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from surrogate.simulate.conditions import METHODS, MODES, ImagingConditions
 
 __all__ = [
     "FORMAT_VERSION", "CONDITION_COLUMNS", "atomic_write_text", "encode_conditions", "decode_conditions",
-    "id_to_int", "int_to_id", "open_images", "create_images", "read_manifest", "Library",
+    "id_to_int", "int_to_id", "open_images", "create_images", "read_manifest", "Library", "StructureRecord",
 ]
 
 FORMAT_VERSION = 1
@@ -149,6 +151,30 @@ class _CheckedGroup:
         return getattr(self._group, name)
 
 
+@dataclass(frozen=True)
+class StructureRecord:
+    """What the library knows of one configuration without loading its atoms (a ``structures.db`` row).
+
+    ``kind`` is a boundary's name (its rigid translations share it), else the family; ``group`` is
+    ``"<material> <zone_axis>"``: the configurations of one group are near-identical (a slab, its
+    defect variants and the boundaries along the same zone axis). ``columns`` holds every key/value
+    column of the row (the class labels among them, where the builder recorded them).
+    """
+
+    config_id: str
+    family: str
+    formula: str                        # reduced, metals first (CdTe, Si)
+    kind: str
+    material: str
+    zone_axis: str
+    params: dict[str, Any] = field(default_factory=dict, compare=False)
+    columns: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def group(self) -> str:
+        return f"{self.material} {self.zone_axis}"
+
+
 class Library:
     """Read access to a finished library directory (lazy: nothing is loaded until indexed).
 
@@ -171,6 +197,38 @@ class Library:
     # zarr handles are opened lazily so that the object pickles into DataLoader workers
     def __getstate__(self):
         return {"root": self.root, "manifest": self.manifest, "_group": None}
+
+    def db(self):
+        """The library's ``structures.db`` (an :func:`ase.db.connect` handle; use it as a context manager)."""
+        from ase.db import connect
+
+        path = self.root / "structures.db"
+        if not path.exists():
+            raise LibraryError(f"no structures.db in {self.root}: not a finished library; rebuild it with surrogate-build-library")
+        return connect(path)
+
+    @cached_property
+    def _structures(self) -> dict[str, StructureRecord]:
+        out = {}
+        with self.db() as db:
+            for row in db.select(columns=["key_value_pairs", "numbers", "data"]):
+                family = str(row.get("family", ""))
+                params = (row.data or {}).get("info", {}).get("params", {}) or {}
+                kind = str(params.get("name") or family) if family == "gb" else family
+                out[row.config_id] = StructureRecord(
+                    config_id=row.config_id, family=family,
+                    formula=row.toatoms().get_chemical_formula(mode="metal", empirical=True), kind=kind,
+                    material=str(row.get("material", "")), zone_axis=str(row.get("zone_axis", "")),
+                    params=params, columns=dict(row.key_value_pairs))
+        return out
+
+    def structures(self) -> dict[str, StructureRecord]:
+        """One :class:`StructureRecord` per configuration (config_id -> record), read once per object."""
+        return self._structures
+
+    def groups(self) -> dict[int, str]:
+        """Group key of every configuration (uint64 id -> ``"<material> <zone_axis>"``)."""
+        return {id_to_int(cid): r.group for cid, r in self.structures().items()}
 
     @property
     def group(self):
@@ -210,9 +268,7 @@ class Library:
 
     def atoms(self, config_id: str):
         """The configuration with this id, from ``structures.db``."""
-        from ase.db import connect
-
-        with connect(self.root / "structures.db") as db:
+        with self.db() as db:
             rows = list(db.select(config_id=config_id))
         if not rows:
             raise LibraryError(f"config_id {config_id} is not in {self.root / 'structures.db'}")

@@ -1,0 +1,214 @@
+"""Typed settings of the inference stages: the only home of their defaults.
+
+Each stage of :func:`surrogate.inference.pipeline.run_inference` takes one dataclass:
+
+=====================  =======================  ===========================================
+config key             class                    stage
+=====================  =======================  ===========================================
+(top level)            :class:`InferenceSettings`  reading (pixel size, channel, frame, roi), matcher
+``preprocess``         :class:`PreprocessSettings`  resample, denoise, cut into windows
+``retrieval``          :class:`RetrievalSettings`   window matching and aggregation
+``lattice_check``      :class:`LatticeSettings`     lattice spacings against the known pixel size
+``rank``               :class:`RankSettings`        image distance + energy, Pareto front
+``refine``             :class:`RefineSettings`      fit of the top candidates to the image
+=====================  =======================  ===========================================
+
+The same classes are the Hydra schema of ``infer.yaml`` (registered in Hydra's ConfigStore as
+``infer_schema``), so a typo or a wrong type is refused when the command line is composed, and
+:meth:`InferenceSettings.from_config` turns a config (or a plain dict of overrides) into the
+objects the stages take. Values that no type can refuse (a negative ``k``, an unknown mode) are
+checked in ``__post_init__`` with a one-line :class:`~surrogate.errors.ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Mapping, Optional
+
+from surrogate.errors import ConfigError
+
+__all__ = [
+    "PreprocessSettings", "RetrievalSettings", "LatticeSettings", "RankSettings", "RefineSettings",
+    "InferenceSettings", "InferConfig", "METHODS", "register",
+]
+
+#: Matchers: the CNN embedding + FAISS, and the classical baselines.
+METHODS = ("cnn", "sift", "hog", "spectrum")
+
+
+def _choice(key: str, value: Any, options) -> None:
+    if value not in options:
+        raise ConfigError(f"{key}={value!r}: use {' | '.join(str(o) for o in options)}")
+
+
+def _at_least(key: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}={value!r} must be an integer")
+    if value < low:
+        raise ConfigError(f"{key}={value} must be >= {low}")
+
+
+@dataclass
+class PreprocessSettings:
+    """Resampling to the library's canonical sampling, denoising and windowing."""
+
+    denoise: str = "gaussian"          # none | gaussian | nlmeans
+    stride: Optional[int] = None       # window stride [px]; default half a window
+
+    def __post_init__(self):
+        _choice("preprocess.denoise", self.denoise, ("none", "gaussian", "nlmeans"))
+        if self.stride is not None:
+            _at_least("preprocess.stride", self.stride, 1)
+
+
+@dataclass
+class RetrievalSettings:
+    """Which library images each window is matched against, and how many."""
+
+    k: int = 10                                # distinct configurations matched per window
+    candidates: int = 10                       # configurations kept for ranking
+    elements: Optional[List[str]] = None       # what the sample is made of, e.g. [Cd,Te,Se,Cl]
+    mode: Optional[str] = None                 # imaging mode of the image: haadf | abf | bf | hrtem
+    threshold: Optional[float] = None          # out-of-library distance; default: the index calibration
+
+    def __post_init__(self):
+        from ase.data import chemical_symbols
+
+        from surrogate.simulate.conditions import MODES
+
+        _at_least("retrieval.k", self.k, 1)
+        _at_least("retrieval.candidates", self.candidates, 1)
+        if self.elements is not None:
+            unknown = {str(e) for e in self.elements} - set(chemical_symbols)
+            if unknown:
+                raise ConfigError(f"retrieval.elements: unknown element(s) {sorted(unknown)}; use symbols like [Cd,Te]")
+        if self.mode is not None and self.mode not in MODES:
+            raise ConfigError(f"retrieval.mode={self.mode!r}: choose one of {', '.join(MODES)} (or null for all)")
+
+    @property
+    def allowed(self) -> set[str] | None:
+        return {str(e) for e in self.elements} if self.elements else None
+
+
+@dataclass
+class LatticeSettings:
+    """The lattice-spacing check (:mod:`surrogate.inference.lattice`)."""
+
+    mode: str = "rerank"      # rerank (consistent candidates first) | flag (only flag) | off
+    tolerance: float = 0.10   # relative spacing error within which a candidate's lattice is the image's (Si vs CdTe: 0.17)
+
+    def __post_init__(self):
+        _choice("lattice_check.mode", self.mode, ("rerank", "flag", "off"))
+        if not float(self.tolerance) > 0:
+            raise ConfigError(f"lattice_check.tolerance={self.tolerance} must be > 0 (a relative spacing error, e.g. 0.1)")
+
+
+@dataclass
+class RankSettings:
+    """Image distance against energy."""
+
+    energy_weight: float = 1.0   # distance per eV/atom above the lowest candidate of the same kind and elements
+
+
+@dataclass
+class RefineSettings:
+    """The fit of the top candidates to one window of the image (:mod:`surrogate.inference.refine`)."""
+
+    top: int = 3                          # candidates refined, then ordered by their score (0 = none)
+    window: str = "top"                   # top (the top candidate's) | boundary (straddles two lattices) | an index
+    potential_sampling: float = 0.08      # [Å] projected-potential sampling of the refinement simulations
+    defocus_steps: List[float] = field(default_factory=lambda: [-30.0, 30.0])  # [Å] tried around the library's
+    max_evals: int = 300                  # Nelder-Mead evaluations of each registration stage
+    relax: bool = False                   # relax each candidate with the potential, re-simulate, re-fit
+    potential: Optional[str] = None       # potential checkpoint for relax
+    final_method: Optional[str] = None    # re-simulate the final image with multislice | prism (slow on CPU)
+    score: str = "fom"                    # fom (0.1 x shift + 1 - SSIM) | residual (1 - R^2: sharper for point defects)
+    shared_pose: bool = False             # fit the first candidate of each material + zone axis, score its siblings at its pose
+
+    def __post_init__(self):
+        _at_least("refine.top", self.top, 0)
+        _at_least("refine.max_evals", self.max_evals, 1)
+        _choice("refine.score", self.score, ("fom", "residual"))
+        if self.final_method is not None:
+            _choice("refine.final_method", self.final_method, ("multislice", "prism"))
+        if str(self.window) not in ("top", "boundary"):
+            try:
+                if int(self.window) < 0:
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise ConfigError(f"refine.window={self.window!r}: use top, boundary or a window index") from None
+        if not float(self.potential_sampling) > 0:
+            raise ConfigError(f"refine.potential_sampling={self.potential_sampling} must be > 0 [Å]")
+        if self.relax and not self.potential:
+            raise ConfigError("refine.relax=true needs a potential checkpoint: refine.potential=<file>")
+
+    @property
+    def shares_poses(self) -> bool:
+        """Siblings are scored at the first one's pose only when neither the structure (relax) nor the
+        simulation (final_method) changes per candidate."""
+        return self.shared_pose and not self.relax and not self.final_method
+
+
+@dataclass
+class InferenceSettings:
+    """Everything :func:`~surrogate.inference.pipeline.run_inference` needs besides the image and library."""
+
+    method: str = "cnn"                 # cnn (embedding + FAISS) | sift | hog | spectrum
+    checkpoint: Optional[str] = None    # embedding checkpoint trained on the library (method=cnn)
+    index: Optional[str] = None         # FAISS index; default <library>/index/<checkpoint hash>.faiss (built once)
+    device: str = "cpu"                 # cpu | cuda | auto
+    pixel_size: Optional[float] = None  # [Å/px]; overrides the file's calibration, required where it has none
+    channel: Optional[str] = None       # colour images only: gray | r | g | b
+    frame: Optional[int] = None         # image stacks: frame index (default: sum of all frames)
+    roi: Optional[List[int]] = None     # [row, col, height, width] in file pixels: analyse only this region
+    preprocess: PreprocessSettings = field(default_factory=PreprocessSettings)
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    lattice_check: LatticeSettings = field(default_factory=LatticeSettings)
+    rank: RankSettings = field(default_factory=RankSettings)
+    refine: RefineSettings = field(default_factory=RefineSettings)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r}; use method={'|'.join(METHODS)}")
+        _choice("device", self.device, ("cpu", "cuda", "auto"))
+
+    @classmethod
+    def from_config(cls, cfg: Any = None, **overrides: Any) -> "InferenceSettings":
+        """Settings from a config node or nested mapping, with keyword ``overrides`` on top (nested
+        dicts for the stages: ``refine={"top": 0}``). Unknown keys and wrong types are a ConfigError."""
+        from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+
+        try:
+            node = OmegaConf.merge(OmegaConf.structured(cls), cfg if cfg is not None else {}, overrides)
+            return OmegaConf.to_object(node)  # type: ignore[return-value]
+        except OmegaConfBaseException as exc:
+            if isinstance(exc.__cause__, ConfigError):
+                raise exc.__cause__ from None
+            key = getattr(exc, "full_key", None)
+            first = str(exc).splitlines()[0]
+            raise ConfigError(f"bad inference setting{f' {key!r}' if key else ''}: {first}") from None
+
+    def replace(self, **changes: Any) -> "InferenceSettings":
+        """A copy with ``changes`` (nested dicts merge into the stage settings: ``refine={"top": 0}``)."""
+        from omegaconf import OmegaConf
+
+        return type(self).from_config(OmegaConf.structured(self), **changes)
+
+
+@dataclass
+class InferConfig(InferenceSettings):
+    """The schema of ``infer.yaml``: the settings plus what the command line adds."""
+
+    image: str = "???"                               # dm3, dm4, emd, ser, mrc, tif, hspy, png, jpg or npy
+    library_dir: str = "demo_library"                # library built by surrogate-build-library
+    output_dir: str = "${hydra:runtime.output_dir}"  # where the report goes
+    wandb: bool = False                              # also log the report to wandb (offline unless WANDB_MODE says otherwise)
+    verbose: bool = False                            # show library and third-party log lines on the console too
+
+
+def register() -> None:
+    """Put the schema into Hydra's ConfigStore as ``infer_schema`` (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="infer_schema", node=InferConfig)
