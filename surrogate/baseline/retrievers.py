@@ -61,11 +61,11 @@ def polar_spectrum(image: np.ndarray, n_r: int = 24, n_theta: int = 90, r_min: f
     """
     from scipy.ndimage import map_coordinates
 
+    from surrogate.augment.spectra import windowed_spectrum
+
     image = _standardise(image)
     h, w = image.shape
-    window = np.outer(np.hanning(h), np.hanning(w))
-    power = np.fft.fftshift(np.abs(np.fft.fft2(image * window)) ** 2)
-    power = np.log1p(power)
+    power = np.log1p(windowed_spectrum(image, subtract_mean=False))  # standardised: mean already 0
     n = min(h, w)
     radii = np.linspace(r_min, 0.5, n_r) * n
     theta = np.linspace(0, np.pi, n_theta, endpoint=False)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from surrogate.augment.spectra import windowed_spectrum
 from surrogate.errors import ImageError
 from surrogate.inference.settings import PreprocessSettings
 from surrogate.io.readers import Micrograph
@@ -86,10 +87,9 @@ def windows(image: np.ndarray, shape: tuple[int, int], stride: int | None = None
 
 
 def _log_polar_spectrum(image: np.ndarray, radius: int) -> np.ndarray:
-    from skimage.filters import window
     from skimage.transform import warp_polar
 
-    f = np.abs(np.fft.fftshift(np.fft.fft2(image * window("hann", image.shape))))
+    f = windowed_spectrum(image, power=False, subtract_mean=False, periodic=True)
     f[f.shape[0] // 2, f.shape[1] // 2] = 0
     # the zero frequency of an fftshifted even-sized spectrum sits at n // 2, not at the centre pixel
     centre = (f.shape[0] // 2, f.shape[1] // 2)
@@ -122,8 +122,7 @@ def estimate_rotation(image: np.ndarray, reference: np.ndarray) -> tuple[float, 
 
 def _spectrum(image: np.ndarray) -> np.ndarray:
     """Unit-norm, zero-mean log power spectrum (Hann window, DC removed)."""
-    x = (image - image.mean()) * np.outer(np.hanning(image.shape[0]), np.hanning(image.shape[1]))
-    p = np.abs(np.fft.fftshift(np.fft.fft2(x))) ** 2
+    p = windowed_spectrum(image)
     c = np.array(p.shape) // 2
     p[c[0] - 2:c[0] + 3, c[1] - 2:c[1] + 3] = 0.0
     p = np.log1p(p)
