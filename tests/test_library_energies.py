@@ -202,3 +202,77 @@ def test_several_checkpoints_each_configuration_gets_the_potential_of_its_elemen
         assert energies[atoms.info["config_id"]] == pytest.approx(b.get_potential_energy() / len(b), abs=1e-5)
     assert np.isnan(energies[cu.info["config_id"]])
     assert annotate_energies(tmp_path, checkpoint=[str(c) for c in ckpts], progress=False)["counts"]["computed"] == 0
+
+
+# --------------------------------------------------------------------------- boundary / formation energies
+def _cdte_library(tmp_path):
+    """A library of CdTe [110] configurations: bulk slab, a Cd vacancy, the Sigma3 twin and the Sigma9 tilt."""
+    from ase.db import connect
+
+    from surrogate.library.build import _write_row
+    from surrogate.structures import add_defects, bicrystal, crystal, zone_axis_slab
+
+    unit = crystal("CdTe")
+    slab = zone_axis_slab(unit, (1, 1, 0), None, (9.0, 6.0), 6.0, "CdTe")
+    vac = add_defects(slab, [{"kind": "vacancy", "species": "Cd"}], seed=0)
+    z = {"zone_axis": [1, 1, 0], "upward": [0, 0, 1]}
+    twin = bicrystal(unit, {**z, "tilt": 54.73561}, {**z, "tilt": 125.26439, "flip_species": True},
+                     fov=(20.0, 12.0), thickness=6.0, material="CdTe")
+    tilt = bicrystal(unit, {**z, "tilt": -19.47}, {**z, "tilt": 19.47}, fov=(20.0, 12.0), thickness=6.0, material="CdTe")
+    db = connect(tmp_path / "structures.db")
+    for unit_index, atoms in enumerate((slab, vac, twin, tilt)):
+        _write_row(db, atoms, unit_index)
+    return tmp_path, {"slab": slab, "vac": vac, "twin": twin, "tilt": tilt}
+
+
+CDTE_CKPT = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "checkpoints" / "potential_cdte.pt")
+
+
+def test_bicrystals_get_boundary_energies_and_defects_formation_energies(tmp_path):
+    from ase.db import connect
+
+    from surrogate.library.energies import read_boundary_energies, read_formation_energies
+    from surrogate.potential.energy import resolve_calculator
+    from surrogate.potential.interfaces import boundary_energy, formation_energy
+
+    lib, s = _cdte_library(tmp_path)
+    summary = annotate_energies(lib, checkpoint=CDTE_CKPT, progress=False)
+    assert summary["counts"]["gb_energy"] == 2 and summary["counts"]["formation_energy"] == 1
+    assert summary["settings"]["condition"] == "mid"
+    side = json.loads((lib / "energies.json").read_text())
+    assert side["settings"]["condition"] == "mid"
+    gb = read_boundary_energies(lib)
+    assert set(gb) == {s["twin"].info["config_id"], s["tilt"].info["config_id"]}  # bicrystals only
+    calc = resolve_calculator(checkpoint=CDTE_CKPT).calculator
+    for name in ("twin", "tilt"):
+        assert gb[s[name].info["config_id"]] == pytest.approx(boundary_energy(s[name], calc), rel=1e-5)
+        assert 50 < gb[s[name].info["config_id"]] < 5000  # mJ/m^2, unrelaxed
+    ef = read_formation_energies(lib)
+    assert list(ef) == [s["vac"].info["config_id"]]
+    assert ef[s["vac"].info["config_id"]] == pytest.approx(formation_energy(s["vac"], calc), rel=1e-5)
+    row = connect(lib / "structures.db").get(config_id=s["tilt"].info["config_id"])
+    assert set(row.data["excess"]["limits"]) == {"Cd-rich", "Te-rich"} and row.data["excess"]["n_boundaries"] == 2
+    assert "info" in row.data  # the builder's info survives the update
+
+
+def test_old_libraries_read_as_nan_and_are_completed_with_relaxed_values(tmp_path):
+    from ase.db import connect
+
+    from surrogate.library.energies import read_boundary_energies
+
+    lib, s = _cdte_library(tmp_path)
+    annotate_energies(lib, checkpoint=CDTE_CKPT, progress=False)
+    db = connect(lib / "structures.db")
+    for row in db.select(family="gb"):  # a library annotated before gb_energy existed
+        db.update(row.id, delete_keys=["gb_energy", "excess_condition"])
+    assert all(np.isnan(v) for v in read_boundary_energies(lib).values())
+    summary = annotate_energies(lib, checkpoint=CDTE_CKPT, relax=True, steps=10, progress=False)
+    assert summary["counts"]["computed"] == 4  # all rows: the relaxation was asked for
+    gb, gb_relaxed = read_boundary_energies(lib), read_boundary_energies(lib, relaxed=True)
+    for cid in gb:
+        assert np.isfinite(gb[cid]) and gb_relaxed[cid] <= gb[cid] + 1e-9  # relaxing never raises it
+    row = db.get(config_id=s["twin"].info["config_id"])
+    assert row.relax_energy_drop >= 0 and row.relax_max_displacement > 0
+    assert row.relax_stopped in ("converged", "steps", "short_contact")
+    # a second pass with the same settings computes nothing
+    assert annotate_energies(lib, checkpoint=CDTE_CKPT, relax=True, steps=10, progress=False)["counts"]["computed"] == 0

@@ -12,9 +12,21 @@ into the row's key/value pairs:
 ``energy_message``          one line explaining a flag (absent when ``ok``)
 ``relaxed_energy_per_atom`` after relaxation [eV/atom] (``relax=True``)
 ``relax_converged``         max force <= fmax at the end; ``relax_steps``: optimiser steps
+``relax_energy_drop``       energy before - after relaxation [eV]; ``relax_max_displacement`` [Å];
+                            ``relax_stopped``: converged / steps / short_contact
+``gb_energy``               bicrystals (family ``gb``): boundary energy [mJ/m^2], excess over the
+                            bulk crystal / (2 x boundary area), :func:`surrogate.potential.interfaces.boundary_energy`
+``formation_energy``        point defects (family ``defect``): E_defect - sum n_i mu_i [eV]
+``gb_energy_relaxed``,      the same after relaxation (``relax=True``)
+``formation_energy_relaxed``
+``excess_message``          why a bicrystal/defect has no gb_energy/formation_energy (absent when it has)
 =========================== ==============================================================
 
-and the relaxed positions [Å] into the row's ``data["relaxed_positions"]``. Each row commits on its
+and the relaxed positions [Å] into the row's ``data["relaxed_positions"]``, the chemical
+potentials and the rich-limit values into ``data["excess"]``. Chemical potentials of a compound
+(``condition``): ``mid`` (default, midway between the two rich limits), ``Cd-rich``, ``Te-rich``...
+or explicit ``mu``; they are recorded in the sidecar. Rows annotated before these columns existed are
+completed on the next pass; libraries without them read as before. Each row commits on its
 own, so a killed pass resumes: rows already annotated by the same model (with a relaxation when
 one is asked for) are skipped. ``energies.json`` beside the database records the model, the
 checkpoint, the date and the counts (atomic write).
@@ -40,8 +52,8 @@ from surrogate.errors import ConfigError, LibraryError, exit_on_user_error
 from surrogate.io.files import atomic_write_text
 
 __all__ = [
-    "SIDECAR", "annotate_energies", "read_energies", "read_compositions", "energy_model", "relative_energies",
-    "main",
+    "SIDECAR", "annotate_energies", "read_energies", "read_boundary_energies", "read_formation_energies",
+    "read_compositions", "energy_model", "relative_energies", "main",
 ]
 
 #: Sidecar recording the model behind a library's energies.
@@ -60,11 +72,20 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:300]
 
 
-def _is_done(kvp: Mapping[str, Any], model_id: str, relax: bool) -> bool:
+#: Family -> the excess-energy column it gets.
+EXCESS_COLUMN = {"gb": "gb_energy", "defect": "formation_energy"}
+
+
+def _is_done(kvp: Mapping[str, Any], model_id: str, relax: bool, condition: str | None = None) -> bool:
     if kvp.get("energy_model") != model_id or "energy_flag" not in kvp:
         return False
     if kvp["energy_flag"] != "ok":
         return True  # flagged rows are deterministic: flagging them again gives the same answer
+    column = EXCESS_COLUMN.get(kvp.get("family"))
+    if column and "excess_message" not in kvp and (column not in kvp or kvp.get("excess_condition") != condition):
+        return False  # annotated before boundary/formation energies existed, or under other potentials
+    if column and relax and "excess_message" not in kvp and f"{column}_relaxed" not in kvp:
+        return False
     return not relax or "relaxed_energy_per_atom" in kvp
 
 
@@ -79,6 +100,8 @@ def annotate_energies(
     fmax: float = 0.05,
     steps: int = 200,
     optimizer: str = "FIRE",
+    condition: str = "mid",
+    mu: Mapping[str, float] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Compute the energy per atom of every configuration in a library and store it in its row.
@@ -110,6 +133,10 @@ def annotate_energies(
         Largest number of relaxation steps.
     optimizer
         :mod:`ase.optimize` optimiser name.
+    condition, mu
+        Chemical potentials of ``gb_energy`` and ``formation_energy`` for compounds: ``mid``,
+        ``<element>-rich``, or explicit ``{element: eV}`` (see
+        :func:`surrogate.potential.interfaces.chemical_potentials`).
 
     Returns
     -------
@@ -134,18 +161,26 @@ def annotate_energies(
         models = [resolve_calculator(calculator, checkpoint=checkpoint, model_id=model_id, elements=elements)]
     db = connect(db_path)  # no `with`: each update commits on its own (resumable)
     ids = [(row.id, row.key_value_pairs, row.numbers) for row in db.select(columns=["id", "key_value_pairs", "numbers"])]
+    from surrogate.potential.interfaces import relax_candidate
+
+    cond_key = _condition_key(condition, mu)
     computed = 0
     bar = tqdm(ids, unit="structure", desc="energies", disable=not progress)
     for row_id, kvp, numbers in bar:
         model = _covering(models, numbers)
-        if _is_done(kvp, model.model_id, relax):
+        if _is_done(kvp, model.model_id, relax, cond_key):
             continue
-        atoms = db.get_atoms(id=row_id)
+        row = db.get(id=row_id)
+        atoms = row.toatoms()
+        atoms.info = dict((row.data or {}).get("info", {}) or {})
         problem = check_structure(atoms, model.elements)
         update: dict[str, Any] = {"energy_model": model.model_id}
         data = None
         stale = [k for k in ("energy_per_atom", "energy_message", "relaxed_energy_per_atom", "relax_converged",
-                             "relax_steps") if k in kvp]
+                             "relax_steps", "relax_energy_drop", "relax_max_displacement", "relax_stopped",
+                             "gb_energy", "gb_energy_relaxed", "formation_energy", "formation_energy_relaxed",
+                             "excess_message", "excess_condition") if k in kvp]
+        relaxed = None
         if problem is None:
             try:
                 _, energy, _, _ = relax_atoms(atoms, model.calculator, fmax, 0, optimizer)
@@ -154,13 +189,16 @@ def annotate_energies(
                 else:
                     update["energy_per_atom"] = energy / len(atoms)
                     if relax:
-                        relaxed, e_relaxed, converged, n = relax_atoms(atoms, model.calculator, fmax, steps, optimizer)
-                        if not math.isfinite(e_relaxed):
-                            problem = ("nonfinite", f"non-finite energy during relaxation ({e_relaxed})")
+                        r = relax_candidate(atoms, model.calculator, fmax=fmax, steps=steps, optimizer=optimizer)
+                        if not math.isfinite(r.energy_after):
+                            problem = ("nonfinite", f"non-finite energy during relaxation ({r.energy_after})")
                         else:
-                            update.update(relaxed_energy_per_atom=e_relaxed / len(atoms),
-                                          relax_converged=converged, relax_steps=n)
-                            data = {"relaxed_positions": relaxed.positions.astype(np.float64),
+                            relaxed = r
+                            update.update(relaxed_energy_per_atom=r.energy_after / len(atoms),
+                                          relax_converged=r.converged, relax_steps=r.steps,
+                                          relax_energy_drop=r.energy_drop, relax_max_displacement=r.max_displacement,
+                                          relax_stopped=r.stopped)
+                            data = {"relaxed_positions": r.atoms.positions.astype(np.float64),
                                     "relaxed_model": model.model_id}
             except ConfigError:
                 raise
@@ -169,14 +207,58 @@ def annotate_energies(
                 problem = ("unknown_element" if "element" in msg.lower() else "calculator_error", msg)
         if problem is None:
             update["energy_flag"] = "ok"
+            excess, excess_data = _excess_columns(atoms, kvp.get("family"), model.calculator, energy, relaxed,
+                                                  condition, mu)
+            update.update(excess)
+            if excess:
+                update["excess_condition"] = cond_key
+            if excess_data:
+                data = {**(data or {}), "excess": excess_data}
         else:
             update = {"energy_model": model.model_id, "energy_flag": problem[0], "energy_message": problem[1]}
         db.update(row_id, delete_keys=[k for k in stale if k not in update], data=data, **update)
         computed += 1
     bar.close()
-    summary = _summary(db, models, relax=relax, fmax=fmax, steps=steps, optimizer=optimizer, computed=computed)
+    summary = _summary(db, models, relax=relax, fmax=fmax, steps=steps, optimizer=optimizer, computed=computed,
+                       condition=cond_key, mu=dict(mu) if mu else None)
     _write_sidecar(Path(library_dir), summary)
     return summary
+
+
+def _condition_key(condition: str, mu: Mapping[str, float] | None) -> str:
+    """How the chemical potentials were chosen, as recorded with the rows (``mid``, ``Cd-rich``,
+    ``mu:Cd=-1.5,...``)."""
+    if mu:
+        return "mu:" + ",".join(f"{k}={float(v):.6g}" for k, v in sorted(mu.items()))
+    return str(condition)
+
+
+def _excess_columns(atoms, family, calculator, energy: float, relaxed, condition: str, mu) -> tuple[dict, dict]:
+    """``gb_energy`` / ``formation_energy`` (and their relaxed values) of one row, and the data
+    (chemical potentials, rich limits) that go with them; a problem goes to ``excess_message``."""
+    column = EXCESS_COLUMN.get(family)
+    if column is None:
+        return {}, {}
+    from surrogate.potential import interfaces
+
+    func = interfaces.boundary_energy_details if family == "gb" else interfaces.formation_energy_details
+    try:
+        d = func(atoms, calculator, energy=energy, condition=condition, mu=mu)
+        value = d.gamma if family == "gb" else d.energy_formation
+        limits = d.gamma_limits if family == "gb" else d.limits
+        out = {column: float(value)}
+        data = {"column": column, "mu": d.mu, "condition": d.condition, "limits": limits,
+                "excess_atoms": d.excess_atoms, "reference": d.reference}
+        if family == "gb":
+            data.update(area=d.area, n_boundaries=d.n_boundaries, periodic_y=d.periodic_y)
+        if relaxed is not None:
+            r = func(relaxed.atoms, calculator, energy=relaxed.energy_after, condition=condition, mu=mu)
+            out[f"{column}_relaxed"] = float(r.gamma if family == "gb" else r.energy_formation)
+        if not all(math.isfinite(v) for v in out.values()):
+            return {"excess_message": f"non-finite {column}"}, {}
+        return out, data
+    except Exception as exc:  # noqa: BLE001 - e.g. a substituent without a chemical potential
+        return {"excess_message": _one_line(exc)}, {}
 
 
 def _covering(models: list, numbers) -> Any:
@@ -197,6 +279,7 @@ def _summary(db, models: list, computed: int, **settings) -> dict[str, Any]:
     ids = {m.model_id for m in models}
     n = annotated = relaxed = unconverged = other_model = 0
     flags: Counter = Counter()
+    excess: Counter = Counter()
     for row in db.select(columns=["key_value_pairs"]):
         n += 1
         kvp = row.key_value_pairs
@@ -206,6 +289,8 @@ def _summary(db, models: list, computed: int, **settings) -> dict[str, Any]:
         flag = kvp.get("energy_flag")
         if flag == "ok":
             annotated += 1
+            for column in EXCESS_COLUMN.values():
+                excess[column] += column in kvp
             if "relaxed_energy_per_atom" in kvp:
                 relaxed += 1
                 unconverged += not kvp.get("relax_converged", False)
@@ -221,7 +306,8 @@ def _summary(db, models: list, computed: int, **settings) -> dict[str, Any]:
         "settings": settings,
         "counts": {"rows": n, "annotated": annotated, "flagged": sum(flags.values()), "flags": dict(flags),
                    "relaxed": relaxed, "relax_not_converged": unconverged, "computed": computed,
-                   "skipped": n - computed, "other_model": other_model},
+                   "skipped": n - computed, "other_model": other_model,
+                   "gb_energy": excess["gb_energy"], "formation_energy": excess["formation_energy"]},
     }
 
 
@@ -275,6 +361,42 @@ def read_energies(library_dir: str | os.PathLike, relaxed: bool = False, model: 
         ok = key in kvp and (accepted is None or kvp.get("energy_model") in accepted)
         out[kvp["config_id"]] = float(kvp[key]) if ok else float("nan")
     return out
+
+
+def _read_column(library_dir, column: str, relaxed: bool, model: str | None) -> dict[str, float]:
+    from ase.db import connect
+
+    model = model or energy_model(library_dir)
+    accepted = None if model is None else set(model.split("+"))
+    key = f"{column}_relaxed" if relaxed else column
+    out: dict[str, float] = {}
+    for row in connect(_db_path(library_dir)).select(columns=["key_value_pairs"]):
+        kvp = row.key_value_pairs
+        if EXCESS_COLUMN.get(kvp.get("family")) != column:
+            continue
+        ok = key in kvp and (accepted is None or kvp.get("energy_model") in accepted)
+        out[kvp["config_id"]] = float(kvp[key]) if ok else float("nan")
+    return out
+
+
+def read_boundary_energies(library_dir: str | os.PathLike, relaxed: bool = False,
+                           model: str | None = None) -> dict[str, float]:
+    """Grain-boundary energy [mJ/m^2] of every bicrystal (family ``gb``) of a library, by ``config_id``.
+
+    The excess energy over the bulk crystal per boundary area
+    (:func:`surrogate.potential.interfaces.boundary_energy`), so boundaries of different kinds (a
+    twin and a tilt boundary) compare directly: lower is more likely. Only bicrystals are keys; NaN
+    for one without a value (annotated before this column existed, flagged, or by another model:
+    rerun ``python -m surrogate.library.energies``). ``relaxed=True``: after the relaxation.
+    """
+    return _read_column(library_dir, "gb_energy", relaxed, model)
+
+
+def read_formation_energies(library_dir: str | os.PathLike, relaxed: bool = False,
+                            model: str | None = None) -> dict[str, float]:
+    """Formation energy [eV] of every point-defect configuration (family ``defect``), by ``config_id``
+    (NaN where missing); the chemical potentials are in ``energies.json`` (``settings.condition``)."""
+    return _read_column(library_dir, "formation_energy", relaxed, model)
 
 
 def read_compositions(library_dir: str | os.PathLike) -> dict[str, str]:
@@ -348,6 +470,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fmax", type=float, default=0.05, help="relaxation force criterion [eV/Å] (default 0.05)")
     p.add_argument("--steps", type=int, default=200, help="largest number of relaxation steps (default 200)")
     p.add_argument("--optimizer", default="FIRE", help="ase.optimize optimiser (FIRE, BFGS, LBFGS)")
+    p.add_argument("--condition", default="mid", help="chemical potentials of gb_energy/formation_energy for a "
+                                                      "compound: mid (default), Cd-rich, Te-rich, ...")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -359,7 +483,7 @@ def run(argv=None) -> dict:
     calc = _calculator_from_path(args.calculator) if args.calculator else None
     summary = annotate_energies(args.library, calc, checkpoint=args.checkpoint, elements=args.elements,
                                 relax=args.relax, fmax=args.fmax, steps=args.steps, optimizer=args.optimizer,
-                                progress=not args.no_progress)
+                                condition=args.condition, progress=not args.no_progress)
     c = summary["counts"]
     print(f"energies of {args.library} by model {summary['energy_model']}: {c['annotated']}/{c['rows']} annotated, "
           f"{c['flagged']} flagged {c['flags'] or ''}, {c['computed']} computed now, {c['relaxed']} relaxed "
