@@ -62,3 +62,22 @@ def ssim(a, b):
     a = (a - a.mean()) / a.std()
     b = (b - b.mean()) / b.std()
     return structural_similarity(a, b, data_range=float(np.ptp(b)))
+
+
+@pytest.fixture(scope="session")
+def embedder_ckpt(tiny_library, tmp_path_factory):
+    """An (untrained) embedding checkpoint in the shipped format, recorded against the tiny library."""
+    import torch
+
+    from surrogate.embedding.embed import FORMAT
+    from surrogate.embedding.networks import EmbeddingNet
+    from surrogate.library import Library
+
+    torch.manual_seed(0)
+    lib = Library(tiny_library)
+    net_cfg = {"backbone": "resnet18", "dim": 16}
+    net = EmbeddingNet(**net_cfg)
+    rec = {"library_hash": lib.hash, "sampling": lib.sampling, "image_shape": lib.manifest["image_shape"], "net": net_cfg}
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    torch.save({"format": FORMAT, "state_dict": net.state_dict(), "surrogate": rec}, path)
+    return path
