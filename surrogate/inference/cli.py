@@ -23,7 +23,7 @@ def infer(cfg: DictConfig) -> dict:
 
     from surrogate.errors import ConfigError
     from surrogate.inference.pipeline import run_inference
-    from surrogate.inference.report import lattice_warning, write_report
+    from surrogate.inference.report import classes_line, lattice_warning, write_report
     from surrogate.inference.settings import InferConfig
 
     if OmegaConf.is_missing(cfg, "image"):
@@ -41,6 +41,8 @@ def infer(cfg: DictConfig) -> dict:
         print(f"best: {best.family} {best.config_id} distance {best.distance:.3f}"
               + (f", FOM {r['fom_before']:.3f} -> {r['fom']:.3f}" if r else "")
               + (" (OUT OF LIBRARY: beyond the calibrated distance)" if result.out_of_library else ""))
+    if result.classes:
+        print(classes_line(result.classes))
     if result.lattice.get("mismatch"):
         print(lattice_warning(result.lattice))
     print(f"report: {files['report']}")

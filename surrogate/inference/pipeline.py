@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from surrogate.inference.classes import class_votes
 from surrogate.inference.lattice import consistent, lattice_check
 from surrogate.inference.preprocess import Window, crop, prepare
 from surrogate.inference.rank import Candidate, library_energies, rank_candidates, rerank_refined
@@ -41,6 +42,7 @@ class InferenceResult:
     timings: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     lattice: dict[str, Any] = field(default_factory=dict)  # the lattice-spacing check's record
+    classes: dict[str, Any] = field(default_factory=dict)  # class votes per level (inference.classes)
 
 
 class _Timer(dict):
@@ -101,7 +103,9 @@ def run_inference(image: str | Path | Micrograph, library_dir: str | Path, setti
     with timer("lattice"):
         ranked, lattice = lattice_check(library, batch, ranked, s.lattice_check)
     # out of library: even the nearest candidate whose lattice fits is beyond the calibrated distance
-    best = min((c.distance for c in consistent(ranked, lattice)), default=np.inf)
+    fitting = consistent(ranked, lattice)
+    best = min((c.distance for c in fitting), default=np.inf)
+    classes = class_votes(library, fitting, s.retrieval.vote_temperature)
     out_of_library = bool(found.threshold is not None and best > found.threshold)
     with timer("refine"):
         refine_candidates(library, wins, ranked, s.refine, progress)
@@ -116,4 +120,4 @@ def run_inference(image: str | Path | Micrograph, library_dir: str | Path, setti
         "elements": sorted(s.retrieval.elements) if s.retrieval.elements else None, "mode": s.retrieval.mode,
     }
     return InferenceResult(resampled, micrograph, wins, found.window_best, ranked, out_of_library, found.threshold,
-                           dict(timer), info, lattice)
+                           dict(timer), info, lattice, classes)

@@ -16,7 +16,7 @@ from surrogate.inference.pipeline import InferenceResult
 from surrogate.io.files import atomic_open, atomic_write_text
 from surrogate.library import Library
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "lattice_warning", "classes_line", "log_wandb"]
 
 COLUMN_COLOURS = {"Cd": "#ff7f0e", "Te": "#1f77b4", "Si": "#2ca02c", "Ge": "#9467bd", "Se": "#d62728", "Cl": "#e377c2"}
 
@@ -136,6 +136,7 @@ def write_report(result: InferenceResult, out_dir: str | Path) -> dict[str, Path
         "image": result.micrograph.path, "pixel_size": result.micrograph.sampling,
         "image_metadata": result.micrograph.metadata, **result.info,
         "out_of_library": result.out_of_library, "threshold": result.threshold, "lattice": result.lattice,
+        "classes": result.classes,
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()}, "candidates": records,
     }
     files["candidates"] = out / "candidates.json"
@@ -189,6 +190,33 @@ def _img_tag(png: bytes, width: int = 900) -> str:
     return f'<img width="{width}" src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
 
 
+def classes_line(classes: dict) -> str:
+    """``CdTe [110] · twin · Σ3(111)`` with each level's vote share, for the console."""
+    if not classes:
+        return ""
+    top = [(classes[level][0]["class"], classes[level][0]["p"]) for level in ("material_zone", "family", "boundary")
+           if classes.get(level)]
+    return "structure: " + " · ".join(f"{name} ({100 * p:.0f} %)" for name, p in top if name != "none")
+
+
+def _classes_html(classes: dict) -> str:
+    if not classes:
+        return ""
+    esc = html.escape
+    names = {"material_zone": "material, zone axis", "family": "family", "boundary": "boundary", "defect_kind": "defect"}
+    rows = []
+    for level, title in names.items():
+        if not classes.get(level):
+            continue
+        top, rest = classes[level][0], classes[level][1:4]
+        others = ", ".join(f"{c['class']} {100 * c['p']:.0f} %" for c in rest)
+        rows.append(f"<tr><td>{title}</td><td><b>{esc(top['class'])}</b></td><td>{100 * top['p']:.0f} %</td>"
+                    f"<td>{esc(others)}</td></tr>")
+    return ("<h2>Which structure</h2><p>Votes of the candidates whose lattice fits, weighted by "
+            "exp(−distance / T); the share of the top class is the level's confidence.</p>"
+            "<table><tr><th>level</th><th>class</th><th>share</th><th>next</th></tr>" + "".join(rows) + "</table>")
+
+
 def _html(summary: dict, records: list[dict], blocks: list, window_map: bytes) -> str:
     esc = html.escape
     flag = ('<p style="color:#b00"><b>Out of library:</b> the best distance is beyond the calibrated threshold '
@@ -205,6 +233,7 @@ def _html(summary: dict, records: list[dict], blocks: list, window_map: bytes) -
                  f'{100 * lattice["tolerance"]:.0f} % and come first.</p>')
     elif lattice.get("skipped"):
         flag += f'<p>Lattice check skipped: {esc(lattice["skipped"])}.</p>'
+    flag += _classes_html(summary.get("classes") or {})
     head = ["rank", "config_id", "family", "formula", "distance", "E/atom [eV]", "ΔE [eV/atom]", "score", "Pareto",
             "lattice Δ", "FOM", "votes"]
     rows = []

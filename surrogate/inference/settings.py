@@ -70,6 +70,7 @@ class RetrievalSettings:
     elements: Optional[List[str]] = None       # what the sample is made of, e.g. [Cd,Te,Se,Cl]
     mode: Optional[str] = None                 # imaging mode of the image: haadf | abf | bf | hrtem
     threshold: Optional[float] = None          # out-of-library distance; default: the index calibration
+    vote_temperature: float = 0.02             # distance scale of the class votes: weight exp(-(d - d_min) / T)
 
     def __post_init__(self):
         from ase.data import chemical_symbols
@@ -82,6 +83,8 @@ class RetrievalSettings:
             unknown = {str(e) for e in self.elements} - set(chemical_symbols)
             if unknown:
                 raise ConfigError(f"retrieval.elements: unknown element(s) {sorted(unknown)}; use symbols like [Cd,Te]")
+        if not float(self.vote_temperature) > 0:
+            raise ConfigError(f"retrieval.vote_temperature={self.vote_temperature} must be > 0 (a distance)")
         if self.mode is not None and self.mode not in MODES:
             raise ConfigError(f"retrieval.mode={self.mode!r}: choose one of {', '.join(MODES)} (or null for all)")
 

@@ -169,10 +169,19 @@ class StructureRecord:
     zone_axis: str
     params: dict[str, Any] = field(default_factory=dict, compare=False)
     columns: dict[str, Any] = field(default_factory=dict, compare=False)
+    info: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the builder's atoms.info
 
     @property
     def group(self) -> str:
         return f"{self.material} {self.zone_axis}"
+
+    @property
+    def labels(self):
+        """The configuration's class labels (:class:`surrogate.structures.labels.StructureLabels`;
+        inferred from family and parameters for configurations built before labels existed)."""
+        from surrogate.structures.labels import labels_of
+
+        return labels_of(dict(self.info, family=self.info.get("family", self.family)))
 
 
 class Library:
@@ -219,7 +228,7 @@ class Library:
                     config_id=row.config_id, family=family,
                     formula=row.toatoms().get_chemical_formula(mode="metal", empirical=True), kind=kind,
                     material=str(row.get("material", "")), zone_axis=str(row.get("zone_axis", "")),
-                    params=params, columns=dict(row.key_value_pairs))
+                    params=params, columns=dict(row.key_value_pairs), info=(row.data or {}).get("info", {}) or {})
         return out
 
     def structures(self) -> dict[str, StructureRecord]:
