@@ -27,6 +27,7 @@ from surrogate.library.store import (
 )
 from surrogate.simulate.conditions import MODES, sample_conditions
 from surrogate.simulate.images import SimulationSettings, render
+from surrogate.structures.labels import labels_of
 from surrogate.structures.recipes import _plain, build_structure, plan_structures
 
 __all__ = ["build_library", "run_unit", "config_hash"]
@@ -78,6 +79,9 @@ def _write_row(db, atoms, unit: int) -> None:
         "n_atoms": len(atoms),
         "unit": unit,
     }
+    # class labels as scalar columns (surrogate.structures.labels.DB_COLUMNS; None omitted); the
+    # library's own family/material/zone_axis columns keep their meaning
+    kvp.update({k: v for k, v in labels_of(atoms).db_columns().items() if k not in kvp})
     if "energy_per_atom" in info and "energy_model" in info:  # configurations from the search carry theirs
         kvp.update(energy_per_atom=float(info["energy_per_atom"]), energy_model=str(info["energy_model"]), energy_flag="ok")
     db.write(atoms, key_value_pairs=kvp, data={"info": info})

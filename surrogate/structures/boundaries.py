@@ -11,6 +11,7 @@ translated; atoms closer than the collision distance across the boundary are rem
 
 from __future__ import annotations
 
+import itertools
 from math import ceil
 from typing import Any, Mapping
 
@@ -25,7 +26,7 @@ from surrogate.structures.slabs import orient
 __all__ = ["bicrystal", "y_period"]
 
 
-def y_period(ax: float, ay: float, tilt: float, max_length: float, max_strain: float = 0.02):
+def y_period(ax: float, ay: float, tilt: float, max_length: float, max_strain: float = 0.02, centred: bool = False):
     """Shortest lattice vector of a rotated rectangular lattice that lies (nearly) along y.
 
     Parameters
@@ -34,6 +35,8 @@ def y_period(ax: float, ay: float, tilt: float, max_length: float, max_strain: f
         Periods of the grain's rectangular projected cell [Å].
     tilt
         Rotation of the grain about z [deg].
+    centred
+        The lattice is centred rectangular: (ax/2, ay/2) is a translation too (fcc along [100]).
 
     Returns
     -------
@@ -44,20 +47,20 @@ def y_period(ax: float, ay: float, tilt: float, max_length: float, max_strain: f
     t = np.radians(tilt)
     best = None
     nmax_x, nmax_y = int(max_length / ax) + 1, int(max_length / ay) + 1
-    for m in range(-nmax_x, nmax_x + 1):
-        for n in range(-nmax_y, nmax_y + 1):
-            if m == 0 and n == 0:
-                continue
-            v = np.array([m * ax, n * ay])
-            L = np.hypot(*v)
-            if L > max_length:
-                continue
-            rv = np.array([np.cos(t) * v[0] - np.sin(t) * v[1], np.sin(t) * v[0] + np.cos(t) * v[1]])
-            if rv[1] <= 0 or abs(rv[0]) / L > max_strain:
-                continue
-            corr = np.degrees(np.arctan2(rv[0], rv[1]))  # rotate by +corr to put rv on +y
-            if best is None or L < best[0] - 1e-9:
-                best = (L, corr)
+    half = (0.0, 0.5) if centred else (0.0,)
+    for m, n, h in itertools.product(range(-nmax_x, nmax_x + 1), range(-nmax_y, nmax_y + 1), half):
+        if m == 0 and n == 0 and h == 0:
+            continue
+        v = np.array([(m + h) * ax, (n + h) * ay])
+        L = np.hypot(*v)
+        if L > max_length:
+            continue
+        rv = np.array([np.cos(t) * v[0] - np.sin(t) * v[1], np.sin(t) * v[0] + np.cos(t) * v[1]])
+        if rv[1] <= 0 or abs(rv[0]) / L > max_strain:
+            continue
+        corr = np.degrees(np.arctan2(rv[0], rv[1]))  # rotate by +corr to put rv on +y
+        if best is None or L < best[0] - 1e-9:
+            best = (L, corr)
     return best
 
 
@@ -100,6 +103,7 @@ def bicrystal(
     max_height: float = 60.0,
     margin: float = 4.0,
     material: str | None = None,
+    extra_params: Mapping[str, Any] | None = None,
 ) -> Atoms:
     """Periodic bicrystal with a tilt boundary about the beam.
 
@@ -142,7 +146,10 @@ def bicrystal(
         )
     nz = max(1, round(thickness / az1))
     # common period along y
-    periods = [y_period(o.cell[0, 0], o.cell[1, 1], t, max_height, max_strain) for o, t, _ in grains]
+    from surrogate.structures.csl import in_plane_basis
+
+    periods = [y_period(o.cell[0, 0], o.cell[1, 1], t, max_height, max_strain, centred=in_plane_basis(o)[1, 1] < o.cell[1, 1] - 1e-9)
+               for o, t, _ in grains]
     height, strain, periodic_y, tilts = None, [0.0, 0.0], False, [t for _, t, _ in grains]
     if all(p is not None for p in periods):
         (l1, c1), (l2, c2) = periods
@@ -200,6 +207,7 @@ def bicrystal(
         "collision_distance": collision_distance,
         "removed": removed,
         "boundary_x": half,
+        **dict(extra_params or {}),
     }
     return tag(atoms, "gb", params, zone_axis=grains[0][0].info["zone_axis"])
 

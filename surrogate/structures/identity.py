@@ -53,8 +53,9 @@ def tag(atoms: Atoms, family: str, params: dict[str, Any], zone_axis=None, **pro
     """Stamp ``atoms.info`` with the configuration contract and return ``atoms``.
 
     Sets ``config_id`` (content hash), ``family`` (bulk / defect / gb / rattled ...), ``params``
-    (the generator's parameters, JSON-serialisable), ``zone_axis`` (beam along z) and any provenance
-    keys given.
+    (the generator's parameters, JSON-serialisable), ``zone_axis`` (beam along z), ``labels`` (the
+    class labels, :class:`surrogate.structures.labels.StructureLabels` as a dict, inferred from the
+    family and parameters unless given) and any provenance keys given.
     """
     from surrogate.structures.crystals import check_overlaps
 
@@ -66,6 +67,11 @@ def tag(atoms: Atoms, family: str, params: dict[str, Any], zone_axis=None, **pro
         info["zone_axis"] = [int(v) for v in zone_axis]
     for k, v in provenance.items():
         info[k] = jsonable(v)
+    if "labels" not in provenance:  # class labels from the family and parameters (surrogate.structures.labels)
+        from surrogate.structures.labels import labels_of
+
+        info.pop("labels", None)
+        info["labels"] = labels_of(atoms).to_dict()
     info["config_id"] = config_id(atoms)
     json.dumps(info["params"])  # fail early if the parameters cannot be stored
     return atoms
