@@ -37,12 +37,13 @@ class ImageError(SurrogateError, ValueError):
 def _user_error(exc: BaseException) -> SurrogateError | None:
     """The :class:`SurrogateError` behind ``exc``: itself, or the cause Hydra's ``instantiate``
     wrapped (a check in a constructor that a config builds); ``None`` for anything else."""
-    while exc is not None:
-        if isinstance(exc, SurrogateError):
-            return exc
-        if type(exc).__name__ != "InstantiationException":
+    cur: BaseException | None = exc
+    while cur is not None:
+        if isinstance(cur, SurrogateError):
+            return cur
+        if type(cur).__name__ != "InstantiationException":
             return None
-        exc = exc.__cause__
+        cur = cur.__cause__
     return None
 
 

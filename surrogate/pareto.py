@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
+from numpy.typing import ArrayLike
 
 from surrogate.errors import ConfigError
 
@@ -21,7 +20,7 @@ def _points(points) -> np.ndarray:
     return p
 
 
-def pareto_front(points: Sequence[Sequence[float]]) -> np.ndarray:
+def pareto_front(points: ArrayLike) -> np.ndarray:
     """Mask of the non-dominated points (all objectives minimised).
 
     A point is dominated when another is no worse in every objective and better in at least one.
@@ -49,7 +48,7 @@ def pareto_front(points: Sequence[Sequence[float]]) -> np.ndarray:
     return front
 
 
-def non_dominated_sort(points: Sequence[Sequence[float]]) -> np.ndarray:
+def non_dominated_sort(points: ArrayLike) -> np.ndarray:
     """Pareto rank of every point: 0 = on the front, 1 = on the front once rank 0 is removed, ...
 
     Points with a NaN get the largest rank + 1.
@@ -68,7 +67,7 @@ def non_dominated_sort(points: Sequence[Sequence[float]]) -> np.ndarray:
     return rank
 
 
-def crowding_distance(points: Sequence[Sequence[float]]) -> np.ndarray:
+def crowding_distance(points: ArrayLike) -> np.ndarray:
     """NSGA-II crowding distance of points (of one front): larger = more isolated; extremes inf."""
     p = _points(points)
     n, k = p.shape

@@ -84,7 +84,7 @@ class PowerSpectrumRetriever:
 
     def __init__(self, n_r: int = 24, n_theta: int = 90):
         self.n_r, self.n_theta = n_r, n_theta
-        self._gallery_f = None
+        self._gallery_f: np.ndarray | None = None
 
     def _descriptor(self, image):
         return polar_spectrum(image, self.n_r, self.n_theta)
@@ -114,7 +114,7 @@ class HOGRetriever:
     def __init__(self, pixels_per_cell: int = 16, cells_per_block: int = 2, orientations: int = 9):
         self.kw = dict(pixels_per_cell=(pixels_per_cell, pixels_per_cell), cells_per_block=(cells_per_block, cells_per_block),
                        orientations=orientations, feature_vector=True)
-        self._gallery = None
+        self._gallery: np.ndarray | None = None
 
     def _descriptor(self, image):
         import torch
@@ -148,7 +148,7 @@ class SIFTRetriever:
 
     def __init__(self, ratio: float = 0.75, upscale: int = 2, ransac_threshold: float = 3.0):
         self.ratio, self.upscale, self.ransac_threshold = ratio, upscale, ransac_threshold
-        self._gallery = None
+        self._gallery: list | None = None
 
     def _features(self, image):
         import cv2

@@ -91,6 +91,7 @@ class EmbeddingIndex:
         x = self._check(embeddings)
         n = len(x)
         kind = self.kind if self.kind != "auto" else ("flat" if n <= self.exact_max else "hnsw")
+        index: Any
         if kind == "flat":
             index = faiss.IndexFlatIP(self.dim)
         elif kind == "hnsw":

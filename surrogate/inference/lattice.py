@@ -87,7 +87,8 @@ def _pairwise(query: np.ndarray, refs: np.ndarray, scale_free: bool) -> tuple[np
     ln(d_ref / d_query) of the assignment that achieves it (the implied magnification)."""
     q, r = np.atleast_2d(query)[:, None, :], np.atleast_2d(refs)[None, :, :]
     angle = ANGLE_WEIGHT * np.abs(q[..., 2] - r[..., 2])
-    best, ratio = None, None
+    best: np.ndarray | None = None
+    ratio: np.ndarray | None = None
     for a, b in ((0, 1), (1, 0)):  # the two reflections may swap places
         l1, l2 = np.log(r[..., a] / q[..., 0]), np.log(r[..., b] / q[..., 1])
         if scale_free:  # only the shape (d1 / d2 and the angle) has to agree
@@ -97,8 +98,9 @@ def _pairwise(query: np.ndarray, refs: np.ndarray, scale_free: bool) -> tuple[np
         if best is None:
             best, ratio = m, s
         else:
-            ratio = np.where(m < best, s, ratio)
+            ratio = np.asarray(np.where(m < best, s, ratio))
             best = np.minimum(best, m)
+    assert best is not None and ratio is not None
     return best, ratio
 
 
@@ -203,11 +205,12 @@ def check_signatures(ref: LatticeReference, sig: np.ndarray, ranked: list[Candid
     """:func:`lattice_check` on window signatures ``sig`` (W, 3) already measured (the benchmarks
     measure them with the pixel size they know)."""
     mode, tolerance = settings.mode, float(settings.tolerance)
+    mis = {c.config_id: round(ref.check(sig, c.config_id), 4) for c in ranked}
     for c in ranked:
-        c.lattice_mismatch = round(ref.check(sig, c.config_id), 4)
-    ok = [c for c in ranked if c.lattice_mismatch <= tolerance]
+        c.lattice_mismatch = mis[c.config_id]
+    ok = [c for c in ranked if mis[c.config_id] <= tolerance]
     if mode == "rerank" and ok:
-        ranked = ok + [c for c in ranked if c.lattice_mismatch > tolerance]
+        ranked = ok + [c for c in ranked if mis[c.config_id] > tolerance]
         for i, c in enumerate(ranked, 1):
             c.rank = i
     median = np.median(sig, axis=0)

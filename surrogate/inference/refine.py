@@ -303,9 +303,9 @@ def _initial(window: np.ndarray, field: np.ndarray, starts: int = 3, step: float
     # the lattice; where a boundary or defect sits is a larger shift: try a grid of offsets and add
     # the best moved poses as extra starts (the unmoved ones stay: the fit can only gain)
     off = [o * max(window.shape) / 4 for o in (-1.5, -0.75, 0.0, 0.75, 1.5)]
-    moved = []
+    moved: list[tuple[float, dict[str, float]]] = []
     for s0, pose in out:
-        best = (s0, None)
+        best: tuple[float, dict[str, float] | None] = (s0, None)
         scale = float(np.exp(pose["log_scale"]))
         for dr in off:
             for dc in off:
@@ -318,7 +318,7 @@ def _initial(window: np.ndarray, field: np.ndarray, starts: int = 3, step: float
                 if s > best[0]:
                     best = (s, dict(pose, row=float(shift[0]), col=float(shift[1])))
         if best[1] is not None:
-            moved.append(best)
+            moved.append((best[0], best[1]))
     moved.sort(key=lambda x: -x[0])
     return [pose for _, pose in out[:starts]] + [pose for _, pose in moved[:max(1, starts - 1)]]
 
@@ -529,4 +529,5 @@ def refine_candidates(library, windows, ranked: list, settings, progress: bool =
                 fitted.setdefault(group, (fit, conditions, c.config_id))
         conditions = conditions.replace(defocus=fit.defocus)
         c.window = anchor
+        assert fit.image is not None  # every fit ends with the image at its pose
         c.refinement = Refinement(fit, round(residual(win, fit.image), 5), conditions.to_dict(), c.rank, first)

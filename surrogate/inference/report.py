@@ -278,7 +278,8 @@ def log_wandb(result: InferenceResult, files: dict[str, Path]) -> None:
     run = wandb.init(project="surrogate-infer", config={**result.info, "lattice": result.lattice},
                      dir=str(files["report"].parent))
     records = [_candidate_record(c) for c in result.candidates]
-    cols = ["rank", "config_id", "family", "distance", "energy_above", "score", "pareto", "lattice_mismatch", "fom"]
-    run.log({"candidates": wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in records]),
+    cols: list[str | int] = ["rank", "config_id", "family", "distance", "energy_above", "score", "pareto",
+                             "lattice_mismatch", "fom"]
+    run.log({"candidates": wandb.Table(columns=cols, data=[[r[str(c)] for c in cols] for r in records]),
              **{k: wandb.Image(str(v)) for k, v in files.items() if v.suffix == ".png"}})
     run.finish()

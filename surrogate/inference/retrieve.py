@@ -143,6 +143,8 @@ def keep_allowed(indices: np.ndarray, distances: np.ndarray, allowed: np.ndarray
 def make_matcher(method: str, library: Library, checkpoint: str | Path | None = None,
                  index_path: str | Path | None = None, device: str = "cpu") -> Matcher:
     if method == "cnn":
+        if checkpoint is None:
+            raise ConfigError("method=cnn needs an embedding checkpoint: pass checkpoint=<file.pt>, or use method=sift|hog|spectrum")
         return CNNMatcher(library, checkpoint, index_path, device)
     if method in ("sift", "hog", "spectrum"):
         return ClassicMatcher(library, method)

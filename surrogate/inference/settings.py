@@ -23,7 +23,7 @@ checked in ``__post_init__`` with a one-line :class:`~surrogate.errors.ConfigErr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Mapping, Optional
+from typing import Any, List, Optional, TypeVar
 
 from surrogate.errors import ConfigError
 
@@ -152,6 +152,9 @@ class RefineSettings:
         return self.shared_pose and not self.relax and not self.final_method
 
 
+_S = TypeVar("_S", bound="InferenceSettings")
+
+
 @dataclass
 class InferenceSettings:
     """Everything :func:`~surrogate.inference.pipeline.run_inference` needs besides the image and library."""
@@ -176,7 +179,7 @@ class InferenceSettings:
         _choice("device", self.device, ("cpu", "cuda", "auto"))
 
     @classmethod
-    def from_config(cls, cfg: Any = None, **overrides: Any) -> "InferenceSettings":
+    def from_config(cls: type[_S], cfg: Any = None, **overrides: Any) -> _S:
         """Settings from a config node or nested mapping, with keyword ``overrides`` on top (nested
         dicts for the stages: ``refine={"top": 0}``). Unknown keys and wrong types are a ConfigError."""
         from omegaconf import OmegaConf
@@ -192,7 +195,7 @@ class InferenceSettings:
             first = str(exc).splitlines()[0]
             raise ConfigError(f"bad inference setting{f' {key!r}' if key else ''}: {first}") from None
 
-    def replace(self, **changes: Any) -> "InferenceSettings":
+    def replace(self: _S, **changes: Any) -> _S:
         """A copy with ``changes`` (nested dicts merge into the stage settings: ``refine={"top": 0}``)."""
         from omegaconf import OmegaConf
 

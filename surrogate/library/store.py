@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -72,7 +72,7 @@ def create_images(path: Path, n: int, shape: tuple[int, int], chunk: int, attrs:
 
     group = zarr.open_group(str(path), mode="a")
     if "images" in group:
-        images = group["images"]
+        images: Any = group["images"]
         if images.shape != (n, *shape) or images.chunks[0] != chunk:
             raise LibraryError(
                 f"{path} holds {images.shape} images in chunks of {images.chunks[0]}, not {(n, *shape)} in {chunk}: "
@@ -89,7 +89,7 @@ def create_images(path: Path, n: int, shape: tuple[int, int], chunk: int, attrs:
     cond.attrs["columns"] = list(CONDITION_COLUMNS)
 
 
-def open_images(path: Path, mode: str = "r"):
+def open_images(path: Path, mode: Literal["r", "r+", "a"] = "r"):
     import zarr
 
     try:
