@@ -20,7 +20,7 @@ import numpy as np
 from surrogate.inference.classes import class_votes
 from surrogate.inference.lattice import consistent, lattice_check
 from surrogate.inference.preprocess import Window, crop, prepare
-from surrogate.inference.rank import Candidate, library_energies, rank_candidates, rerank_refined
+from surrogate.inference.rank import Candidate, attach_energies, rank_candidates, rerank_refined
 from surrogate.inference.refine import refine_candidates
 from surrogate.inference.retrieve import make_matcher, retrieve
 from surrogate.inference.settings import InferenceSettings
@@ -96,10 +96,8 @@ def run_inference(image: str | Path | Micrograph, library_dir: str | Path, setti
         matcher = make_matcher(s.method, library, s.checkpoint, s.index, s.device)
     with timer("search"):
         found = retrieve(library, matcher, batch, s.retrieval)
-    energies, model = library_energies(library)
-    for c in found.candidates:
-        c.energy = energies.get(c.config_id)
-    ranked = rank_candidates(found.candidates, s.rank.energy_weight)
+    model = attach_energies(found.candidates, library)
+    ranked = rank_candidates(found.candidates, s.rank.energy_weight, s.rank.boundary_weight)
     with timer("lattice"):
         ranked, lattice = lattice_check(library, batch, ranked, s.lattice_check)
     # out of library: even the nearest candidate whose lattice fits is beyond the calibrated distance
@@ -110,13 +108,13 @@ def run_inference(image: str | Path | Micrograph, library_dir: str | Path, setti
     with timer("refine"):
         refine_candidates(library, wins, ranked, s.refine, progress)
         if s.refine.top > 0:
-            ranked = rerank_refined(ranked, s.refine.top, s.rank.energy_weight, s.refine.score)
+            ranked = rerank_refined(ranked, s.refine.top, s.rank.energy_weight, s.refine.score, s.rank.boundary_weight)
     timer["total"] = time.perf_counter() - t0
     info = {
         "library": str(library.root), "library_hash": library.hash, "method": matcher.name,
         "checkpoint": str(s.checkpoint) if s.method == "cnn" else None, "energy_model": model,
         "sampling": library.sampling, "image_shape": list(shape), "n_windows": len(wins),
-        "energies": "potential" if energies else "none (run surrogate-annotate-energies)",
+        "energies": "potential" if model else "none (run surrogate-annotate-energies)",
         "elements": sorted(s.retrieval.elements) if s.retrieval.elements else None, "mode": s.retrieval.mode,
     }
     return InferenceResult(resampled, micrograph, wins, found.window_best, ranked, out_of_library, found.threshold,

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from surrogate.inference.refine import Refinement
     from surrogate.library import Library
 
-__all__ = ["Candidate", "rank_candidates", "rerank_refined", "library_energies"]
+__all__ = ["Candidate", "rank_candidates", "rerank_refined", "library_energies", "attach_energies"]
 
 
 @dataclass
@@ -33,6 +33,8 @@ class Candidate:
     rank: int = 0
     votes: int = 0                      # windows whose best match is this configuration
     lattice_mismatch: float | None = None  # relative spacing error of its lattice vs the image's (inference.lattice)
+    gb_energy: float | None = None      # grain-boundary energy [mJ/m^2] of a bicrystal (library.energies)
+    gb_energy_above: float | None = None  # above the lowest boundary candidate of the same material + zone axis [mJ/m^2]
     # the fit to the image (inference.refine.Refinement) once refined; empty before
     refinement: "Refinement | Mapping[str, Any]" = field(default_factory=dict)
 
@@ -43,34 +45,57 @@ def _group(c: Candidate) -> tuple:
     return (c.kind, tuple(sorted(Formula(c.formula).count()))) if c.formula else (c.kind,)
 
 
-def rank_candidates(candidates: list[Candidate], energy_weight: float = 1.0) -> list[Candidate]:
-    """Score ``distance + energy_weight * energy_above`` and sort; mark the (distance, energy) front.
+def _boundary_group(c: Candidate) -> tuple:
+    from ase.formula import Formula
 
-    ``energy_above`` is the energy per atom above the lowest-energy candidate of the same kind
-    (a boundary's name, else the family) and elements (rigid translations of a boundary cell differ
-    by a few atoms removed at collisions: per-atom energies of such large, nearly equal compositions
-    still compare), so a weight of 1 trades 0.01 of cosine
-    distance for 10 meV/atom. Energy decides between variants of one structure (rigid translations
-    of a boundary, defect sites), not between a boundary and bulk: a periodic bicrystal cell's energy
-    per atom includes its second, artificial interface, and bulk is always lower, whatever the image
-    shows. Candidates without an energy are scored on distance alone (and stay off the front's
-    energy axis at +inf).
+    return tuple(sorted(Formula(c.formula).count())) if c.formula else ()
+
+
+def rank_candidates(candidates: list[Candidate], energy_weight: float = 1.0, boundary_weight: float = 0.1) -> list[Candidate]:
+    """Score each candidate by its image distance plus an energy term, sort, and mark the
+    (distance, energy) Pareto front.
+
+    Boundaries with a boundary energy (``gb_energy`` [mJ/m^2], the excess over bulk per boundary
+    area: :func:`surrogate.potential.interfaces.boundary_energy`) are scored
+    ``distance + boundary_weight * gb_energy_above / 1000``, ``gb_energy_above`` being the energy
+    above the lowest boundary candidate of the same elements, across boundary kinds: a twin and a
+    tilt boundary compare, and a weight of 0.1 trades 0.05 of cosine distance for 0.5 J/m^2 (a
+    coherent twin against a general boundary).
+
+    Every other candidate is scored ``distance + energy_weight * energy_above``: ``energy_above`` is
+    the energy per atom above the lowest-energy candidate of the same kind (a boundary's name, else
+    the family) and elements, so a weight of 1 trades 0.01 of cosine distance for 10 meV/atom.
+    Per-atom energy decides between variants of one structure (defect sites, rigid translations of a
+    boundary without a boundary energy), not between a boundary and bulk: a periodic bicrystal cell's
+    energy per atom includes its second interface, and bulk is always lower. Candidates without an
+    energy are scored on distance alone (and stay off the front's energy axis at +inf).
     """
     lowest: dict[tuple, float] = {}
+    lowest_gb: dict[tuple, float] = {}
     for c in candidates:
+        if c.gb_energy is not None and np.isfinite(c.gb_energy):
+            lowest_gb[_boundary_group(c)] = min(lowest_gb.get(_boundary_group(c), np.inf), c.gb_energy)
         if c.energy is not None and np.isfinite(c.energy):
             lowest[_group(c)] = min(lowest.get(_group(c), np.inf), c.energy)
     for c in candidates:
-        if c.energy is not None and np.isfinite(c.energy):
-            c.energy_above = float(c.energy - lowest[_group(c)])
-            c.score = float(c.distance + energy_weight * c.energy_above)
+        c.energy_above = float(c.energy - lowest[_group(c)]) if c.energy is not None and np.isfinite(c.energy) else None
+        if c.gb_energy is not None and np.isfinite(c.gb_energy):
+            c.gb_energy_above = float(c.gb_energy - lowest_gb[_boundary_group(c)])
+            c.score = float(c.distance + boundary_weight * c.gb_energy_above / 1000.0)
         else:
-            c.energy_above = None
-            c.score = float(c.distance)
+            c.gb_energy_above = None
+            c.score = float(c.distance + energy_weight * c.energy_above) if c.energy_above is not None else float(c.distance)
     if candidates:
         from surrogate.pareto import pareto_front
 
-        pts = np.array([[c.distance, np.inf if c.energy_above is None else c.energy_above] for c in candidates])
+        def energy_axis(c: Candidate) -> float:
+            if c.gb_energy_above is not None:  # in the score's units, as the per-atom term below
+                return c.score - c.distance if energy_weight > 0 or boundary_weight > 0 else c.gb_energy_above / 1000.0
+            if c.energy_above is None:
+                return np.inf
+            return energy_weight * c.energy_above if energy_weight > 0 else c.energy_above
+
+        pts = np.array([[c.distance, energy_axis(c)] for c in candidates])
         for c, p in zip(candidates, pareto_front(pts)):
             c.pareto = bool(p)
     ranked = sorted(candidates, key=lambda c: (c.score, c.distance, c.config_id))
@@ -79,11 +104,14 @@ def rank_candidates(candidates: list[Candidate], energy_weight: float = 1.0) -> 
     return ranked
 
 
-def rerank_refined(ranked: list[Candidate], top: int, energy_weight: float, score: str = "fom") -> list[Candidate]:
-    """Order the first ``top`` (refined) candidates by ``score + energy_weight * energy_above``
-    (``score``: ``fom`` or ``residual``, from each refinement); the rest keep their order after
-    them. Ranks are renumbered."""
+def rerank_refined(ranked: list[Candidate], top: int, energy_weight: float, score: str = "fom",
+                   boundary_weight: float = 0.1) -> list[Candidate]:
+    """Order the first ``top`` (refined) candidates by their refinement ``score`` (``fom`` or
+    ``residual``) plus the same energy term as :func:`rank_candidates`; the rest keep their order
+    after them. Ranks are renumbered."""
     def key(c):
+        if c.gb_energy_above is not None:
+            return c.refinement[score] + boundary_weight * c.gb_energy_above / 1000.0
         return c.refinement[score] + energy_weight * (c.energy_above or 0.0)
 
     head = sorted(ranked[:top], key=lambda c: (key(c), c.rank))
@@ -93,10 +121,23 @@ def rerank_refined(ranked: list[Candidate], top: int, energy_weight: float, scor
     return out
 
 
-def library_energies(library: "Library") -> tuple[dict[str, float], str | None]:
-    """Energy per atom of every library configuration, and the model that computed them, where the
-    library has been annotated (``surrogate-annotate-energies``)."""
-    from surrogate.library.energies import energy_model, read_energies
+def library_energies(library: "Library") -> tuple[dict[str, float], dict[str, float], str | None]:
+    """Energy per atom [eV/atom] and boundary energy [mJ/m^2] of every annotated library
+    configuration, and the model that computed them (``surrogate-annotate-energies``)."""
+    from surrogate.library.energies import energy_model, read_boundary_energies, read_energies
 
-    energies = {k: float(v) for k, v in read_energies(library.root).items() if v is not None and np.isfinite(v)}
-    return energies, (energy_model(library.root) if energies else None)
+    def finite(d):
+        return {k: float(v) for k, v in d.items() if v is not None and np.isfinite(v)}
+
+    energies = finite(read_energies(library.root))
+    boundaries = finite(read_boundary_energies(library.root)) if energies else {}
+    return energies, boundaries, (energy_model(library.root) if energies else None)
+
+
+def attach_energies(candidates: list[Candidate], library: "Library") -> str | None:
+    """Give every candidate its energies from the library; returns the energy model (None: none)."""
+    energies, boundaries, model = library_energies(library)
+    for c in candidates:
+        c.energy = energies.get(c.config_id)
+        c.gb_energy = boundaries.get(c.config_id)
+    return model

@@ -112,7 +112,8 @@ def _candidate_record(c) -> dict[str, Any]:
         "rank": c.rank, "config_id": c.config_id, "family": c.family, "formula": c.formula,
         "distance": round(float(c.distance), 5), "energy_per_atom": c.energy, "energy_above": c.energy_above,
         "score": round(float(c.score), 5), "pareto": c.pareto, "votes": c.votes, "window": c.window,
-        "library_entry": c.entry, "lattice_mismatch": c.lattice_mismatch, "fom": ref.get("fom"), "refinement": ref or None,
+        "library_entry": c.entry, "lattice_mismatch": c.lattice_mismatch,
+        "gb_energy_mJ_m2": c.gb_energy, "gb_energy_above_mJ_m2": c.gb_energy_above, "fom": ref.get("fom"), "refinement": ref or None,
     }
 
 
@@ -234,15 +235,16 @@ def _html(summary: dict, records: list[dict], blocks: list, window_map: bytes) -
     elif lattice.get("skipped"):
         flag += f'<p>Lattice check skipped: {esc(lattice["skipped"])}.</p>'
     flag += _classes_html(summary.get("classes") or {})
-    head = ["rank", "config_id", "family", "formula", "distance", "E/atom [eV]", "ΔE [eV/atom]", "score", "Pareto",
-            "lattice Δ", "FOM", "votes"]
+    head = ["rank", "config_id", "family", "formula", "distance", "E/atom [eV]", "ΔE [eV/atom]", "γ_GB [mJ/m²]",
+            "score", "Pareto", "lattice Δ", "FOM", "votes"]
     rows = []
     for r in records:
         e = "" if r["energy_per_atom"] is None else f'{r["energy_per_atom"]:.4f}'
         de = "" if r["energy_above"] is None else f'{r["energy_above"]:.4f}'
         fom = "" if r["fom"] is None else f'{r["fom"]:.3f}'
         lat = "" if r.get("lattice_mismatch") is None else f'{100 * r["lattice_mismatch"]:.1f} %'
-        cells = [r["rank"], r["config_id"], r["family"], r["formula"], f'{r["distance"]:.4f}', e, de, f'{r["score"]:.4f}',
+        gb = "" if r.get("gb_energy_mJ_m2") is None else f'{r["gb_energy_mJ_m2"]:.0f}'
+        cells = [r["rank"], r["config_id"], r["family"], r["formula"], f'{r["distance"]:.4f}', e, de, gb, f'{r["score"]:.4f}',
                  "★" if r["pareto"] else "", lat, fom, r["votes"]]
         rows.append("<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in cells) + "</tr>")
     table = ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
@@ -257,8 +259,9 @@ def _html(summary: dict, records: list[dict], blocks: list, window_map: bytes) -
 <style>body{{font-family:sans-serif;max-width:1000px;margin:auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}pre{{font-size:11px;background:#f6f6f6}}</style></head><body>
 <h1>Configurations behind {esc(Path(summary['image']).name)}</h1>{flag}
-<p>Ranked by image distance + energy weight × energy above the lowest candidate of the same kind (boundary or family) and elements
-(★ = on the distance/energy Pareto front); candidates whose lattice spacings match the image's (lattice Δ, relative
+<p>Ranked by image distance + an energy term: for boundaries with a boundary energy γ_GB (excess over bulk per
+boundary area), boundary weight × γ_GB above the lowest boundary candidate of any kind; otherwise energy weight × energy
+per atom above the lowest candidate of the same kind and elements (★ = on the distance/energy Pareto front); candidates whose lattice spacings match the image's (lattice Δ, relative
 spacing error, at the given pixel size) come first. FOM = 0.1 × shift [px] + (1 − SSIM), before → after refinement.</p>
 {table}<h2>Where each family matches</h2>{_img_tag(window_map, 500)}<h2>Refined candidates</h2>{fits}
 <h2>Run</h2><pre>{esc(json.dumps(meta, indent=1, default=str))}</pre></body></html>"""

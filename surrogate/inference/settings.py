@@ -110,7 +110,8 @@ class LatticeSettings:
 class RankSettings:
     """Image distance against energy."""
 
-    energy_weight: float = 1.0   # distance per eV/atom above the lowest candidate of the same kind and elements
+    energy_weight: float = 1.0     # distance per eV/atom above the lowest candidate of the same kind and elements
+    boundary_weight: float = 0.1   # distance per J/m^2 of boundary energy above the lowest boundary candidate (any kind)
 
 
 @dataclass
