@@ -395,3 +395,19 @@ def test_lattice_check_flags_a_wrong_pixel_size_and_names_the_fix(lattice_librar
     np.save(tmp_path / "s.npy", small.image(0))
     skipped = run_inference(tmp_path / "s.npy", tiny_library, preprocess={"denoise": "none"}, pixel_size=small.sampling, **kw).lattice
     assert not skipped["mismatch"] and "32 px" in skipped["skipped"]
+
+
+def test_out_of_library_threshold_is_calibrated_through_the_queries_preprocessing(tiny_library, embedder_ckpt, tmp_path):
+    """Every window of a micrograph is normalised and denoised before it is embedded: the threshold
+    is measured on images prepared the same way, and cached per denoising method."""
+    from surrogate.inference.retrieve import CNNMatcher
+    from surrogate.inference.settings import PreprocessSettings
+    from surrogate.library import Library
+
+    lib = Library(tiny_library)
+    index = tmp_path / "index.faiss"
+    plain = CNNMatcher(lib, embedder_ckpt, index_path=index).threshold
+    gauss = CNNMatcher(lib, embedder_ckpt, index_path=index, preprocess=PreprocessSettings(denoise="gaussian"))
+    rec = json.loads(Path(str(index) + ".calibration-gaussian.json").read_text())
+    assert rec["denoise"] == "gaussian" and rec["threshold"] == gauss.threshold and 0 < gauss.threshold <= 2
+    assert gauss.threshold != plain  # blurred queries sit at other distances than raw library images

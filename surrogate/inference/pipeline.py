@@ -93,7 +93,7 @@ def run_inference(image: str | Path | Micrograph, library_dir: str | Path, setti
         resampled, wins = prepare(micrograph, library.sampling, shape, s.preprocess)
         batch = np.stack([w.image for w in wins])
     with timer("load"):
-        matcher = make_matcher(s.method, library, s.checkpoint, s.index, s.device)
+        matcher = make_matcher(s.method, library, s.checkpoint, s.index, s.device, s.preprocess)
     with timer("search"):
         found = retrieve(library, matcher, batch, s.retrieval)
     model = attach_energies(found.candidates, library)

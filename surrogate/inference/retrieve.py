@@ -12,7 +12,7 @@ import numpy as np
 
 from surrogate.errors import ConfigError, LibraryError
 from surrogate.inference.rank import Candidate
-from surrogate.inference.settings import RetrievalSettings
+from surrogate.inference.settings import PreprocessSettings, RetrievalSettings
 from surrogate.library import Library
 from surrogate.library.store import int_to_id
 
@@ -36,7 +36,8 @@ class CNNMatcher:
 
     name = "cnn"
 
-    def __init__(self, library: Library, checkpoint: str | Path, index_path: str | Path | None = None, device: str = "cpu"):
+    def __init__(self, library: Library, checkpoint: str | Path, index_path: str | Path | None = None, device: str = "cpu",
+                 preprocess: PreprocessSettings | None = None):
         from surrogate.embedding.embed import build_index, load_embedder
         from surrogate.index import EmbeddingIndex
 
@@ -60,24 +61,30 @@ class CNNMatcher:
         else:
             self.index = build_index(library.root, checkpoint, path)
         self.index_path = path
-        self.threshold = self.calibrate(library)
+        self.threshold = self.calibrate(library, preprocess=preprocess)
 
     def calibrate(self, library: Library, n: int = 128, dose: tuple[float, float] = (1e3, 1e5),
-                  quantile: float = 0.99) -> float:
+                  quantile: float = 0.99, preprocess: PreprocessSettings | None = None) -> float:
         """Out-of-library threshold: the ``quantile`` of the distances from library images of
         *held-out imaging conditions* (the library's condition test split), under the training
         corruptions (any rotation, ±20 % scale, drift, blur, background, Poisson dose in ``dose``
         e/Å²), to their nearest entry of the other conditions. That is what an in-library
         configuration imaged under new conditions looks like; a leave-one-out threshold (nearest
-        other entry, same conditions allowed) flagged such images as out of library. Libraries
-        without held-out conditions fall back to leave-one-out. Cached beside the index."""
+        other entry, same conditions allowed) flagged such images as out of library. The corrupted
+        images then go through the query's own preprocessing (``preprocess``: normalisation and
+        its denoising), as every window of a micrograph does: the threshold describes the distances
+        inference actually sees. Libraries without held-out conditions fall back to leave-one-out.
+        Cached beside the index, per denoising method."""
         import torch
 
         from surrogate.augment import Corrupt
         from surrogate.io.files import atomic_write_text
         from surrogate.library.dataset import split_indices
 
-        path = Path(str(self.index_path) + ".calibration.json")
+        from surrogate.inference.preprocess import denoise, normalise
+
+        method = preprocess.denoise if preprocess is not None else "none"
+        path = Path(str(self.index_path) + (f".calibration-{method}.json" if preprocess is not None else ".calibration.json"))
         if path.is_file():
             rec = json.loads(path.read_text())
             if rec.get("method") == "heldout-conditions":
@@ -92,6 +99,8 @@ class CNNMatcher:
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():
             noisy = corrupt(torch.from_numpy(images)[:, None], generator=g)[:, 0].numpy()
+        if preprocess is not None:  # as inference prepares every window (preprocess.prepare)
+            noisy = np.stack([normalise(denoise(x, method, library.sampling)) for x in noisy])
         allowed = np.ones(len(library), bool)
         allowed[held if use_held else picks] = False  # held-out conditions, else the query itself
         depth = min(len(library), int((~allowed).sum()) + 1)  # enough to reach one allowed entry
@@ -99,7 +108,7 @@ class CNNMatcher:
         nearest = keep_allowed(np.asarray(idx), np.asarray(d), allowed)[1][:, 0]
         threshold = float(np.quantile(nearest, quantile))
         atomic_write_text(path, json.dumps({"threshold": threshold, "quantile": quantile, "dose": list(dose),
-                                            "n": len(picks), "method": "heldout-conditions",
+                                            "n": len(picks), "method": "heldout-conditions", "denoise": method,
                                             "held_out_images": int(len(held))}, indent=1))
         return threshold
 
@@ -141,11 +150,14 @@ def keep_allowed(indices: np.ndarray, distances: np.ndarray, allowed: np.ndarray
 
 
 def make_matcher(method: str, library: Library, checkpoint: str | Path | None = None,
-                 index_path: str | Path | None = None, device: str = "cpu") -> Matcher:
+                 index_path: str | Path | None = None, device: str = "cpu",
+                 preprocess: PreprocessSettings | None = None) -> Matcher:
+    """The matcher of ``method``; the CNN's out-of-library threshold is calibrated through
+    ``preprocess`` (the query's preprocessing), when given."""
     if method == "cnn":
         if checkpoint is None:
             raise ConfigError("method=cnn needs an embedding checkpoint: pass checkpoint=<file.pt>, or use method=sift|hog|spectrum")
-        return CNNMatcher(library, checkpoint, index_path, device)
+        return CNNMatcher(library, checkpoint, index_path, device, preprocess)
     if method in ("sift", "hog", "spectrum"):
         return ClassicMatcher(library, method)
     raise ConfigError(f"unknown method {method!r}; use method=cnn|sift|hog|spectrum")
