@@ -259,3 +259,46 @@ def test_gpu_memory_limit_and_host_transfer_emulated_on_cpu(monkeypatch):
 def test_memory_limit_must_be_a_positive_number_of_gib(bad):
     with pytest.raises(ConfigError, match="memory_limit must be a positive number of GiB"):
         SimulationSettings(memory_limit=bad)
+
+
+def _cdte_slab(thickness, fov=(6.4, 6.4)):
+    from surrogate.structures import crystal, zone_axis_slab
+
+    return zone_axis_slab(crystal("CdTe"), (1, 1, 0), fov=fov, thickness=thickness)
+
+
+def test_thickness_drawn_per_image_changes_hrtem_contrast():
+    slab = _cdte_slab(60.0)
+    c = ImagingConditions(mode="hrtem", method="multislice", energy=300e3, semiangle=20.0, sampling=0.2)
+    thick = [10.0, 30.0, 60.0]
+    images = render(slab, [c.replace(thickness=t) for t in thick] + [c], (32, 32), SETTINGS)
+    contrast = [float(im.std() / im.mean()) for im in images]
+    assert max(contrast[:3]) - min(contrast[:3]) > 0.05  # dynamical scattering: contrast depends on thickness
+    assert ssim(images[0], images[2]) < 0.9
+    assert np.array_equal(images[2], images[3])  # beyond... at the whole slab: the legacy image, bit for bit
+    # the exit plane at 30 Å is the image of the first 30 Å (the truncated structure)
+    from surrogate.simulate.images import truncate
+
+    n = int(np.ceil(slab.cell[2, 2] / SETTINGS.slice_thickness))
+    t = 14 * slab.cell[2, 2] / n  # an exit plane between atomic planes: the truncated cell has the same slices
+    alone = render(truncate(slab, t), [c], (32, 32), SETTINGS)[0]
+    mid = render(slab, [c.replace(thickness=t)], (32, 32), SETTINGS)[0]
+    assert np.abs(alone - mid).max() < 1e-3
+    # sampled per image and serialised with it
+    conds = sample_conditions(30, {"thickness": [20.0, 200.0]}, [{"mode": "hrtem"}], seed=1)
+    ts = [cc.thickness for cc in conds]
+    assert min(ts) >= 20 and max(ts) <= 200 and len(set(ts)) == 30
+    assert ImagingConditions.from_json(conds[0].to_json()).thickness == ts[0]
+    assert ImagingConditions.from_dict({k: v for k, v in c.to_dict().items() if k != "thickness"}).thickness is None
+    with pytest.raises(ConfigError, match="thickness must be positive"):
+        c.replace(thickness=0.0)
+
+
+def test_incoherent_signal_grows_linearly_with_thickness_and_keeps_its_contrast():
+    period = 6.481 / np.sqrt(2)  # CdTe [110]: one atom per column per period
+    slab = _cdte_slab(8 * period)
+    c = ImagingConditions(mode="haadf", method="incoherent", energy=300e3, sampling=0.2, source_size=0.3)
+    images = render(slab, [c.replace(thickness=k * period - 0.1) for k in (2, 4, 8)], (32, 32), SETTINGS)
+    means = [float(im.mean()) for im in images]
+    assert means[1] / means[0] == pytest.approx(2.0, rel=0.05) and means[2] / means[1] == pytest.approx(2.0, rel=0.05)
+    assert ssim(images[0], images[2]) > 0.98  # a perfect crystal: the same columns at every depth

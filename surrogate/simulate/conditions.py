@@ -64,6 +64,11 @@ class ImagingConditions:
         augmentation; the library renders at 0 and 1).
     seed
         Seed of the noise draw.
+    thickness
+        Specimen thickness the image is taken at [Å]: the structure's first ``thickness`` Å along
+        the beam (the exit plane nearest to it for multislice and HRTEM, the atoms above it for the
+        incoherent mode and PRISM). ``None`` (and any value beyond the structure) is the whole
+        structure, as in libraries written before thickness became a condition.
     """
 
     mode: str = "haadf"
@@ -81,6 +86,7 @@ class ImagingConditions:
     rotation: float = 0.0
     scale: float = 1.0
     seed: int = 0
+    thickness: float | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -99,6 +105,8 @@ class ImagingConditions:
             raise ConfigError(f"detector inner angle {self.inner} must be below outer {self.outer} [mrad]")
         if self.dose is not None and self.dose <= 0:
             raise ConfigError(f"dose must be positive [e/Å²], got {self.dose}")
+        if self.thickness is not None and not self.thickness > 0:
+            raise ConfigError(f"thickness must be positive [Å] or null (the whole structure), got {self.thickness}")
 
     @property
     def wavelength(self) -> float:
@@ -192,7 +200,8 @@ def sample_conditions(
     ranges
         Per-field spec shared by all modes: scalar, ``[low, high]`` (uniform), ``{low, high, log}``
         or ``{choices: [...]}``. Fields: energy, semiangle, defocus, cs, source_size, focal_spread,
-        dose (log-uniform), and per-mode detector ranges under ``detectors.<mode>``.
+        dose (log-uniform), thickness [Å] (drawn per image; absent = the whole structure), and
+        per-mode detector ranges under ``detectors.<mode>``.
     modes
         List of ``{mode, method, weight}``; each condition picks a mode with probability
         proportional to its weight.
@@ -233,6 +242,8 @@ def sample_conditions(
         if ranges.get("dose") is not None:
             values["dose"] = _draw(rng, ranges["dose"], "dose", log=True)
         values["seed"] = int(seed * 1_000_003 + i)
+        if ranges.get("thickness") is not None:  # drawn last: configs without it draw what they drew before
+            values["thickness"] = _draw(rng, ranges["thickness"], "thickness")
         out.append(ImagingConditions(**values))
     return out
 

@@ -19,7 +19,8 @@ from surrogate.errors import ConfigError, SimulationError, SurrogateError
 from surrogate.simulate.conditions import ImagingConditions, wavelength
 from surrogate.simulate.noise import apply_dose
 
-__all__ = ["SimulationSettings", "render", "max_simulated_angle", "to_canonical", "memory_limit_bytes", "smatrix_bytes"]
+__all__ = ["SimulationSettings", "render", "max_simulated_angle", "to_canonical", "memory_limit_bytes", "smatrix_bytes",
+           "truncate"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,10 @@ class SimulationSettings:
     incoherent_scale
         Converts the incoherent image to the fraction of the beam reaching the detector, so the same
         dose gives the same counts as multislice (calibrated in ``benchmarks/simulation.py``).
+    incoherent_thickness
+        Thickness at which ``incoherent_scale`` was calibrated [Å]. An image taken at a thickness
+        ``t`` (``ImagingConditions.thickness``) is scaled by (this / t)^(exponent - 1), so its
+        signal grows linearly with thickness while the column contrast stays Z^exponent.
     scan_oversampling
         STEM scan step is the probe's Nyquist step divided by this; images are Fourier-
         interpolated to the canonical sampling.
@@ -73,6 +78,7 @@ class SimulationSettings:
     sigma: dict = field(default_factory=lambda: {"default": 0.08})
     incoherent_exponent: float = 2.0
     incoherent_scale: float = 8.9e-9
+    incoherent_thickness: float = 20.0
     scan_oversampling: float = 1.0
     prism_interpolation: int = 1
     device: str = "cpu"
@@ -125,9 +131,41 @@ def _frozen_phonons(atoms: Atoms, settings: SimulationSettings):
     )
 
 
-def _potential(atoms: Atoms, settings: SimulationSettings, multiple_of: int = 1):
+def _effective_thickness(c: ImagingConditions, total: float) -> float:
+    """The thickness [Å] an image is taken at: the condition's, at most the structure's."""
+    return total if c.thickness is None else min(float(c.thickness), total)
+
+
+def _exit_planes(atoms: Atoms, settings: SimulationSettings, conditions) -> tuple[tuple[int, ...] | None, dict[int, int]]:
+    """Exit planes (slice indices) serving every condition's thickness, and each condition's
+    position among them. ``None`` when every condition takes the whole structure (one exit plane:
+    the legacy potential, bit for bit)."""
+    total = float(atoms.cell[2, 2])
+    if all(c.thickness is None or c.thickness >= total for _, c in conditions):
+        return None, {}
+    n = max(1, int(np.ceil(total / settings.slice_thickness - 1e-9)))  # abTEM divides the cell evenly
+    cum = np.arange(1, n + 1) * (total / n)
+    index = {i: int(np.argmin(np.abs(cum - _effective_thickness(c, total)))) for i, c in conditions}
+    planes = tuple(sorted(set(index.values())))
+    return planes, {i: planes.index(k) for i, k in index.items()}
+
+
+def _plane(array: np.ndarray, axes_metadata, position: int | None) -> np.ndarray:
+    """The exit plane at ``position`` of an abTEM array (thickness axis located by its metadata),
+    averaged over every other leading axis (frozen phonons) down to two dimensions."""
+    if position is not None:
+        names = [type(a).__name__ for a in axes_metadata]
+        if "ThicknessAxis" in names:
+            array = np.take(array, position, axis=names.index("ThicknessAxis"))
+    while array.ndim > 2:
+        array = array.mean(0)
+    return array
+
+
+def _potential(atoms: Atoms, settings: SimulationSettings, multiple_of: int = 1, exit_planes=None):
     """abTEM potential at ``settings.potential_sampling`` or finer, its grid a multiple of
-    ``multiple_of`` points (PRISM interpolation divides the grid exactly: normalisation preserved)."""
+    ``multiple_of`` points (PRISM interpolation divides the grid exactly: normalisation preserved),
+    with the given exit planes (slice indices; None = the exit surface)."""
     import abtem
 
     grid = {"sampling": settings.potential_sampling}
@@ -143,6 +181,7 @@ def _potential(atoms: Atoms, settings: SimulationSettings, multiple_of: int = 1)
         parametrization=settings.parametrization,
         projection="infinite",
         device=settings.device,
+        **({"exit_planes": tuple(exit_planes)} if exit_planes is not None else {}),
     )
 
 
@@ -229,20 +268,38 @@ def _incoherent(atoms, conditions, shape, settings) -> dict[int, np.ndarray]:
     """Projected potential^p convolved with the probe intensity: one projection per structure."""
     import abtem
 
-    # one slice through the whole thickness: the projection is all this mode needs
-    potential = _potential(atoms, replace(settings, slice_thickness=float(atoms.cell[2, 2])))
-    projected = _asnumpy(potential.build().project().compute(progress_bar=False).array)
-    if projected.ndim == 3:  # frozen phonons: thermal average of the object
-        obj = (np.maximum(projected, 0) ** settings.incoherent_exponent).mean(0)
+    total = float(atoms.cell[2, 2])
+    wanted = {i: _effective_thickness(c, total) for i, c in conditions}
+    if all(c.thickness is None for _, c in conditions):
+        # one slice through the whole thickness: the projection is all this mode needs
+        potential = _potential(atoms, replace(settings, slice_thickness=total))
+        projected = _asnumpy(potential.build().project().compute(progress_bar=False).array)
+        if projected.ndim == 3:  # frozen phonons: thermal average of the object
+            objects = {total: (np.maximum(projected, 0) ** settings.incoherent_exponent).mean(0)}
+        else:
+            objects = {total: np.maximum(projected, 0) ** settings.incoherent_exponent}
+        scale = {total: 1.0}
     else:
-        obj = np.maximum(projected, 0) ** settings.incoherent_exponent
+        objects, potential = _incoherent_objects(atoms, sorted(set(wanted.values())), settings)
+        p = settings.incoherent_exponent
+        scale = {t: (settings.incoherent_thickness / t) ** (p - 1) for t in objects}
+        # conditions without a thickness keep the legacy normalisation of the whole structure
+        for i, c in conditions:
+            if c.thickness is None:
+                wanted[i] = ("legacy", total)
+        if any(isinstance(v, tuple) for v in wanted.values()):
+            objects[("legacy", total)] = objects[total]
+            scale[("legacy", total)] = 1.0
     # the probe passes spatial frequencies below 2 x aperture / wavelength only, so the object
     # is band-limited first to a grid at least 4x finer than that (saves most of the FFT work)
     kmax = max(2 * c.semiangle * 1e-3 / c.wavelength for _, c in conditions)
     target = min(1.0 / (4 * kmax), min(c.sampling for _, c in conditions) / 2)
-    obj, sampling = fourier_crop(obj, potential.sampling, target)
-    obj_f = np.fft.fft2(obj)
-    extent = (obj.shape[0] * sampling[0], obj.shape[1] * sampling[1])
+    spectra = {}
+    for t, obj in objects.items():
+        cropped, sampling = fourier_crop(obj, potential.sampling, target)
+        spectra[t] = np.fft.fft2(cropped) * scale[t]
+    shape_obj = cropped.shape
+    extent = (shape_obj[0] * sampling[0], shape_obj[1] * sampling[1])
     out = {}
     probes: dict[tuple, np.ndarray] = {}
     for i, c in conditions:
@@ -250,15 +307,37 @@ def _incoherent(atoms, conditions, shape, settings) -> dict[int, np.ndarray]:
         if pk not in probes:
             probe = abtem.Probe(
                 energy=c.energy, semiangle_cutoff=c.semiangle, defocus=c.defocus, Cs=c.cs,
-                extent=extent, gpts=obj.shape, device="cpu",
+                extent=extent, gpts=shape_obj, device="cpu",
             )
             intensity = _asnumpy(probe.build(scan=(0.0, 0.0)).intensity().compute(progress_bar=False).array)
             probes[pk] = np.fft.fft2(intensity / intensity.sum())
         # probe convolution, output band limit and source blur in one pass through Fourier space
-        filt = _fourier_filter(obj.shape, sampling, 0.5 / c.sampling, c.source_size)
-        image = np.fft.ifft2(obj_f * probes[pk] * filt).real * settings.incoherent_scale
+        filt = _fourier_filter(shape_obj, sampling, 0.5 / c.sampling, c.source_size)
+        image = np.fft.ifft2(spectra[wanted[i]] * probes[pk] * filt).real * settings.incoherent_scale
         out[i] = to_canonical(image, sampling, shape, c.sampling, prefiltered=True)
     return out
+
+
+def _incoherent_objects(atoms: Atoms, thicknesses, settings: SimulationSettings):
+    """Thermal average of (projected potential)^p of the first t Å of ``atoms`` for every t in
+    ``thicknesses`` [Å] (sorted): one potential whose slices end at those depths, projected slice
+    by slice and accumulated (the infinite projection is additive), one frozen-phonon
+    configuration at a time."""
+    total = float(atoms.cell[2, 2])
+    bounds = [t for t in thicknesses if t > 1e-6]
+    widths = np.diff([0.0] + bounds + ([total] if bounds[-1] < total - 1e-6 else []))
+    objects = {t: 0.0 for t in bounds}
+    n = 0
+    potential = None
+    for config in _phonon_configurations(atoms, settings):
+        potential = _potential(config, replace(settings, frozen_phonons=1, slice_thickness=tuple(float(w) for w in widths)))
+        projected = 0.0
+        for k, sl in enumerate(potential.generate_slices()):
+            projected = projected + _asnumpy(sl.array).sum(0)
+            if k < len(bounds):
+                objects[bounds[k]] = objects[bounds[k]] + np.maximum(projected, 0) ** settings.incoherent_exponent
+        n += 1
+    return {t: v / n for t, v in objects.items()}, potential
 
 
 def _scan_sampling(c: ImagingConditions, settings: SimulationSettings) -> float:
@@ -290,12 +369,12 @@ def smatrix_bytes(smatrix) -> int:
     return 8 * n * down + 8 * min(n, 32) * full + 4 * n_slices * full
 
 
-def _integrate(measurement, c: ImagingConditions, extent: tuple[float, float]):
-    """Radially integrate a flexible annular measurement over the condition's detector; returns
-    the image and its sampling (the scan covers the periodic cell without its end point)."""
-    arr = _asnumpy(measurement.integrate_radial(c.inner, c.outer).array)
-    while arr.ndim > 2:
-        arr = arr.mean(0)
+def _integrate(measurement, c: ImagingConditions, extent: tuple[float, float], plane: int | None = None):
+    """Radially integrate a flexible annular measurement over the condition's detector (at exit
+    plane ``plane`` when the measurement has several); returns the image and its sampling (the
+    scan covers the periodic cell without its end point)."""
+    m = measurement.integrate_radial(c.inner, c.outer)
+    arr = _plane(_asnumpy(m.array), m.ensemble_axes_metadata, plane)
     return arr, (extent[0] / arr.shape[0], extent[1] / arr.shape[1])
 
 
@@ -310,7 +389,7 @@ def _grid_scan(potential, c: ImagingConditions, settings: SimulationSettings):
     )
 
 
-def _multislice_stem(potential, conditions, shape, settings) -> dict[int, np.ndarray]:
+def _multislice_stem(potential, conditions, shape, settings, planes: dict[int, int] | None = None) -> dict[int, np.ndarray]:
     """One multislice STEM scan per probe with a flexible annular detector, integrated per condition.
 
     Probe wave functions are propagated in batches sized to the memory limit."""
@@ -334,7 +413,7 @@ def _multislice_stem(potential, conditions, shape, settings) -> dict[int, np.nda
         m = m.compute(progress_bar=False, scheduler="synchronous")
     out = {}
     for i, c in conditions:
-        arr, sampling = _integrate(m, c, potential.extent)
+        arr, sampling = _integrate(m, c, potential.extent, (planes or {}).get(i))
         out[i] = to_canonical(arr, sampling, shape, c.sampling, c.source_size)
     return out
 
@@ -404,6 +483,31 @@ def _prism(atoms, conditions, shape, settings) -> dict[int, np.ndarray]:
     return out
 
 
+def truncate(atoms: Atoms, thickness: float) -> Atoms:
+    """The first ``thickness`` Å of a structure along the beam (atoms with z below it; the cell
+    ends there). The whole structure when ``thickness`` reaches its cell."""
+    total = float(atoms.cell[2, 2])
+    if thickness >= total - 1e-6:
+        return atoms
+    z = atoms.get_positions(wrap=True)[:, 2]
+    part = atoms[z < thickness]
+    if len(part) == 0:
+        raise SimulationError(f"no atom in the first {thickness:.1f} Å of the structure: draw thicker samples")
+    part.set_cell(np.diag([atoms.cell[0, 0], atoms.cell[1, 1], thickness]))
+    part.pbc = [True, True, False]  # a slab: its surfaces do not meet across the cell
+    return part
+
+
+def _by_thickness(atoms: Atoms, conditions):
+    """(structure truncated at a thickness, its conditions) for every thickness the conditions ask for."""
+    total = float(atoms.cell[2, 2])
+    groups: dict[float, list] = defaultdict(list)
+    for i, c in conditions:
+        groups[round(_effective_thickness(c, total), 2)].append((i, c))
+    for t, sub in sorted(groups.items()):
+        yield truncate(atoms, t), sub
+
+
 def _stem_fallback(atoms, conditions, shape, settings) -> dict[int, np.ndarray]:
     """Batched multislice for PRISM conditions whose S-matrix does not fit: one scan per probe."""
     potential = _potential(atoms, settings).build()
@@ -416,7 +520,7 @@ def _stem_fallback(atoms, conditions, shape, settings) -> dict[int, np.ndarray]:
     return out
 
 
-def _hrtem(potential, conditions, shape, settings) -> dict[int, np.ndarray]:
+def _hrtem(potential, conditions, shape, settings, planes: dict[int, int] | None = None) -> dict[int, np.ndarray]:
     """One plane-wave exit wave per structure and energy; a CTF (with partial coherence) per condition."""
     import abtem
 
@@ -430,8 +534,21 @@ def _hrtem(potential, conditions, shape, settings) -> dict[int, np.ndarray]:
     max_angle = max(4 * widest, 2 * canonical)
     if max_angle < min(exit_waves.cutoff_angles):
         exit_waves = exit_waves.downsample(max_angle=max_angle)
+    all_waves = exit_waves
+    names = [type(a).__name__ for a in all_waves.ensemble_axes_metadata]
+    at_plane: dict = {}
+
+    def waves_at(position):
+        """The exit waves at one exit plane (all of them when the potential has one)."""
+        if position is None or "ThicknessAxis" not in names:
+            return all_waves
+        if position not in at_plane:
+            at_plane[position] = all_waves[(slice(None),) * names.index("ThicknessAxis") + (position,)]
+        return at_plane[position]
+
     out = {}
     for i, c in conditions:
+        exit_waves = waves_at((planes or {}).get(i))
         ctf = abtem.CTF(
             semiangle_cutoff=c.semiangle, defocus=c.defocus, Cs=c.cs, focal_spread=c.focal_spread, energy=c.energy
         )
@@ -451,6 +568,7 @@ def _hrtem(potential, conditions, shape, settings) -> dict[int, np.ndarray]:
         while arr.ndim > 2:
             arr = arr.mean(0)
         out[i] = to_canonical(arr, exit_waves.sampling, shape, c.sampling, c.source_size)
+    del all_waves
     return out
 
 
@@ -510,21 +628,25 @@ def render(
         groups[c.probe_key()].append((i, c))
     images: dict[int, np.ndarray] = {}
     # eager abTEM: parallelism is across structures (library workers), not inside one
+    # one potential serves every multislice and HRTEM condition, with an exit plane per thickness
+    exit_planes, plane_of = _exit_planes(
+        atoms, settings, [(i, c) for i, c in enumerate(conditions) if c.method == "multislice"])
     with abtem.config.set({"dask.lazy": False, "device": settings.device, "fft": settings.fft}):
         potential = None
         for key, group in groups.items():
             if key[0] == "incoherent":
                 images.update(_incoherent(atoms, group, shape, settings))
                 continue
-            if key[0] == "prism":
-                images.update(_prism(atoms, group, shape, settings))
+            if key[0] == "prism":  # one S-matrix per thickness (PRISM has no intermediate exit planes)
+                for part, sub in _by_thickness(atoms, group):
+                    images.update(_prism(part, sub, shape, settings))
                 continue
             if potential is None:
-                potential = _potential(atoms, settings).build()
+                potential = _potential(atoms, settings, exit_planes=exit_planes).build()
             if key[0] == "hrtem":
-                images.update(_hrtem(potential, group, shape, settings))
+                images.update(_hrtem(potential, group, shape, settings, plane_of))
             else:
-                images.update(_multislice_stem(potential, group, shape, settings))
+                images.update(_multislice_stem(potential, group, shape, settings, plane_of))
     out = np.stack([images[i] for i in range(len(conditions))]).astype(np.float32)
     if noise:
         for i, c in enumerate(conditions):

@@ -4,6 +4,7 @@ the function that builds one (run on the workers, so the driver never holds all 
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any, Mapping
 
 import numpy as np
@@ -66,12 +67,17 @@ def plan_structures(cfg: Mapping[str, Any]) -> list[dict]:
             recipes.append({"kind": "bulk", **base})
         recipes += _defect_recipes(base, dcfg, kinds_of[mat["name"]], mat, rng)
     nb = int(dcfg.get("per_boundary", 0))
+    seen: set[str] = set()  # generators may propose one boundary twice (the CSL's Σ3(111) and the twin)
     for b in cfg.get("boundaries") or []:
         mats = b.get("materials") or [m["name"] for m in materials]
         for name in mats:
             mat = next((m for m in materials if m["name"] == name), {"name": name})
             for t in thicknesses:
                 for r in _boundary_recipes(b, mat, float(t), fov):
+                    key = json.dumps(r, sort_keys=True)
+                    if key in seen:
+                        continue
+                    seen.add(key)
                     recipes.append(r)
                     if nb:
                         recipes += [{"kind": "defect", "parent": r, "defects": d["defects"], "seed": d["seed"]}
