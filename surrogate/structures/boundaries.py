@@ -213,17 +213,30 @@ def bicrystal(
 
 
 def _remove_collisions(atoms: Atoms, distance: float) -> int:
-    """Remove atoms closer than ``distance`` to another, preferring grain 2 (tag 2); returns the count."""
+    """Remove atoms closer than ``distance`` to another, preferring grain 2 (tag 2); returns the count.
+
+    Greedy: the atom with the most collisions goes first, grain 2 first on ties. Removing an atom
+    creates no collision, so the pairs are found once and the counts updated as atoms go (the same
+    atoms as recomputing the neighbour list after every removal)."""
     from ase.neighborlist import neighbor_list
 
-    removed = 0
-    while True:
-        i, j, d = neighbor_list("ijd", atoms, distance)
-        if len(i) == 0:
-            return removed
-        tags = atoms.get_tags()
-        # drop the atom with the most collisions, grain 2 first
-        counts = np.bincount(i, minlength=len(atoms)).astype(float)
-        counts += 0.5 * (tags == 2)
-        del atoms[int(np.argmax(counts))]
-        removed += 1
+    i, j = neighbor_list("ij", atoms, distance)
+    if len(i) == 0:
+        return 0
+    counts = np.bincount(i, minlength=len(atoms)).astype(float)
+    bonus = 0.5 * (atoms.get_tags() == 2)
+    order = np.argsort(i, kind="stable")
+    i, j = i[order], j[order]
+    starts = np.searchsorted(i, np.arange(len(atoms) + 1))
+    alive = np.ones(len(atoms), bool)
+    gone = []
+    while counts.max() > 0:
+        k = int(np.argmax(np.where(alive & (counts > 0), counts + bonus, -1.0)))
+        alive[k] = False
+        gone.append(k)
+        for n in j[starts[k]:starts[k + 1]]:
+            if alive[n]:
+                counts[n] -= 1
+        counts[k] = 0
+    del atoms[gone]
+    return len(gone)

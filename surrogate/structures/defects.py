@@ -52,13 +52,31 @@ def _atom_at_depth(atoms: Atoms, column: np.ndarray, depth: float) -> int:
 
 
 def _interstitial_site(atoms: Atoms, near_xy: np.ndarray, depth: float) -> np.ndarray:
-    """The point near ``near_xy`` at the given depth that is farthest from every atom."""
-    from ase.geometry import get_distances
+    """The point near ``near_xy`` at the given depth that is farthest from every atom.
 
+    Only atoms within 6 Å of the search box matter, so distances are taken to those (minimum image
+    of the orthogonal cell): memory stays small for thick slabs."""
     lz = atoms.cell[2, 2]
     grid = np.stack(np.meshgrid(np.linspace(-2, 2, 17), np.linspace(-2, 2, 17), np.linspace(-1, 1, 9)), -1).reshape(-1, 3)
-    pts = grid + np.array([near_xy[0], near_xy[1], depth * lz])
-    _, d = get_distances(pts, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    centre = np.array([near_xy[0], near_xy[1], depth * lz])
+    pts = grid + centre
+    cell = atoms.cell.array
+    if not np.allclose(cell, np.diag(np.diag(cell))):
+        from ase.geometry import get_distances
+
+        _, d = get_distances(pts, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+        return pts[int(np.argmax(d.min(axis=1)))]
+    lengths = np.diag(cell)
+    periodic = np.asarray(atoms.pbc, bool)
+
+    def mic(v):
+        return v - np.where(periodic, np.round(v / lengths) * lengths, 0.0)
+
+    rel = mic(atoms.positions - centre)
+    near = rel[np.linalg.norm(rel, axis=1) < 6.0 + np.linalg.norm([2, 2, 1])]
+    if len(near) == 0:
+        return centre
+    d = np.linalg.norm(mic(grid[:, None, :] - near[None, :, :]), axis=-1)
     return pts[int(np.argmax(d.min(axis=1)))]
 
 

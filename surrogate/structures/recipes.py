@@ -241,6 +241,8 @@ def _from_file(recipe: Mapping[str, Any]) -> Atoms:
     info = dict(atoms.info)
     atoms.info = {}
     extra = {k: info[k] for k in ("energy_per_atom", "energy_model", "mismatch") if k in info}
+    if isinstance(info.get("labels"), dict):  # the class labels the frame was written with
+        extra["labels"] = info["labels"]
     tag(atoms, info.get("family", "file"), info.get("params") or {"source": recipe["path"]},
         zone_axis=info.get("zone_axis"), **extra)
     if recipe.get("config_id") and atoms.info["config_id"] != recipe["config_id"]:
