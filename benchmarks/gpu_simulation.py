@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+
 from common import parser
 
 

@@ -15,8 +15,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "real" / "cdte_110_twin" / "HAADF26.dm3"
 
@@ -34,11 +32,11 @@ def main(argv=None):
     from surrogate.inference.preprocess import denoise, normalise, resample
     from surrogate.inference.refine import atom_columns, refine, widen_boundary
     from surrogate.inference.report import _png, overlay_figure
+    from surrogate.inference.settings import RefineSettings
     from surrogate.io.files import atomic_open, atomic_write_text
     from surrogate.io.readers import read_image
     from surrogate.library import Library
     from surrogate.simulate.conditions import ImagingConditions
-    from surrogate.inference.settings import RefineSettings
     from surrogate.simulate.images import SimulationSettings
 
     lib = Library(a.library)

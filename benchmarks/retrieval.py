@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from common import auroc
 
 DOSES = (1e2, 1e3, 1e4, 1e5)
@@ -307,9 +308,9 @@ def latency(emb, lib_vecs: np.ndarray, query: np.ndarray, sizes=(1_000, 10_000, 
 
 
 def figure(path: Path, queries, meta, dist, gallery_images, gallery_cfg, n=8):
-    from surrogate.embedding.figures import retrieval_figure
-
     import matplotlib.pyplot as plt
+
+    from surrogate.embedding.figures import retrieval_figure
 
     qcfg = np.array([q["config_id"] for q in meta])
     pick = np.linspace(0, len(queries) - 1, n).astype(int)

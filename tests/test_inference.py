@@ -22,8 +22,8 @@ def annotated_library(tiny_library):
 
 
 def test_library_image_retrieves_its_configuration_first_with_energy(annotated_library, embedder_ckpt, tmp_path):
-    from surrogate.inference.report import write_report
     from surrogate.inference.pipeline import run_inference
+    from surrogate.inference.report import write_report
     from surrogate.library import Library
     from surrogate.library.energies import read_energies
     from surrogate.library.store import int_to_id
@@ -283,8 +283,7 @@ def test_energy_decides_between_variants_of_one_structure_not_between_boundary_a
 
 
 def test_refined_candidates_are_ordered_by_their_fit():
-    from surrogate.inference.rank import rerank_refined
-    from surrogate.inference.rank import Candidate
+    from surrogate.inference.rank import Candidate, rerank_refined
 
     cands = [Candidate(f"c{i}", distance=0.1 * i, window=0, entry=i, rank=i + 1, energy_above=e)
              for i, e in enumerate((0.0, 0.0, 0.2, 0.0))]
@@ -309,8 +308,8 @@ def test_roi_crops_the_image_or_is_a_clear_error():
 
 def test_boundary_score_finds_the_window_across_two_grains():
     from surrogate.inference import refine as R
-    from surrogate.inference.refine import anchor_window as _anchor_window
     from surrogate.inference.preprocess import Window, boundary_score
+    from surrogate.inference.refine import anchor_window as _anchor_window
     from surrogate.simulate.conditions import ImagingConditions
     from surrogate.simulate.images import SimulationSettings
     from surrogate.structures.recipes import build_structure

@@ -16,7 +16,6 @@ pixel size would make the nearest library lattice fit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 

@@ -78,10 +78,9 @@ class CNNMatcher:
         import torch
 
         from surrogate.augment import Corrupt
+        from surrogate.inference.preprocess import denoise, normalise
         from surrogate.io.files import atomic_write_text
         from surrogate.library.dataset import split_indices
-
-        from surrogate.inference.preprocess import denoise, normalise
 
         method = preprocess.denoise if preprocess is not None else "none"
         path = Path(str(self.index_path) + (f".calibration-{method}.json" if preprocess is not None else ".calibration.json"))
