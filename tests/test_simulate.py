@@ -302,3 +302,19 @@ def test_incoherent_signal_grows_linearly_with_thickness_and_keeps_its_contrast(
     means = [float(im.mean()) for im in images]
     assert means[1] / means[0] == pytest.approx(2.0, rel=0.05) and means[2] / means[1] == pytest.approx(2.0, rel=0.05)
     assert ssim(images[0], images[2]) > 0.98  # a perfect crystal: the same columns at every depth
+
+
+def test_a_library_records_the_thickness_of_every_image_or_refuses_to_draw_it(tmp_path):
+    from surrogate.library.build import build_library
+    from surrogate.library.store import CONDITION_COLUMNS, decode_conditions, encode_conditions
+
+    c = ImagingConditions(mode="hrtem", method="multislice", thickness=57.5)
+    if "thickness" in CONDITION_COLUMNS:  # the store has the column: it round-trips
+        assert decode_conditions(encode_conditions([c])[0]) == c
+        assert decode_conditions(encode_conditions([c.replace(thickness=None)])[0]).thickness is None
+        return
+    structures = {"materials": ["Si"], "zone_axes": [[1, 1, 0]], "thicknesses": [8.0], "fov": [6.4, 6.4]}
+    simulate = {"modes": [{"mode": "hrtem"}], "ranges": {"thickness": [2.0, 8.0]}}
+    with pytest.raises(ConfigError, match="no thickness column"):
+        build_library(structures, simulate, {"output_dir": str(tmp_path / "lib"), "shape": [32, 32],
+                                             "scheduler": "synchronous"}, progress=False)

@@ -35,13 +35,13 @@ DB_COLUMNS = {
 
 
 def zone_axis_label(zone_axis) -> str:
-    """``"110"`` for [1,1,0], [1,-1,0], [0,1,1] ...: the zone-axis family of a cubic crystal (sorted
-    absolute indices, largest first); ``""`` when unknown."""
+    """``"110"`` for [1,1,0], [1,-1,0], [0,1,1] ...: the zone-axis family of a cubic crystal, written
+    as :func:`plane_label` does (``"112"``, ``"100"``); ``""`` when unknown."""
     if zone_axis is None or len(zone_axis) == 0:
         return ""
     if isinstance(zone_axis, str):
         zone_axis = [int(c) for c in zone_axis.strip("[]<>") if c.isdigit()]
-    return "".join(str(v) for v in sorted((abs(int(v)) for v in zone_axis), reverse=True))
+    return plane_label(zone_axis)
 
 
 def plane_label(plane) -> str:
@@ -51,8 +51,8 @@ def plane_label(plane) -> str:
     v = [abs(int(round(x))) for x in plane]
     g = int(np.gcd.reduce([x for x in v if x])) if any(v) else 1
     v = [x // g for x in v]
-    for h in set(v):
-        if v.count(h) == 2:
+    for h in sorted(set(v)):
+        if h and v.count(h) == 2:
             rest = [x for x in v if x != h]
             return f"{h}{h}{rest[0]}"
     return "".join(str(x) for x in sorted(v, reverse=True))
