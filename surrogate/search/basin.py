@@ -19,80 +19,21 @@ configurations of this package need: moves other than a uniform displacement of 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 from ase import Atoms
 
 from surrogate.errors import ConfigError
-from surrogate.search.candidates import make_candidate, write_candidates
 from surrogate.potential.energy import EnergyModel, relax, resolve_calculator
+from surrogate.search.candidates import make_candidate
 from surrogate.search.moves import propose, search_info
-from surrogate.search.objectives import ImageObjective, pareto_front
-from surrogate.search.state import load_state, save_state
+from surrogate.search.objectives import ImageObjective
+from surrogate.search.state import SearchResult, SearchRun, finish_candidates, image_hash, restore_energy
 
 __all__ = ["SearchResult", "basin_hopping", "finish_candidates"]
-
-STATE = "state.npz"
-CANDIDATES = "candidates.extxyz"
-
-
-@dataclass
-class SearchResult:
-    """What a search returns.
-
-    Attributes
-    ----------
-    candidates
-        Distinct minima found (tagged configurations, see :mod:`surrogate.search.candidates`),
-        lowest objective first; ``info["pareto"]`` marks the non-dominated ones.
-    best
-        The candidate with the lowest objective.
-    history
-        One record per step (basin hopping) or generation (GA).
-    output_dir
-        Where the candidates and the checkpoint were written (``None``: nothing written).
-    """
-
-    candidates: list[Atoms]
-    best: Atoms
-    history: list[dict] = field(default_factory=list)
-    output_dir: Path | None = None
-
-    def pareto(self) -> list[Atoms]:
-        return [a for a in self.candidates if a.info.get("pareto")]
-
-
-def _settings_hash(settings: Mapping[str, Any], start: Atoms, model_id: str) -> str:
-    blob = json.dumps({"settings": settings, "start": start.info.get("config_id"), "model": model_id},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def finish_candidates(candidates: list[Atoms], image_weight: float, use_image: bool) -> list[Atoms]:
-    """Flag the Pareto front and sort by objective (energy per atom + weight x mismatch)."""
-    e = np.array([a.info["energy_per_atom"] for a in candidates])
-    m = np.array([a.info["mismatch"] for a in candidates])
-    front = pareto_front(np.column_stack([e, m]) if use_image else e[:, None])
-    for a, f in zip(candidates, front):
-        a.info["pareto"] = bool(f)
-    score = e + (image_weight * m if use_image and image_weight else 0.0)
-    return [candidates[i] for i in np.argsort(score, kind="stable")]
-
-
-def _restore(a: Atoms) -> Atoms:
-    from ase.calculators.singlepoint import SinglePointCalculator
-
-    a.calc = SinglePointCalculator(a, energy=float(a.info["energy_per_atom"]) * len(a))
-    if "zone_axis" in a.info:
-        a.info["zone_axis"] = [int(v) for v in a.info["zone_axis"]]
-    return a
 
 
 def basin_hopping(
@@ -153,10 +94,8 @@ def basin_hopping(
     model: EnergyModel = resolve_calculator(calculator)
     settings = {"method": "basin", "kT": kT, "moves": dict(moves or {}), "rattle": rattle, "translate": translate,
                 "fmax": fmax, "relax_steps": relax_steps, "optimizer": optimizer, "seed": seed,
-                "image_weight": image_weight, "image": None if image is None else hashlib.sha256(
-                    np.ascontiguousarray(image.target).tobytes()).hexdigest()[:16]}
-    shash = _settings_hash(settings, atoms, model.model_id)
-    out_dir = Path(output_dir) if output_dir is not None else None
+                "image_weight": image_weight, "image": image_hash(image)}
+    run = SearchRun(settings, atoms, model, output_dir)
     n = len(atoms)
 
     def evaluate(a: Atoms):
@@ -173,17 +112,12 @@ def basin_hopping(
         return make_candidate(a, energy, atoms, "basin", step, seed, model.model_id, mismatch,
                               {k: v for k, v in settings.items() if k not in ("method", "seed")}, forces)
 
-    state_path = out_dir / STATE if out_dir is not None else None
-    if state_path is not None and state_path.is_file():
-        meta, saved = load_state(state_path)
-        if meta.get("settings_hash") != shash:
-            raise ConfigError(f"{out_dir} holds another search (settings hash {meta.get('settings_hash')} != {shash}): "
-                              "use a new output directory or delete it")
-        rng = np.random.default_rng()
-        rng.bit_generator.state = meta["rng"]
+    resumed = run.resume()
+    if resumed is not None:
+        meta, saved, rng = resumed
         current = saved["current"][0]
         f_old, e_old, m_old = meta["current"]
-        candidates = [_restore(a) for a in saved["candidates"]]
+        candidates = [restore_energy(a) for a in saved["candidates"]]
         history, start_step = meta["history"], int(meta["step"])
     else:
         rng = np.random.default_rng(seed)
@@ -195,11 +129,8 @@ def basin_hopping(
     seen = {a.info["config_id"] for a in candidates}
 
     def checkpoint(step: int) -> None:
-        if out_dir is None:
-            return
-        meta = {"settings_hash": shash, "settings": settings, "model": model.describe(), "step": step,
-                "rng": rng.bit_generator.state, "current": [f_old, e_old, m_old], "history": history}
-        save_state(state_path, meta, {"current": [current], "candidates": candidates})
+        run.checkpoint({"step": step, "rng": rng.bit_generator.state, "current": [f_old, e_old, m_old],
+                        "history": history}, {"current": [current], "candidates": candidates})
 
     bar = tqdm(total=steps, initial=min(start_step, steps), unit="step", desc="basin hopping", disable=not progress)
     try:
@@ -227,23 +158,4 @@ def basin_hopping(
     finally:
         bar.close()
     checkpoint(max(steps, start_step))
-    candidates = finish_candidates(candidates, image_weight, image is not None)
-    if out_dir is not None:
-        write_candidates(out_dir / CANDIDATES, candidates)
-        _write_summary(out_dir, settings, model, candidates, history)
-    return SearchResult(candidates, candidates[0], history, out_dir)
-
-
-def _write_summary(out_dir: Path, settings: dict, model: EnergyModel, candidates: list[Atoms], history: list[dict]) -> None:
-    from surrogate.io.files import atomic_write_text
-
-    best = candidates[0]
-    summary = {
-        "settings": settings, "model": model.describe(), "n_candidates": len(candidates),
-        "n_pareto": sum(bool(a.info.get("pareto")) for a in candidates),
-        "best": {k: best.info.get(k) for k in ("config_id", "energy_per_atom", "mismatch", "search_step")},
-        "steps": len(history), "accepted": sum(bool(h.get("accepted")) for h in history),
-        "candidates": [{k: a.info.get(k) for k in ("config_id", "energy_per_atom", "mismatch", "pareto", "search_step")}
-                       for a in candidates],
-    }
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1, default=float).replace("NaN", "null"))
+    return run.finish(candidates, history, image_weight, image is not None)

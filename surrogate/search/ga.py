@@ -26,19 +26,18 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 from ase import Atoms
 
 from surrogate.errors import ConfigError
-from surrogate.search.basin import CANDIDATES, STATE, SearchResult, _restore, _settings_hash, _write_summary, finish_candidates
-from surrogate.search.candidates import make_candidate, write_candidates
-from surrogate.potential.energy import EnergyModel, relax, resolve_calculator
+from surrogate.pareto import crowding_distance, non_dominated_sort
+from surrogate.potential.energy import EnergyModel, check_structure, relax, resolve_calculator
+from surrogate.search.candidates import make_candidate
 from surrogate.search.moves import search_info
-from surrogate.search.objectives import ImageObjective, crowding_distance, non_dominated_sort
-from surrogate.search.state import load_state, save_state
+from surrogate.search.objectives import ImageObjective
+from surrogate.search.state import SearchResult, SearchRun, image_hash, restore_energy
 
 __all__ = ["MUTATIONS", "Lattice", "genetic_search"]
 
@@ -240,6 +239,48 @@ def genetic_search(
         raise ConfigError("multi-objective search needs a target image (image=ImageObjective(...))")
     model: EnergyModel = resolve_calculator(calculator)
     lattice = Lattice(atoms)
+    weights, kinds, p_kind = _mutation_kinds(lattice, mutations)
+    settings = {"method": "ga", "population": population, "crossover": crossover, "mutations": weights,
+                "n_initial_mutations": n_initial_mutations, "translate": translate, "fmax": fmax,
+                "relax_steps": relax_steps, "optimizer": optimizer, "rattle": rattle, "seed": seed,
+                "image_weight": image_weight, "multi_objective": multi, "image": image_hash(image)}
+    run = SearchRun(settings, atoms, model, output_dir)
+    ga = _Evolution(lattice, model, atoms, settings, kinds, p_kind, image, image_weight, multi)
+
+    resumed = run.resume()
+    if resumed is not None:
+        meta, saved, rng = resumed
+        ga.restore(saved["archive"])
+        pop, history, gen0 = list(meta["population"]), meta["history"], int(meta["generation"])
+    else:
+        rng = np.random.default_rng(seed)
+        genomes = ga.initial_genomes(rng, n_initial_mutations)
+        pop = ga.select([ga.evaluate(occ, t, 0) for occ, t in tqdm(
+            genomes, desc="GA generation 0", unit="ind", disable=not progress, leave=False)])
+        history, gen0 = [ga.record(0, pop)], 0
+
+    def checkpoint(generation: int) -> None:
+        run.checkpoint({"generation": generation, "rng": rng.bit_generator.state, "population": pop,
+                        "history": history}, {"archive": list(ga.archive.values())})
+
+    if gen0 == 0:
+        checkpoint(0)
+    bar = tqdm(total=generations, initial=min(gen0, generations), unit="gen", desc="GA", disable=not progress)
+    try:
+        for gen in range(gen0 + 1, generations + 1):
+            children = ga.breed(pop, rng, gen)
+            pop = ga.select(pop + children)
+            history.append(ga.record(gen, pop))
+            checkpoint(gen)
+            bar.update(1)
+            bar.set_postfix(best=f"{history[-1]['best_energy_per_atom']:.4f} eV/atom", evaluated=len(ga.archive))
+    finally:
+        bar.close()
+    return run.finish(ga.candidates(), history, image_weight, image is not None)
+
+
+def _mutation_kinds(lattice: Lattice, mutations: Mapping[str, float] | None) -> tuple[dict, list[str], np.ndarray]:
+    """The mutation weights, the kinds that apply to ``lattice`` and their probabilities."""
     weights = dict(mutations or {m: 1.0 for m in MUTATIONS})
     unknown = set(weights) - set(MUTATIONS)
     if unknown:
@@ -250,59 +291,107 @@ def genetic_search(
                           "a GA needs antisites, vacancies or a bicrystal")
     p_kind = np.array([weights[m] for m in kinds], float)
     p_kind /= p_kind.sum()
-    settings = {"method": "ga", "population": population, "crossover": crossover, "mutations": weights,
-                "n_initial_mutations": n_initial_mutations, "translate": translate, "fmax": fmax,
-                "relax_steps": relax_steps, "optimizer": optimizer, "rattle": rattle, "seed": seed,
-                "image_weight": image_weight, "multi_objective": multi, "image": None if image is None else
-                hashlib.sha256(np.ascontiguousarray(image.target).tobytes()).hexdigest()[:16]}
-    shash = _settings_hash(settings, atoms, model.model_id)
-    out_dir = Path(output_dir) if output_dir is not None else None
-    state_path = out_dir / STATE if out_dir is not None else None
-    n_atoms = int((lattice.occupancy > 0).sum())
+    return weights, kinds, p_kind
 
-    archive: dict[str, Atoms] = {}  # genome key -> evaluated candidate
 
-    def evaluate(occ, t, generation: int) -> str:
-        key = lattice.key(occ, t)
-        if key in archive:
+class _Evolution:
+    """The population machinery of one GA run: the archive of evaluated genomes (genome key ->
+    candidate; never recomputed), mutation, breeding and elitist selection.
+
+    Genomes are ``(occupancy, translation)`` pairs (:class:`Lattice`); the population is a list of
+    genome keys, best first.
+    """
+
+    def __init__(self, lattice: Lattice, model: EnergyModel, start: Atoms, settings: Mapping[str, Any],
+                 kinds: list[str], p_kind: np.ndarray, image: ImageObjective | None, image_weight: float,
+                 multi: bool):
+        self.lattice, self.model, self.start = lattice, model, start
+        self.settings = settings
+        self.kinds, self.p_kind = kinds, p_kind
+        self.image, self.image_weight, self.multi = image, image_weight, multi
+        self.population = int(settings["population"])
+        self.archive: dict[str, Atoms] = {}
+
+    # -- genomes -----------------------------------------------------------------------------
+    def genome(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        a = self.archive[key]
+        return np.asarray(a.info["genome"], int), np.asarray(a.info["translation_genome"], float)
+
+    def mutate(self, occ: np.ndarray, t: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One mutation of a kind drawn by weight."""
+        kind = self.kinds[int(rng.choice(len(self.kinds), p=self.p_kind))]
+        return self.lattice.mutate(occ, t, rng, kind, self.settings["translate"])
+
+    def initial_genomes(self, rng: np.random.Generator, n_initial_mutations: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The start and up to ``population - 1`` distinct mutants of it (1 to ``n_initial_mutations`` each)."""
+        lattice, population = self.lattice, self.population
+        t0 = np.zeros(3)
+        genomes = [(lattice.occupancy.copy(), t0)]
+        tries = 0
+        while len(genomes) < population and tries < 100 * population:
+            tries += 1
+            occ, t = lattice.occupancy.copy(), t0.copy()
+            for _ in range(int(rng.integers(1, max(1, n_initial_mutations) + 1))):
+                occ, t = self.mutate(occ, t, rng)
+            if lattice.key(occ, t) not in {lattice.key(*g) for g in genomes}:
+                genomes.append((occ, t))
+        return genomes
+
+    # -- evaluation --------------------------------------------------------------------------
+    def evaluate(self, occ: np.ndarray, t: np.ndarray, generation: int) -> str:
+        """Build, rattle, relax and score a genome (once: the archive remembers it); its key."""
+        key = self.lattice.key(occ, t)
+        if key in self.archive:
             return key
-        a = lattice.build(occ, t)
-        if rattle > 0 and relax_steps > 0:
+        s = self.settings
+        a = self.lattice.build(occ, t)
+        if s["rattle"] > 0 and s["relax_steps"] > 0:
             r = np.random.default_rng(int(key, 16))
-            a.positions = a.positions + r.normal(0.0, rattle, a.positions.shape)
+            a.positions = a.positions + r.normal(0.0, s["rattle"], a.positions.shape)
         energy, mismatch = math.inf, math.nan
-        from surrogate.potential.energy import check_structure
-
-        if check_structure(a, model.elements) is None:
-            relaxed, energy, _, _ = relax(a, model.calculator, fmax, relax_steps, optimizer)
+        if check_structure(a, self.model.elements) is None:
+            relaxed, energy, _, _ = relax(a, self.model.calculator, s["fmax"], s["relax_steps"], s["optimizer"])
             relaxed.info["search"] = a.info["search"]
             a = relaxed
-            mismatch = image(a) if image is not None else math.nan
+            mismatch = self.image(a) if self.image is not None else math.nan
+        genome_info = {"genome": [int(v) for v in occ], "translation_genome": [float(v) for v in t], "genome_key": key}
         if not math.isfinite(energy):  # overlapping or failed: kept out of the population
-            a.info.update(genome=[int(v) for v in occ], translation_genome=[float(v) for v in t],
-                          genome_key=key, energy_per_atom=math.inf, mismatch=math.nan)
-            archive[key] = a
+            a.info.update(genome_info, energy_per_atom=math.inf, mismatch=math.nan)
+            self.archive[key] = a
             return key
         forces = a.calc.results.get("forces") if a.calc is not None else None
-        c = make_candidate(a, energy, atoms, "ga", generation, seed, model.model_id, mismatch,
-                           {k: v for k, v in settings.items() if k not in ("method", "seed")}, forces)
-        c.info.update(genome=[int(v) for v in occ], translation_genome=[float(v) for v in t], genome_key=key)
-        archive[key] = c
+        c = make_candidate(a, energy, self.start, "ga", generation, s["seed"], self.model.model_id, mismatch,
+                           {k: v for k, v in s.items() if k not in ("method", "seed")}, forces)
+        c.info.update(genome_info)
+        self.archive[key] = c
         return key
 
-    def objectives(keys: list[str]) -> np.ndarray:
-        e = np.array([archive[k].info["energy_per_atom"] for k in keys], float)
-        if not multi:
-            m = np.array([archive[k].info["mismatch"] for k in keys], float)
-            f = e + (image_weight * m if image is not None else 0.0)
-            return np.where(np.isnan(f), np.inf, f)[:, None]
-        return np.column_stack([e, [archive[k].info["mismatch"] for k in keys]])
+    def restore(self, archive: list[Atoms]) -> None:
+        """Refill the archive from a checkpoint."""
+        for a in archive:
+            if math.isfinite(a.info["energy_per_atom"]):
+                restore_energy(a)
+            self.archive[a.info["genome_key"]] = a
 
-    def order(keys: list[str]) -> list[str]:
+    def finite(self, key: str) -> bool:
+        return math.isfinite(self.archive[key].info["energy_per_atom"])
+
+    # -- selection ---------------------------------------------------------------------------
+    def objectives(self, keys: list[str]) -> np.ndarray:
+        """(N, 1) energy per atom + weight x mismatch, or (N, 2) (energy per atom, mismatch)."""
+        info = [self.archive[k].info for k in keys]
+        e = np.array([i["energy_per_atom"] for i in info], float)
+        if not self.multi:
+            m = np.array([i["mismatch"] for i in info], float)
+            f = e + (self.image_weight * m if self.image is not None else 0.0)
+            return np.where(np.isnan(f), np.inf, f)[:, None]
+        return np.column_stack([e, [i["mismatch"] for i in info]])
+
+    def order(self, keys: list[str]) -> list[str]:
         """Best first: by objective, or by (Pareto rank, -crowding distance)."""
-        obj = objectives(keys)
+        obj = self.objectives(keys)
         obj = np.where(np.isfinite(obj), obj, np.inf)
-        if not multi:
+        if not self.multi:
             return [keys[i] for i in np.argsort(obj[:, 0], kind="stable")]
         rank = non_dominated_sort(np.where(np.isinf(obj), np.nan, obj))
         crowd = np.zeros(len(keys))
@@ -311,100 +400,47 @@ def genetic_search(
             crowd[idx] = crowding_distance(obj[idx])
         return [keys[i] for i in np.lexsort((-crowd, rank))]
 
-    def genome(key: str):
-        a = archive[key]
-        return np.asarray(a.info["genome"], int), np.asarray(a.info["translation_genome"], float)
+    def select(self, keys: list[str]) -> list[str]:
+        """Elitist selection: the best ``population`` distinct evaluated genomes of ``keys``."""
+        return [k for k in self.order(list(dict.fromkeys(keys))) if self.finite(k)][: self.population]
 
-    if state_path is not None and state_path.is_file():
-        meta, saved = load_state(state_path)
-        if meta.get("settings_hash") != shash:
-            raise ConfigError(f"{out_dir} holds another search (settings hash {meta.get('settings_hash')} != {shash}): "
-                              "use a new output directory or delete it")
-        rng = np.random.default_rng()
-        rng.bit_generator.state = meta["rng"]
-        for a in saved["archive"]:
+    def breed(self, ranked: list[str], rng: np.random.Generator, generation: int) -> list[str]:
+        """``population`` children of the population ``ranked`` (best first), evaluated: binary
+        tournament parents, cut-and-splice with probability ``crossover`` (else a copy of the
+        first parent), then mutated until the genome is new (at most 20 tries)."""
+        def tournament() -> str:
+            i, j = rng.integers(len(ranked), size=2)
+            return ranked[min(i, j)]  # lower position = fitter (rank, crowding / objective)
+
+        children: list[str] = []
+        for _ in range(self.population):
+            a, b = tournament(), tournament()
+            if rng.random() < self.settings["crossover"] and a != b:
+                occ, t = self.lattice.crossover(self.genome(a), self.genome(b), rng)
+            else:
+                occ, t = self.genome(a)
+            for _ in range(20):
+                occ, t = self.mutate(occ, t, rng)
+                if self.lattice.key(occ, t) not in self.archive:
+                    break
+            children.append(self.evaluate(occ, t, generation))
+        return children
+
+    # -- output ------------------------------------------------------------------------------
+    def record(self, generation: int, pop: list[str]) -> dict[str, Any]:
+        """The history record of a generation."""
+        e = [self.archive[k].info["energy_per_atom"] for k in pop]
+        m = [self.archive[k].info["mismatch"] for k in pop]
+        rec = {"generation": generation, "evaluated": len(self.archive), "best_energy_per_atom": float(min(e)),
+               "mean_energy_per_atom": float(np.mean(e)), "population": len(pop)}
+        if self.multi:
+            rec["best_mismatch"] = float(np.nanmin(m))
+        return rec
+
+    def candidates(self) -> list[Atoms]:
+        """The evaluated configurations with an energy, one per configuration id."""
+        seen: dict[str, Atoms] = {}
+        for a in self.archive.values():
             if math.isfinite(a.info["energy_per_atom"]):
-                _restore(a)
-            archive[a.info["genome_key"]] = a
-        pop, history, gen0 = list(meta["population"]), meta["history"], int(meta["generation"])
-    else:
-        rng = np.random.default_rng(seed)
-        t0 = np.zeros(3)
-        pop_genomes = [(lattice.occupancy.copy(), t0)]
-        tries = 0
-        while len(pop_genomes) < population and tries < 100 * population:
-            tries += 1
-            occ, t = lattice.occupancy.copy(), t0.copy()
-            for _ in range(int(rng.integers(1, max(1, n_initial_mutations) + 1))):
-                occ, t = lattice.mutate(occ, t, rng, kinds[int(rng.choice(len(kinds), p=p_kind))], translate)
-            if lattice.key(occ, t) not in {lattice.key(*g) for g in pop_genomes}:
-                pop_genomes.append((occ, t))
-        pop = []
-        for occ, t in tqdm(pop_genomes, desc="GA generation 0", unit="ind", disable=not progress, leave=False):
-            pop.append(evaluate(occ, t, 0))
-        pop = [k for k in order(list(dict.fromkeys(pop))) if math.isfinite(archive[k].info["energy_per_atom"])][:population]
-        history, gen0 = [_generation_record(0, pop, archive, multi)], 0
-
-    def checkpoint(generation: int) -> None:
-        if state_path is None:
-            return
-        meta = {"settings_hash": shash, "settings": settings, "model": model.describe(), "generation": generation,
-                "rng": rng.bit_generator.state, "population": pop, "history": history}
-        save_state(state_path, meta, {"archive": list(archive.values())})
-
-    if gen0 == 0:
-        checkpoint(0)
-    bar = tqdm(total=generations, initial=min(gen0, generations), unit="gen", desc="GA", disable=not progress)
-    try:
-        for gen in range(gen0 + 1, generations + 1):
-            ranked = pop  # already ordered best first
-            position = {k: i for i, k in enumerate(ranked)}
-
-            def tournament() -> str:
-                i, j = rng.integers(len(ranked), size=2)
-                return ranked[min(i, j)]  # lower position = fitter (rank, crowding / objective)
-
-            children: list[str] = []
-            for _ in range(population):
-                a, b = tournament(), tournament()
-                if rng.random() < crossover and a != b:
-                    occ, t = lattice.crossover(genome(a), genome(b), rng)
-                else:
-                    occ, t = genome(a)
-                for _ in range(20):  # mutate until the genome is new
-                    occ, t = lattice.mutate(occ, t, rng, kinds[int(rng.choice(len(kinds), p=p_kind))], translate)
-                    if lattice.key(occ, t) not in archive:
-                        break
-                children.append(evaluate(occ, t, gen))
-            merged = list(dict.fromkeys(ranked + children))
-            pop = [k for k in order(merged) if math.isfinite(archive[k].info["energy_per_atom"])][:population]
-            del position
-            history.append(_generation_record(gen, pop, archive, multi))
-            checkpoint(gen)
-            bar.update(1)
-            bar.set_postfix(best=f"{history[-1]['best_energy_per_atom']:.4f} eV/atom", evaluated=len(archive))
-    finally:
-        bar.close()
-    valid = [a for a in archive.values() if math.isfinite(a.info["energy_per_atom"])]
-    candidates = finish_candidates(_distinct(valid), image_weight, image is not None)
-    if out_dir is not None:
-        write_candidates(out_dir / CANDIDATES, candidates)
-        _write_summary(out_dir, settings, model, candidates, history)
-    return SearchResult(candidates, candidates[0], history, out_dir)
-
-
-def _distinct(candidates: list[Atoms]) -> list[Atoms]:
-    seen: dict[str, Atoms] = {}
-    for a in candidates:
-        seen.setdefault(a.info["config_id"], a)
-    return list(seen.values())
-
-
-def _generation_record(gen: int, pop: list[str], archive: dict[str, Atoms], multi: bool) -> dict[str, Any]:
-    e = [archive[k].info["energy_per_atom"] for k in pop]
-    m = [archive[k].info["mismatch"] for k in pop]
-    rec = {"generation": gen, "evaluated": len(archive), "best_energy_per_atom": float(min(e)),
-           "mean_energy_per_atom": float(np.mean(e)), "population": len(pop)}
-    if multi:
-        rec["best_mismatch"] = float(np.nanmin(m))
-    return rec
+                seen.setdefault(a.info["config_id"], a)
+        return list(seen.values())
