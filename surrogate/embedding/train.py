@@ -44,7 +44,7 @@ def train_embedding(cfg: DictConfig) -> dict:
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from surrogate.tracking.callbacks import EmbeddingTracker
+    from surrogate.embedding.callbacks import EmbeddingTracker
     from surrogate.tracking.loggers import make_loggers
 
     lib = dm.library

@@ -25,7 +25,7 @@ def build(cfg: DictConfig):
         print(summary.read_text())
     print(f"library written to {root.resolve()} (contact sheet: {root / 'contact_sheet.png'})")
     if cfg.get("logger"):  # manifest, counts, timing and the contact sheet to wandb / TensorBoard / CSV
-        from surrogate.tracking.library import log_library_build
+        from surrogate.library.tracking import log_library_build
 
         log_library_build(cfg, root)
     return root

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from surrogate.library.store import read_manifest
 from surrogate.tracking.loggers import finish, log_dict, log_hyperparams, log_image, log_metrics, log_table, make_loggers
 
 __all__ = ["log_library_build"]
@@ -13,8 +14,6 @@ __all__ = ["log_library_build"]
 def log_library_build(cfg, root: str | Path, loggers: list | None = None) -> list:
     """Log the library in ``root`` built from ``cfg`` to ``loggers`` (default: built from
     ``cfg.logger``; closed afterwards). Returns the loggers used."""
-    from surrogate.library.store import read_manifest
-
     root = Path(root)
     own = loggers is None
     loggers = make_loggers(cfg.get("logger")) if own else loggers

@@ -28,7 +28,7 @@ def train_potential(cfg: DictConfig) -> dict:
     from surrogate.potential.checkpoint import export_potential, load_potential, read_record
     from surrogate.potential.data import PotentialDataModule
     from surrogate.potential.module import evaluate
-    from surrogate.tracking.callbacks import PotentialTracker
+    from surrogate.potential.callbacks import PotentialTracker
     from surrogate.tracking.loggers import make_loggers
 
     if cfg.get("dft") is None or cfg.get("model") is None:

@@ -1,6 +1,8 @@
-"""Experiment tracking: one logging layer for wandb (offline by default), TensorBoard and CSV, the
-callbacks that feed it from training, the library-build and benchmark loggers, and a static HTML
-summary of a run (docs/dashboards.md).
+"""Experiment tracking: one stage-independent logging layer for wandb (offline by default),
+TensorBoard and CSV (tables, figures, documents), the :class:`RunTracker` callback, the benchmark
+logger, and a static HTML summary of a run (docs/dashboards.md). It imports no stage: the stages'
+trackers live with them (:mod:`surrogate.embedding.callbacks`, :mod:`surrogate.potential.callbacks`,
+:mod:`surrogate.library.tracking`).
 
 Names are imported on first use, so ``python -m surrogate.tracking.summary`` does not load torch.
 """
@@ -10,14 +12,12 @@ from __future__ import annotations
 import importlib
 
 __all__ = ["log_hyperparams", "log_dict", "log_metrics", "log_figure", "log_image", "log_table", "make_loggers",
-           "finish", "RunTracker", "EmbeddingTracker", "PotentialTracker", "log_library_build", "log_benchmarks",
-           "write_summary", "TrackingError"]
+           "finish", "RunTracker", "log_benchmarks", "write_summary", "TrackingError"]
 
 _WHERE = {
     **{name: "loggers" for name in ("log_hyperparams", "log_dict", "log_metrics", "log_figure", "log_image",
                                     "log_table", "make_loggers", "finish")},
-    **{name: "callbacks" for name in ("RunTracker", "EmbeddingTracker", "PotentialTracker")},
-    "log_library_build": "library",
+    "RunTracker": "callbacks",
     "log_benchmarks": "log_benchmarks",
     "write_summary": "summary",
     "TrackingError": "errors",
