@@ -36,7 +36,7 @@ from ase import Atoms
 from surrogate.errors import ImageError
 
 __all__ = ["Columns", "ColumnMatch", "find_columns", "projected_columns", "match_columns", "window_columns",
-           "score_candidate", "gaussian_image"]
+           "score_candidate", "gaussian_image", "structure_to_window"]
 
 #: exponent of the incoherent (HAADF) Z-contrast used for projected column intensities
 Z_EXPONENT = 1.7
@@ -643,6 +643,27 @@ def match_columns(measured: Columns, model: Columns, tolerance: float = 0.3, mir
 # candidates placed by a refinement pose
 
 
+def structure_to_window(xy: np.ndarray, extent: tuple[float, float], sampling: float, shape: tuple[int, int],
+                        margin: float, pose: dict[str, float]) -> np.ndarray:
+    """Structure-frame positions ``xy`` [Å] -> window image frame [Å] (``x = col x sampling``,
+    ``y = row x sampling``), for a cell of lateral ``extent`` [Å] simulated over ``margin`` x the
+    window and moved by the refinement ``pose`` (:func:`surrogate.inference.refine.transform`)."""
+    from surrogate.inference.refine import _matrix
+
+    s = sampling
+    big = np.array([int(round(shape[0] * margin)), int(round(shape[1] * margin))])
+    fov = big[::-1] * s
+    x0, y0 = (np.asarray(extent, float) - fov) / 2
+    xy = np.asarray(xy, float).reshape(-1, 2)
+    c_f = (xy[:, 0] - x0) / s - 0.5
+    r_f = big[0] - 0.5 - (xy[:, 1] - y0) / s
+    m = _matrix(pose.get("angle", 0.0), float(np.exp(pose.get("log_scale", 0.0))), pose.get("shear", 0.0), pose.get("stretch", 0.0))
+    c_out = (np.array(shape) - 1) / 2 + np.array([pose.get("row", 0.0), pose.get("col", 0.0)])
+    c_in = (big - 1) / 2
+    out = (np.linalg.inv(m) @ (np.stack([r_f, c_f]) - c_in[:, None])) + c_out[:, None]
+    return np.stack([out[1] * s, out[0] * s], axis=1)
+
+
 def window_columns(atoms: Atoms, conditions, shape: tuple[int, int], fit=None, margin: float | None = None,
                    tol: float = 0.3, pose: dict[str, float] | None = None) -> Columns:
     """Projected columns of ``atoms`` in a window's image frame [Å] under a refinement pose.
@@ -652,7 +673,7 @@ def window_columns(atoms: Atoms, conditions, shape: tuple[int, int], fit=None, m
     repeated cell, and the fitted rotation, magnification, shift and scan distortions (``fit.pose``
     or ``pose``) take field pixels to window pixels. Columns outside the window are dropped.
     """
-    from surrogate.inference.refine import POSE, _matrix
+    from surrogate.inference.refine import POSE
 
     if pose is None:
         pose = dict(fit.pose) if fit is not None else {n: v for n, v, _, _ in POSE}
@@ -664,16 +685,10 @@ def window_columns(atoms: Atoms, conditions, shape: tuple[int, int], fit=None, m
     reps = (int(np.ceil(fov[0] / atoms.cell[0, 0] + 1e-9)), int(np.ceil(fov[1] / atoms.cell[1, 1] + 1e-9)), 1)
     rep = atoms.repeat(reps)
     cols = projected_columns(rep, tol)
-    ext = np.array([rep.cell[0, 0], rep.cell[1, 1]])
-    x0, y0 = (ext - fov) / 2
-    c_f = (cols.xy[:, 0] - x0) / s - 0.5
-    r_f = big[0] - 0.5 - (cols.xy[:, 1] - y0) / s
-    m = _matrix(pose.get("angle", 0.0), float(np.exp(pose.get("log_scale", 0.0))), pose.get("shear", 0.0), pose.get("stretch", 0.0))
-    c_out = (np.array(shape) - 1) / 2 + np.array([pose.get("row", 0.0), pose.get("col", 0.0)])
-    c_in = (big - 1) / 2
-    out = (np.linalg.inv(m) @ (np.stack([r_f, c_f]) - c_in[:, None])) + c_out[:, None]
+    ext = (float(rep.cell[0, 0]), float(rep.cell[1, 1]))
+    xy = structure_to_window(cols.xy, ext, s, shape, margin, pose)
+    out = np.stack([xy[:, 1] / s, xy[:, 0] / s])  # (row, col) [px]
     keep = (out[0] >= -0.5) & (out[0] < shape[0] - 0.5) & (out[1] >= -0.5) & (out[1] < shape[1] - 0.5)
-    xy = np.stack([out[1] * s, out[0] * s], axis=1)
     placed = Columns(xy, cols.intensity, cols.width, cols.species, {"frame": "image", "sampling": float(s)})
     return placed.subset(keep)
 
