@@ -1,0 +1,104 @@
+"""Per-grain fit of a bicrystal (surrogate.inference.grains)."""
+
+import numpy as np
+import pytest
+
+from surrogate.errors import StructureError
+
+SHAPE = (96, 96)
+MARGIN = 2.0
+
+
+@pytest.fixture(scope="module")
+def twin_recipe():
+    # the Σ3 twin as ingrained describes it (CdTe [110], tilts ±35.26° about [001] up)
+    g = {"zone_axis": [1, 1, 0], "upward": [0, 0, 1]}
+    return {"kind": "gb", "name": "twin", "material": {"name": "CdTe"}, "thickness": 9.0, "fov": [25.6, 25.6],
+            "zone_axis": [1, 1, 0], "grain1": dict(g, tilt=54.73538),
+            "grain2": dict(g, tilt=125.26462, flip_species=True), "translation": [0, 0, 0]}
+
+
+@pytest.fixture(scope="module")
+def conditions():
+    from surrogate.simulate.conditions import ImagingConditions
+
+    return ImagingConditions(mode="haadf", method="incoherent", sampling=0.2, source_size=0.4)
+
+
+@pytest.fixture(scope="module")
+def rotated(twin_recipe, conditions):
+    """The candidate, and the truth: its grain 2 rotated by 1° (and moved 0.3, 0.5 Å), imaged."""
+    from surrogate.inference import grains
+    from surrogate.inference.refine import Fit, fom, simulate_field, transform, widen_boundary
+    from surrogate.structures import build_structure
+
+    cand = build_structure(twin_recipe)
+    wide = widen_boundary(cand, MARGIN * SHAPE[0] * conditions.sampling)
+    gr = grains._grains(wide, (MARGIN * SHAPE[1] * 0.2, MARGIN * SHAPE[0] * 0.2))
+    x = {n: 0.0 for n, _ in grains.PARAMS}
+    x.update(rot2=1.0, tx2=0.3, ty2=0.5, boundary=0.4)
+    truth = grains.build_fitted(gr, x, 1.5, cand)
+    window = transform(simulate_field(truth, conditions, SHAPE), SHAPE)
+    fit = Fit()  # the library pose, as the refinement leaves it when it cannot do better
+    fit.extra["margin"] = MARGIN
+    fit.fom, _, fit.ssim = fom(window, transform(simulate_field(wide, conditions, SHAPE), SHAPE))
+    return cand, truth, window, fit
+
+
+def test_grain_rotated_one_degree_is_refitted_to_the_truth(rotated, conditions):
+    from surrogate.inference.columns import match_columns, window_columns
+    from surrogate.inference.grains import fit_grains
+
+    cand, truth, window, fit = rotated
+    g = fit_grains(window, 0.2, cand, conditions, fit)
+    assert g.params["rot2"] == pytest.approx(1.0, abs=0.25)  # [deg]
+    assert abs(g.params["rot1"]) < 0.2
+    assert g.before["column_fraction"] < 0.7  # the rigid candidate misses grain 2's columns ...
+    assert g.after["column_fraction"] >= 0.95 and g.after["column_rms"] < 0.08  # ... the fit lands on them
+    assert g.simulations == 1 and g.fom < 0.5 * g.fom_before and g.ssim > 0.9
+    # structure vs structure: the fitted columns are the truth's, species included
+    tc = window_columns(truth, conditions, SHAPE, fit, MARGIN)
+    fc = window_columns(g.atoms, conditions, SHAPE, fit, MARGIN)
+    m = match_columns(tc, fc, tolerance=0.3, mirror=False, search=False, species=True)
+    assert m.fraction >= 0.9 and m.rms < 0.08
+    assert g.atoms.info["family"] == "gb" and "grain_fit" in g.atoms.info["params"]
+
+
+def test_grain_lattice_tiles_the_grain(twin_recipe):
+    from surrogate.inference.columns import projected_columns
+    from surrogate.inference.grains import _grains
+    from scipy.spatial import cKDTree
+    from surrogate.structures import build_structure
+
+    atoms = build_structure(twin_recipe)
+    gr = _grains(atoms, (40.0, 40.0))
+    tags = atoms.get_tags()
+    for g, (lo, hi) in ((1, (2.0, gr.boundary_x - 2.0)), (2, (gr.boundary_x + 2.0, atoms.cell[0, 0] - 2.0))):
+        orig = projected_columns(atoms[tags == g])
+        inner = (orig.xy[:, 0] > lo) & (orig.xy[:, 0] < hi)
+        d, _ = cKDTree(gr.columns[g - 1].xy).query(orig.xy[inner])
+        assert d.max() < 1e-6  # every original column is in the tiled grain
+        v = gr.vectors[g - 1]
+        area = abs(v[0, 0] * v[1, 1] - v[0, 1] * v[1, 0])
+        assert area == pytest.approx(4.583 * 6.481 / 2, rel=1e-3)  # primitive cell of CdTe [110] in projection
+
+
+def test_local_search_counts_simulations(rotated, conditions):
+    from surrogate.inference.grains import local_search
+
+    cand, _, window, fit = rotated
+    res = local_search(window, 0.2, cand, conditions, fit, budget=2, tilts=(), inclinations=(),
+                       translations=((0.0, 1.0, 0.0),))
+    assert res.simulations == 2  # the candidate's fit and the one proposal
+    assert len(res.tried) == 2 and res.best.after["column_fraction"] >= 0.95
+
+
+def test_fit_grains_needs_a_bicrystal(conditions):
+    from surrogate.inference.grains import fit_grains
+    from surrogate.inference.refine import Fit
+    from surrogate.structures import crystal, zone_axis_slab
+
+    slab = zone_axis_slab(crystal("CdTe"), [1, 1, 0], None, (12.8, 12.8), 9.0, "CdTe")
+    window = np.random.default_rng(0).random((64, 64))
+    with pytest.raises(StructureError, match="tagged 1 and 2"):
+        fit_grains(window, 0.2, slab, conditions, Fit(extra={"margin": 2.0}))
