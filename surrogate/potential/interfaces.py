@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 from ase import Atoms
@@ -364,6 +364,29 @@ def _resolve(calculator):
     return resolve_calculator(calculator).calculator
 
 
+class _ExcessTerms(NamedTuple):
+    excess: float                  # E - sum_i n_i mu_i [eV] at the chosen chemical potentials
+    energy: float                  # E [eV]
+    mu: dict                       # the chemical potentials used [eV/atom]
+    limits: dict                   # the excess at each rich limit [eV]
+    excess_atoms: dict
+    reference: dict
+
+
+def _excess_terms(atoms: Atoms, calculator, bulk, energy: float | None, condition: str,
+                  mu: Mapping[str, float] | None) -> _ExcessTerms:
+    """What boundary and formation energies share: the cell's energy over its bulk reference at the
+    chosen chemical potentials and at each rich limit."""
+    calc = _resolve(calculator)
+    ref = bulk_reference(atoms, calc, bulk)
+    counts = _counts(atoms)
+    extra = tuple(el for el in counts if el not in ref.composition)
+    potentials = chemical_potentials(ref, calc, condition, mu, extra)
+    e = _energy(atoms, calc) if energy is None else float(energy)
+    limits = {name: _excess(e, counts, m) for name, m in _limits(ref, calc, mu, extra).items()}
+    return _ExcessTerms(_excess(e, counts, potentials), e, potentials, limits, _nonstoichiometry(counts, ref), asdict(ref))
+
+
 def boundary_energy_details(atoms: Atoms, calculator, bulk: Atoms | BulkReference | str | None = None, *,
                             energy: float | None = None, condition: str = "mid",
                             mu: Mapping[str, float] | None = None, n_boundaries: int = 2) -> BoundaryEnergy:
@@ -384,21 +407,15 @@ def boundary_energy_details(atoms: Atoms, calculator, bulk: Atoms | BulkReferenc
     n_boundaries
         Boundaries in the cell (2 for a periodic bicrystal).
     """
-    calc = _resolve(calculator)
-    ref = bulk_reference(atoms, calc, bulk)
-    counts = _counts(atoms)
-    extra = tuple(el for el in counts if el not in ref.composition)
-    potentials = chemical_potentials(ref, calc, condition, mu, extra)
-    e = _energy(atoms, calc) if energy is None else float(energy)
+    x = _excess_terms(atoms, calculator, bulk, energy, condition, mu)
     area = boundary_area(atoms)
     to_mj = EV_PER_A2_IN_MJ_PER_M2 / (n_boundaries * area)
-    limits = {name: _excess(e, counts, m) * to_mj for name, m in _limits(ref, calc, mu, extra).items()}
     params = atoms.info.get("params") or {}
     periodic_y = params.get("periodic_y") if isinstance(params, dict) else None
-    return BoundaryEnergy(gamma=_excess(e, counts, potentials) * to_mj, energy=e, area=area, mu=potentials,
-                          condition="mu" if mu else condition, excess_atoms=_nonstoichiometry(counts, ref),
-                          gamma_limits=limits, reference=asdict(ref), n_boundaries=n_boundaries,
-                          periodic_y=periodic_y)
+    return BoundaryEnergy(gamma=x.excess * to_mj, energy=x.energy, area=area, mu=x.mu,
+                          condition="mu" if mu else condition, excess_atoms=x.excess_atoms,
+                          gamma_limits={k: v * to_mj for k, v in x.limits.items()}, reference=x.reference,
+                          n_boundaries=n_boundaries, periodic_y=periodic_y)
 
 
 def boundary_energy(atoms: Atoms, calculator, bulk: Atoms | BulkReference | str | None = None, **kwargs) -> float:
@@ -446,16 +463,9 @@ def formation_energy_details(atoms: Atoms, calculator, bulk: Atoms | BulkReferen
     defects in one cell give their summed formation energy (plus their interaction). Neutral
     defects only; no finite-size or charge correction.
     """
-    calc = _resolve(calculator)
-    ref = bulk_reference(atoms, calc, bulk)
-    counts = _counts(atoms)
-    extra = tuple(el for el in counts if el not in ref.composition)
-    potentials = chemical_potentials(ref, calc, condition, mu, extra)
-    e = _energy(atoms, calc) if energy is None else float(energy)
-    limits = {name: _excess(e, counts, m) for name, m in _limits(ref, calc, mu, extra).items()}
-    return FormationEnergy(energy_formation=_excess(e, counts, potentials), energy=e, mu=potentials,
-                           condition="mu" if mu else condition, excess_atoms=_nonstoichiometry(counts, ref),
-                           limits=limits, reference=asdict(ref))
+    x = _excess_terms(atoms, calculator, bulk, energy, condition, mu)
+    return FormationEnergy(energy_formation=x.excess, energy=x.energy, mu=x.mu, condition="mu" if mu else condition,
+                           excess_atoms=x.excess_atoms, limits=x.limits, reference=x.reference)
 
 
 def formation_energy(atoms: Atoms, calculator, bulk: Atoms | BulkReference | str | None = None, **kwargs) -> float:
