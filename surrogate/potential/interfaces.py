@@ -577,10 +577,9 @@ def relax_candidate(atoms: Atoms, calculator, fmax: float = 0.05, steps: int = 2
         The lowest-energy configuration visited that respects ``min_distance``, so the energy never
         rises; ``stopped`` says why the optimiser ended (``converged``, ``steps``, ``short_contact``).
     """
-    from ase.neighborlist import neighbor_list
-
     from ase.calculators.singlepoint import SinglePointCalculator
     from ase.geometry import find_mic
+    from ase.neighborlist import neighbor_list
 
     from surrogate.potential.energy import _optimizer
 
