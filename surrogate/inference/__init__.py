@@ -3,6 +3,8 @@ refine -> report. Heavy modules are imported on first use of their names."""
 
 from __future__ import annotations
 
+from surrogate.lazy import lazy_attributes
+
 __all__ = ["InferenceResult", "InferenceSettings", "run_inference", "Candidate", "rank_candidates"]
 
 _LAZY = {
@@ -14,9 +16,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(name)
+__getattr__ = lazy_attributes(_LAZY)

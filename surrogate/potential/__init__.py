@@ -5,6 +5,7 @@ Heavy modules (torch, lightning) are imported on first use of their names.
 
 from __future__ import annotations
 
+from surrogate.lazy import lazy_attributes
 from surrogate.potential.errors import PotentialError
 
 __all__ = ["PotentialError", "Potential", "PotentialCalculator", "load_calculator", "load_potential",
@@ -21,9 +22,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(name)
+__getattr__ = lazy_attributes(_LAZY)
