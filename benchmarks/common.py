@@ -24,8 +24,13 @@ REAL_TWIN = REPO.parent / "shared" / "data" / "real" / "cdte_110_twin" / "HAADF2
 __all__ = ["REPO", "RESULTS", "REAL_TWIN", "parser", "machine", "write_results", "markdown_table", "auroc"]
 
 
-def parser(doc: str, library: str | None = "demo_library", checkpoint: str | None = "checkpoints/embedding_demo.pt",
-           out: str | Path | None = None, quick: bool = False) -> argparse.ArgumentParser:
+def parser(
+    doc: str,
+    library: str | None = "demo_library",
+    checkpoint: str | None = "checkpoints/embedding_demo.pt",
+    out: str | Path | None = None,
+    quick: bool = False,
+) -> argparse.ArgumentParser:
     """An argument parser with the shared options: ``--library``, ``--checkpoint``, ``--out`` (the
     result's path stem or folder), ``--quick`` (a smoke-sized run), as the benchmark asks for them."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -27,8 +27,9 @@ def main(argv=None) -> None:
     from surrogate.simulate.images import SimulationSettings
     from surrogate.structures.recipes import build_structure
 
-    atoms = build_structure({"kind": "bulk", "material": {"name": "CdTe"}, "zone_axis": [1, 1, 0], "thickness": 20.0,
-                             "fov": [19.2, 19.2]})
+    atoms = build_structure(
+        {"kind": "bulk", "material": {"name": "CdTe"}, "zone_axis": [1, 1, 0], "thickness": 20.0, "fov": [19.2, 19.2]}
+    )
     for c in [ImagingConditions(mode="haadf", method=m, sampling=0.2) for m in ("incoherent", "multislice", "prism")]:
         out = {}
         for dev in ("cpu", "gpu"):
@@ -39,8 +40,10 @@ def main(argv=None) -> None:
             out[dev] = render(atoms, [c], shape=(a.size, a.size), settings=s, noise=False)[0]
             out[dev + "_s"] = time.perf_counter() - t
         rel = float(np.abs(out["gpu"] - out["cpu"]).max() / np.abs(out["cpu"]).max())
-        print(f"{c.method}: {len(atoms)} atoms, {a.size}x{a.size} px at 0.2 A/px: cpu {out['cpu_s']:.2f} s, "
-              f"gpu {out['gpu_s']:.2f} s, max rel diff {rel:.2e}")
+        print(
+            f"{c.method}: {len(atoms)} atoms, {a.size}x{a.size} px at 0.2 A/px: cpu {out['cpu_s']:.2f} s, "
+            f"gpu {out['gpu_s']:.2f} s, max rel diff {rel:.2e}"
+        )
 
 
 if __name__ == "__main__":

@@ -39,9 +39,9 @@ def synthetic(n: int, dim: int, n_queries: int, seed: int = 0):
     def draw(labels):
         out = np.empty((len(labels), dim), np.float32)
         for s in range(0, len(labels), 100_000):  # chunks keep the temporaries small at 10^6
-            lab = labels[s:s + 100_000]
+            lab = labels[s : s + 100_000]
             x = centres[lab] + SPREAD / np.sqrt(dim) * rng.standard_normal((len(lab), dim), dtype=np.float32)
-            out[s:s + len(lab)] = x / np.linalg.norm(x, axis=1, keepdims=True)
+            out[s : s + len(lab)] = x / np.linalg.norm(x, axis=1, keepdims=True)
         return out
 
     labels = np.arange(n) // PER_CONFIG % n_config
@@ -84,7 +84,15 @@ def run_size(n: int, dim: int, n_queries: int, hnsw_max: int) -> list[dict]:
 
     def add(label, index, build_s, params):
         m = _measure(index, queries, exact_idx, q_labels, labels)
-        row = {"n": n, "dim": dim, "index": label, **params, "build_s": round(build_s, 2), "size_mb": round(_size_mb(index), 1), **m}
+        row = {
+            "n": n,
+            "dim": dim,
+            "index": label,
+            **params,
+            "build_s": round(build_s, 2),
+            "size_mb": round(_size_mb(index), 1),
+            **m,
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
 
@@ -105,8 +113,12 @@ def run_size(n: int, dim: int, n_queries: int, hnsw_max: int) -> list[dict]:
         pq = EmbeddingIndex(dim, kind="ivfpq", pq_m=pq_m).build(x)
         build = time.perf_counter() - t
         for nprobe in (16, 64):
-            add(f"ivf-pq{pq_m}", pq.set_search(nprobe=nprobe), build,
-                {"nlist": pq.index.nlist, "nprobe": nprobe, "bytes_per_entry": pq_m})
+            add(
+                f"ivf-pq{pq_m}",
+                pq.set_search(nprobe=nprobe),
+                build,
+                {"nlist": pq.index.nlist, "nprobe": nprobe, "bytes_per_entry": pq_m},
+            )
         del pq
     if n <= hnsw_max:
         t = time.perf_counter()
@@ -116,8 +128,20 @@ def run_size(n: int, dim: int, n_queries: int, hnsw_max: int) -> list[dict]:
 
 
 def _markdown(rows: list[dict], meta: dict) -> str:
-    cols = ["n", "index", "nlist", "nprobe", "bytes_per_entry", "size_mb", "build_s", "recall@10", "config@1",
-            "batch_ms_per_query", "single_query_ms_p50", "single_query_ms_p95"]
+    cols = [
+        "n",
+        "index",
+        "nlist",
+        "nprobe",
+        "bytes_per_entry",
+        "size_mb",
+        "build_s",
+        "recall@10",
+        "config@1",
+        "batch_ms_per_query",
+        "single_query_ms_p50",
+        "single_query_ms_p95",
+    ]
     lines = [
         "# FAISS index at scale",
         "",
@@ -141,7 +165,9 @@ def main(argv=None):
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--dim", type=int, default=128, help="embedding dimension (resnet18/efficientnet/convnext: 128)")
     p.add_argument("--queries", type=int, default=1000)
-    p.add_argument("--hnsw-max", type=int, default=100_000, help="largest size with an HNSW row (its build is slow on 2 cores)")
+    p.add_argument(
+        "--hnsw-max", type=int, default=100_000, help="largest size with an HNSW row (its build is slow on 2 cores)"
+    )
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "index_scale"))
     a = p.parse_args(argv)
 
@@ -151,8 +177,14 @@ def main(argv=None):
 
     threads = os.cpu_count() or 1
     faiss.omp_set_num_threads(threads)
-    meta = {"dim": a.dim, "queries": a.queries, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-            "threads": threads, "faiss": faiss.__version__, "gpus": faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0}
+    meta = {
+        "dim": a.dim,
+        "queries": a.queries,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "threads": threads,
+        "faiss": faiss.__version__,
+        "gpus": faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0,
+    }
     rows = []
     for n in a.sizes:
         rows += run_size(n, a.dim, a.queries, a.hnsw_max)

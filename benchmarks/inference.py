@@ -30,8 +30,11 @@ def _run(label, image, library, repeat=1, **settings):
     wall, r = best
     top = r.candidates[0] if r.candidates else None
     row = {
-        "path": label, "wall_s": round(wall, 3), **{f"{k}_s": round(v, 3) for k, v in r.timings.items()},
-        "windows": len(r.windows), "top": f"{top.family} {top.config_id}" if top else "",
+        "path": label,
+        "wall_s": round(wall, 3),
+        **{f"{k}_s": round(v, 3) for k, v in r.timings.items()},
+        "windows": len(r.windows),
+        "top": f"{top.family} {top.config_id}" if top else "",
         "distance": round(top.distance, 4) if top else None,
         "fom": top.refinement.get("fom") if top and top.refinement else None,
         "fom_before": top.refinement.get("fom_before") if top and top.refinement else None,
@@ -42,7 +45,9 @@ def _run(label, image, library, repeat=1, **settings):
 
 def main(argv=None):
     p = parser(__doc__, out=RESULTS / "inference")
-    p.add_argument("--image", default=str(REAL_TWIN if REAL_TWIN.is_file() else REPO / "data/examples/cdte_twin_haadf.tif"))
+    p.add_argument(
+        "--image", default=str(REAL_TWIN if REAL_TWIN.is_file() else REPO / "data/examples/cdte_twin_haadf.tif")
+    )
     p.add_argument("--pixel-size", type=float, default=None)
     p.add_argument("--skip-sift", action="store_true", help="skip the (slow) SIFT path")
     a = p.parse_args(argv)
@@ -63,12 +68,32 @@ def main(argv=None):
     if not a.skip_sift:
         rows.append(_run("sift: read+match+rank", method="sift", refine={"top": 0}, **common))
     result = {
-        "image": str(a.image), "library": str(a.library), "library_images": len(lib), "checkpoint": a.checkpoint,
-        "machine": machine(), "rows": rows,
+        "image": str(a.image),
+        "library": str(a.library),
+        "library_images": len(lib),
+        "checkpoint": a.checkpoint,
+        "machine": machine(),
+        "rows": rows,
     }
-    cols = ["path", "wall_s", "read_s", "preprocess_s", "load_s", "search_s", "refine_s", "windows", "top", "distance", "fom_before", "fom"]
-    md = [f"# Inference latency\n\nImage `{Path(a.image).name}`, library `{a.library}` ({len(lib)} images), "
-          f"{result['machine']}. `python benchmarks/inference.py`\n", *markdown_table(rows, cols)]
+    cols = [
+        "path",
+        "wall_s",
+        "read_s",
+        "preprocess_s",
+        "load_s",
+        "search_s",
+        "refine_s",
+        "windows",
+        "top",
+        "distance",
+        "fom_before",
+        "fom",
+    ]
+    md = [
+        f"# Inference latency\n\nImage `{Path(a.image).name}`, library `{a.library}` ({len(lib)} images), "
+        f"{result['machine']}. `python benchmarks/inference.py`\n",
+        *markdown_table(rows, cols),
+    ]
     write_results(a.out, result, "\n".join(md))
     print("\n".join(md))
 

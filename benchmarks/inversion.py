@@ -58,12 +58,26 @@ from surrogate.evaluation.heldout import (  # noqa: E402
 METHODS = ("cnn", "sift", "hog", "spectrum")
 FAMILIES = ["bulk", "defect", "twin", "gb"]
 COLUMN_TOLERANCE = 0.45  # [Å]
-TARGETS = {"family_top1": 0.95, "boundary_top1": 0.95, "family_top5": 1.0, "boundary_top5": 1.0,
-           "column_score_boundary": 0.9, "time_s": 60.0}
+TARGETS = {
+    "family_top1": 0.95,
+    "boundary_top1": 0.95,
+    "family_top5": 1.0,
+    "boundary_top5": 1.0,
+    "column_score_boundary": 0.9,
+    "time_s": 60.0,
+}
 
 
-def compose(image: Path, library: str, checkpoint: str, method: str, out: Path, refine_top: int | None,
-            mode: str | None, extra: list[str]):
+def compose(
+    image: Path,
+    library: str,
+    checkpoint: str,
+    method: str,
+    out: Path,
+    refine_top: int | None,
+    mode: str | None,
+    extra: list[str],
+):
     """The ``infer`` config a user's command line would give."""
     from hydra import compose as hcompose
     from hydra import initialize_config_module
@@ -158,13 +172,27 @@ def evaluate(queries, method: str, a, labels_of_cid: dict, modes: set[str]) -> d
         if r.get("wall_s") is not None:
             times.append(float(r["wall_s"]))
         top = labs[0] if labs else None
-        per_image.append({
-            "name": q.name, "mode": q.mode, "truth": q.labels, "mode_given": r.get("mode_given"),
-            "top1": None if not cands else {"config_id": cands[0]["config_id"], "family": cands[0].get("family"),
-                                            "labels": top, "distance": cands[0].get("distance")},
-            "classes": r["candidates"].get("classes"), "out_of_library": r["candidates"].get("out_of_library"),
-            "wall_s": r.get("wall_s"), "column_score": cs, "error": r.get("error"),
-        })
+        per_image.append(
+            {
+                "name": q.name,
+                "mode": q.mode,
+                "truth": q.labels,
+                "mode_given": r.get("mode_given"),
+                "top1": None
+                if not cands
+                else {
+                    "config_id": cands[0]["config_id"],
+                    "family": cands[0].get("family"),
+                    "labels": top,
+                    "distance": cands[0].get("distance"),
+                },
+                "classes": r["candidates"].get("classes"),
+                "out_of_library": r["candidates"].get("out_of_library"),
+                "wall_s": r.get("wall_s"),
+                "column_score": cs,
+                "error": r.get("error"),
+            }
+        )
     s = score_labels(truths, ranked)
     for row, ranks in zip(per_image, s["per_query"]):
         row["first_right_rank"] = ranks
@@ -172,13 +200,19 @@ def evaluate(queries, method: str, a, labels_of_cid: dict, modes: set[str]) -> d
     bnd = [c for c, t in zip(cols, truths) if c is not None and level_applies(t, "boundary")]
     allc = [c for c in cols if c is not None]
     return {
-        "levels": s["levels"], "confusion_family": cm,
-        "column_score": {"all": float(np.mean(allc)) if allc else None,
-                         "boundary": float(np.mean(bnd)) if bnd else None,
-                         "n": len(allc)},
-        "time_s": {"mean": float(np.mean(times)) if times else None,
-                   "median": float(np.median(times)) if times else None,
-                   "max": float(np.max(times)) if times else None, "n": len(times)},
+        "levels": s["levels"],
+        "confusion_family": cm,
+        "column_score": {
+            "all": float(np.mean(allc)) if allc else None,
+            "boundary": float(np.mean(bnd)) if bnd else None,
+            "n": len(allc),
+        },
+        "time_s": {
+            "mean": float(np.mean(times)) if times else None,
+            "median": float(np.median(times)) if times else None,
+            "max": float(np.max(times)) if times else None,
+            "n": len(times),
+        },
         "errors": sum(1 for r in per_image if r["error"]),
         "per_image": per_image,
     }
@@ -190,48 +224,82 @@ def fmt(x, nd=2):
 
 def markdown(res: dict) -> str:
     m = res["methods"]
-    lines = ["# Inversion on the independent held-out set", "",
-             f"{res['n_images']} images ({res['by_family']}) from `data/heldout` (second simulation pipeline: abTEM "
-             "PRISM/multislice, frozen phonons, 100-140 Å thick, 0.12-0.15 Å/px, any rotation, scan jitter and drift, "
-             "HAADF/ABF/HRTEM; see benchmarks/heldout/make_heldout.py). "
-             f"Library `{res['library']}`, checkpoint `{res['checkpoint']}`, refine.top={res['refine_top']}. "
-             f"Command: `{res['command']}`", "",
-             "## Top-1 / top-5 per level", "",
-             "| method | " + " | ".join(f"{lv} (n={m[next(iter(m))]['levels'][lv]['n']})" for lv in LEVELS)
-             + " | column score (all / boundary) | time per image [s] (median / max) |",
-             "|---|" + "---|" * (len(LEVELS) + 2)]
+    lines = [
+        "# Inversion on the independent held-out set",
+        "",
+        f"{res['n_images']} images ({res['by_family']}) from `data/heldout` (second simulation pipeline: abTEM "
+        "PRISM/multislice, frozen phonons, 100-140 Å thick, 0.12-0.15 Å/px, any rotation, scan jitter and drift, "
+        "HAADF/ABF/HRTEM; see benchmarks/heldout/make_heldout.py). "
+        f"Library `{res['library']}`, checkpoint `{res['checkpoint']}`, refine.top={res['refine_top']}. "
+        f"Command: `{res['command']}`",
+        "",
+        "## Top-1 / top-5 per level",
+        "",
+        "| method | "
+        + " | ".join(f"{lv} (n={m[next(iter(m))]['levels'][lv]['n']})" for lv in LEVELS)
+        + " | column score (all / boundary) | time per image [s] (median / max) |",
+        "|---|" + "---|" * (len(LEVELS) + 2),
+    ]
     for name, r in m.items():
         cells = [f"{fmt(r['levels'][lv]['top1'])} / {fmt(r['levels'][lv]['top5'])}" for lv in LEVELS]
         cs = r["column_score"]
         col = "n/a" if cs["all"] is None else f"{fmt(cs['all'])} / {fmt(cs['boundary'])}"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {col} | {fmt(r['time_s']['median'], 1)} / "
-                     f"{fmt(r['time_s']['max'], 1)} |")
-    lines += ["", "Targets (issue 21): family and boundary type top-1 >= 0.95 and top-5 = 1.0; column score >= 0.9 on "
-              "boundary images; the CNN above every classical matcher at every level; <= 60 s per image on 2 cores.", ""]
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {col} | {fmt(r['time_s']['median'], 1)} / "
+            f"{fmt(r['time_s']['max'], 1)} |"
+        )
+    lines += [
+        "",
+        "Targets (issue 21): family and boundary type top-1 >= 0.95 and top-5 = 1.0; column score >= 0.9 on "
+        "boundary images; the CNN above every classical matcher at every level; <= 60 s per image on 2 cores.",
+        "",
+    ]
     lines += ["## Targets", ""] + [f"- {t}" for t in res["verdict"]] + [""]
     for name, r in m.items():
         cm = r["confusion_family"]
-        lines += [f"## Confusion matrix, family, top-1 ({name})", "", "| truth \\ top-1 | " + " | ".join(cm["classes"]) + " |",
-                  "|---|" + "---|" * len(cm["classes"])]
-        lines += [f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(cm["classes"], cm["matrix"])
-                  if c != "none"]
+        lines += [
+            f"## Confusion matrix, family, top-1 ({name})",
+            "",
+            "| truth \\ top-1 | " + " | ".join(cm["classes"]) + " |",
+            "|---|" + "---|" * len(cm["classes"]),
+        ]
+        lines += [
+            f"| {c} | " + " | ".join(str(v) for v in row) + " |"
+            for c, row in zip(cm["classes"], cm["matrix"])
+            if c != "none"
+        ]
         lines.append("")
     cnn = m.get("cnn") or next(iter(m.values()))
-    lines += ["## Per image (cnn top-1)" if "cnn" in m else "## Per image", "",
-              "| image | mode | truth | top-1 | first right rank (family / boundary / defect) | column score | s |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Per image (cnn top-1)" if "cnn" in m else "## Per image",
+        "",
+        "| image | mode | truth | top-1 | first right rank (family / boundary / defect) | column score | s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in cnn["per_image"]:
         t = r["truth"]
-        tl = f"{t['material']} [{t['zone_axis']}] {t['family']}" + (f" {t['boundary']} {t['misorientation']:.1f}°"
-                                                                     if t["family"] in ("twin", "gb") else "") \
+        tl = (
+            f"{t['material']} [{t['zone_axis']}] {t['family']}"
+            + (f" {t['boundary']} {t['misorientation']:.1f}°" if t["family"] in ("twin", "gb") else "")
             + (f" {t['defect_kind']}" if t["family"] == "defect" else "")
+        )
         p = (r["top1"] or {}).get("labels")
-        pl = "none" if not p else f"{p['material']} [{p['zone_axis']}] {p['family']}" + (
-            f" {p['boundary']} {p['misorientation']:.1f}°" if p["family"] in ("twin", "gb") and p.get("misorientation")
-            is not None else "") + (f" {p['defect_kind']}" if p["family"] == "defect" else "")
+        pl = (
+            "none"
+            if not p
+            else f"{p['material']} [{p['zone_axis']}] {p['family']}"
+            + (
+                f" {p['boundary']} {p['misorientation']:.1f}°"
+                if p["family"] in ("twin", "gb") and p.get("misorientation") is not None
+                else ""
+            )
+            + (f" {p['defect_kind']}" if p["family"] == "defect" else "")
+        )
         fr = r.get("first_right_rank") or {}
         ranks = " / ".join(str(fr.get(k, "-")) for k in ("family", "boundary", "defect_kind"))
-        lines.append(f"| {r['name']} | {r['mode']} | {tl} | {pl} | {ranks} | {fmt(r['column_score'])} | {fmt(r['wall_s'], 1)} |")
+        lines.append(
+            f"| {r['name']} | {r['mode']} | {tl} | {pl} | {ranks} | {fmt(r['column_score'])} | {fmt(r['wall_s'], 1)} |"
+        )
     lines += ["", "## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
     return "\n".join(lines)
 
@@ -244,16 +312,29 @@ def verdict(m: dict) -> list[str]:
     for lv in ("family", "boundary"):
         for k, tgt in (("top1", 0.95), ("top5", 1.0)):
             v = c["levels"][lv][k]
-            out.append(f"cnn {lv} {k} = {fmt(v)} (target {tgt}): {'met' if v is not None and v >= tgt - 1e-9 else 'NOT met'}")
+            out.append(
+                f"cnn {lv} {k} = {fmt(v)} (target {tgt}): {'met' if v is not None and v >= tgt - 1e-9 else 'NOT met'}"
+            )
     cs = c["column_score"]["boundary"]
-    out.append(f"cnn column score on boundary images = {fmt(cs)} (target 0.9): "
-               + ("n/a" if cs is None else "met" if cs >= 0.9 else "NOT met"))
+    out.append(
+        f"cnn column score on boundary images = {fmt(cs)} (target 0.9): "
+        + ("n/a" if cs is None else "met" if cs >= 0.9 else "NOT met")
+    )
     for other in [k for k in m if k != "cnn"]:
-        worse = [lv for lv in LEVELS if (m["cnn"]["levels"][lv]["top1"] or 0) <= (m[other]["levels"][lv]["top1"] or 0)
-                 and m["cnn"]["levels"][lv]["n"]]
-        out.append(f"cnn above {other} at every level (top-1): " + ("met" if not worse else f"NOT met ({', '.join(worse)})"))
+        worse = [
+            lv
+            for lv in LEVELS
+            if (m["cnn"]["levels"][lv]["top1"] or 0) <= (m[other]["levels"][lv]["top1"] or 0)
+            and m["cnn"]["levels"][lv]["n"]
+        ]
+        out.append(
+            f"cnn above {other} at every level (top-1): " + ("met" if not worse else f"NOT met ({', '.join(worse)})")
+        )
     t = c["time_s"]["max"]
-    out.append(f"cnn time per image max = {fmt(t, 1)} s (target 60): " + ("n/a" if t is None else "met" if t <= 60 else "NOT met"))
+    out.append(
+        f"cnn time per image max = {fmt(t, 1)} s (target 60): "
+        + ("n/a" if t is None else "met" if t <= 60 else "NOT met")
+    )
     return out
 
 
@@ -263,8 +344,9 @@ def main(argv=None) -> None:
     p.add_argument("--library", default=str(REPO / "demo_library"))
     p.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "embedding_demo.pt"))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--refine-top", type=int, default=None,
-                   help="refine.top override (default: the shipped infer.yaml's value)")
+    p.add_argument(
+        "--refine-top", type=int, default=None, help="refine.top override (default: the shipped infer.yaml's value)"
+    )
     p.add_argument("--override", nargs="*", default=[], help="further infer key=value overrides")
     p.add_argument("--quick", action="store_true", help="3 images, cnn only; writes nothing under benchmarks/results")
     p.add_argument("--work", default="/tmp/surrogate_inversion", help="per-run reports (reused when present)")
@@ -287,24 +369,41 @@ def main(argv=None) -> None:
         fams[q.labels["family"]] = fams.get(q.labels["family"], 0) + 1
     notes = []
     if all(r["column_score"]["all"] is None for r in res_methods.values()):
-        notes.append("column score n/a: surrogate.inference.columns (projected_columns, match_columns) is not in this "
-                     "checkout yet")
-    notes.append(f"library modes: {sorted(modes)}; queries of another mode (ABF with the demo library) run without "
-                 "retrieval.mode")
+        notes.append(
+            "column score n/a: surrogate.inference.columns (projected_columns, match_columns) is not in this "
+            "checkout yet"
+        )
+    notes.append(
+        f"library modes: {sorted(modes)}; queries of another mode (ABF with the demo library) run without "
+        "retrieval.mode"
+    )
     res = {
-        "command": "python " + " ".join([Path(sys.argv[0]).name if not argv else "benchmarks/inversion.py"] + (argv or sys.argv[1:])),
-        "heldout": str(a.heldout), "library": str(Path(a.library).name), "checkpoint": str(Path(a.checkpoint).name),
+        "command": "python "
+        + " ".join([Path(sys.argv[0]).name if not argv else "benchmarks/inversion.py"] + (argv or sys.argv[1:])),
+        "heldout": str(a.heldout),
+        "library": str(Path(a.library).name),
+        "checkpoint": str(Path(a.checkpoint).name),
         "refine_top": a.refine_top if a.refine_top is not None else "infer.yaml default",
-        "n_images": len(queries), "by_family": fams, "methods": res_methods,
-        "targets": TARGETS, "verdict": verdict(res_methods), "notes": notes,
+        "n_images": len(queries),
+        "by_family": fams,
+        "methods": res_methods,
+        "targets": TARGETS,
+        "verdict": verdict(res_methods),
+        "notes": notes,
         "total_s": time.perf_counter() - t0,
-        "platform": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                     "omp_threads": os.environ.get("OMP_NUM_THREADS")},
+        "platform": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "omp_threads": os.environ.get("OMP_NUM_THREADS"),
+        },
     }
     for name, r in res_methods.items():
         lv = r["levels"]
-        print(f"{name}: " + ", ".join(f"{k} {fmt(lv[k]['top1'])}/{fmt(lv[k]['top5'])}" for k in LEVELS)
-              + f", columns {fmt(r['column_score']['all'])}, {fmt(r['time_s']['median'], 1)} s/image, errors {r['errors']}")
+        print(
+            f"{name}: "
+            + ", ".join(f"{k} {fmt(lv[k]['top1'])}/{fmt(lv[k]['top5'])}" for k in LEVELS)
+            + f", columns {fmt(r['column_score']['all'])}, {fmt(r['time_s']['median'], 1)} s/image, errors {r['errors']}"
+        )
     if a.quick:
         return
     out = Path(a.out)

@@ -87,6 +87,7 @@ def mace_worker(args) -> None:
         atoms = si_1000()
         if calc is None:
             from mace.calculators import MACECalculator  # noqa: F401 (import cost outside the timing)
+
             calc = _untrained_mace_calculator()
             res["speed_model"] = "untrained MACE 128x0e, max_ell 3, correlation 3, 2 layers, r_max 5"
         res["seconds_per_call"] = time_forces(atoms, calc, args.repeats)
@@ -102,12 +103,25 @@ def _untrained_mace_calculator():
 
     torch.manual_seed(0)
     model = modules.ScaleShiftMACE(
-        r_max=5.0, num_bessel=8, num_polynomial_cutoff=5, max_ell=3,
+        r_max=5.0,
+        num_bessel=8,
+        num_polynomial_cutoff=5,
+        max_ell=3,
         interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
         interaction_cls_first=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
-        num_interactions=2, num_elements=1, hidden_irreps=o3.Irreps("128x0e"), MLP_irreps=o3.Irreps("16x0e"),
-        gate=torch.nn.functional.silu, atomic_energies=np.array([-5.0]), avg_num_neighbors=28.0, atomic_numbers=[14],
-        correlation=3, radial_type="bessel", atomic_inter_scale=1.0, atomic_inter_shift=0.0)
+        num_interactions=2,
+        num_elements=1,
+        hidden_irreps=o3.Irreps("128x0e"),
+        MLP_irreps=o3.Irreps("16x0e"),
+        gate=torch.nn.functional.silu,
+        atomic_energies=np.array([-5.0]),
+        avg_num_neighbors=28.0,
+        atomic_numbers=[14],
+        correlation=3,
+        radial_type="bessel",
+        atomic_inter_scale=1.0,
+        atomic_inter_shift=0.0,
+    )
     path = Path(os.environ.get("TMPDIR", "/tmp")) / "mace_untrained_small.model"
     torch.save(model, path)
     return MACECalculator(model_paths=str(path), device="cpu", default_dtype="float32")
@@ -118,11 +132,15 @@ def run_mace(python: str, threads: int, model=None, test=None, speed=False, repe
     cmd += ["--model", str(model)] if model else []
     cmd += ["--test", str(test)] if test else []
     cmd += ["--speed"] if speed else []
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}  # e3nn 0.4.4 constants
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",
+    }  # e3nn 0.4.4 constants
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     for line in p.stdout.splitlines():
         if line.startswith("MACE-RESULT "):
-            return json.loads(line[len("MACE-RESULT "):])
+            return json.loads(line[len("MACE-RESULT ") :])
     return {"error": (p.stderr.strip().splitlines() or ["no output"])[-1]}
 
 
@@ -219,8 +237,14 @@ def nve_drift(calc, steps=500, dt_fs=1.0) -> dict:
     e = np.asarray(e) / len(a)
     t_ps = np.arange(len(e)) * dt_fs / 1000
     slope = np.polyfit(t_ps, e, 1)[0]
-    return {"steps": steps, "dt_fs": dt_fs, "atoms": len(a), "drift_mev_per_atom_ps": 1000 * float(slope),
-            "std_mev_per_atom": 1000 * float(e.std()), "final_T_K": float(a.get_temperature())}
+    return {
+        "steps": steps,
+        "dt_fs": dt_fs,
+        "atoms": len(a),
+        "drift_mev_per_atom_ps": 1000 * float(slope),
+        "std_mev_per_atom": 1000 * float(e.std()),
+        "final_T_K": float(a.get_temperature()),
+    }
 
 
 def cdte_physics(path) -> dict:
@@ -256,7 +280,8 @@ def cdte_physics(path) -> dict:
                 b.calc = calc
                 out[f"E({p.get('defect')}) - E(bulk), ideal 8-atom cell [eV]"] = {
                     "dft": float(a.info["REF_energy"] - bulk.info["REF_energy"]),
-                    "ours": float(b.get_potential_energy() - e_bulk_model)}
+                    "ours": float(b.get_potential_energy() - e_bulk_model),
+                }
     out.update(twin_energy(frames, calc))
     return out
 
@@ -285,7 +310,8 @@ def twin_energy(frames, calc) -> dict:
         held = "held out" if pair[True].info.get("split") == "test" else "trained on"
         out[f"coherent Sigma3 (111) twin energy, {layers}+{layers} bilayers ({held}) [mJ/m^2]"] = {
             "dft": float((pair[True].info["REF_energy"] - pair[False].info["REF_energy"]) * mj),
-            "ours": float((model[True] - model[False]) * mj)}
+            "ours": float((model[True] - model[False]) * mj),
+        }
     return out
 
 
@@ -295,8 +321,10 @@ def split_files(out: str, val_fraction: float = 0.05) -> None:
 
     from surrogate.potential.data import read_frames, split_frames
 
-    for name, files, vf in (("si", [str(REPO / "data/dft/si/*.extxyz")], val_fraction),
-                            ("cdte", [str(REPO / "data/dft/cdte/batch_*.extxyz")], 0.1)):
+    for name, files, vf in (
+        ("si", [str(REPO / "data/dft/si/*.extxyz")], val_fraction),
+        ("cdte", [str(REPO / "data/dft/cdte/batch_*.extxyz")], 0.1),
+    ):
         frames, _ = read_frames(files)
         for split, fr in split_frames(frames, vf).items():
             for a in fr:
@@ -307,21 +335,34 @@ def split_files(out: str, val_fraction: float = 0.05) -> None:
 # --------------------------------------------------------------------------- report
 def markdown(res: dict) -> str:
     m = res["machine"]
-    lines = ["# Potential benchmark", "",
-             f"Machine: {m['cpus']} CPU cores ({m['note']}), torch threads {m['threads']}, {m['platform']}. "
-             "Generated by `benchmarks/potential.py`.", "",
-             "## Held-out accuracy (MAE)", "",
-             "| data | model | energy [meV/atom] | forces [meV/Å] | test frames | training |", "|---|---|---|---|---|---|"]
+    lines = [
+        "# Potential benchmark",
+        "",
+        f"Machine: {m['cpus']} CPU cores ({m['note']}), torch threads {m['threads']}, {m['platform']}. "
+        "Generated by `benchmarks/potential.py`.",
+        "",
+        "## Held-out accuracy (MAE)",
+        "",
+        "| data | model | energy [meV/atom] | forces [meV/Å] | test frames | training |",
+        "|---|---|---|---|---|---|",
+    ]
     for data, rows in res["accuracy"].items():
         for model, r in rows.items():
             if "error" in r:
                 lines.append(f"| {data} | {model} | - | - | - | {r['error']} |")
                 continue
-            lines.append(f"| {data} | {model} | {r['energy_mae']:.2f} | {r['forces_mae']:.1f} | {r.get('n_frames', '-')} | "
-                         f"{r.get('training', '')} |")
+            lines.append(
+                f"| {data} | {model} | {r['energy_mae']:.2f} | {r['forces_mae']:.1f} | {r.get('n_frames', '-')} | "
+                f"{r.get('training', '')} |"
+            )
     if "speed" in res:
-        lines += ["", "## CPU inference speed (1000-atom Si cell, energy + forces, neighbour list included)", "",
-                  "| model | s / call | atoms / s |", "|---|---|---|"]
+        lines += [
+            "",
+            "## CPU inference speed (1000-atom Si cell, energy + forces, neighbour list included)",
+            "",
+            "| model | s / call | atoms / s |",
+            "|---|---|---|",
+        ]
         for model, r in res["speed"].items():
             if "error" in r:
                 lines.append(f"| {model} | - | {r['error']} |")
@@ -331,23 +372,38 @@ def markdown(res: dict) -> str:
             lines.append(f"\nSpeed ratio ours / MACE, {th}: **{r:.1f}x**.")
     if "physics_si" in res:
         p, d = res["physics_si"], res["si_dft"]
-        lines += ["", "## Physics checks, Si", "", "| quantity | ours | DFT (data) | DFT (literature, PBE) |",
-                  "|---|---|---|---|",
-                  f"| lattice constant [Å] | {p['a0']:.4f} | {d['a0']:.4f} (ground-state frame) | {SI_DFT_LITERATURE['a0']} |",
-                  f"| bulk modulus [GPa] | {p['B_gpa']:.1f} | {d['B_gpa']:.1f} ((C11+2C12)/3 from ±2 % strains) | "
-                  f"{SI_DFT_LITERATURE['B_gpa']} |",
-                  f"| vacancy formation energy [eV] (relaxed, 64-atom cell) | {p['vacancy_ev']:.2f} | not in the data | "
-                  f"{SI_DFT_LITERATURE['vacancy_ev'][0]}-{SI_DFT_LITERATURE['vacancy_ev'][1]} |"]
+        lines += [
+            "",
+            "## Physics checks, Si",
+            "",
+            "| quantity | ours | DFT (data) | DFT (literature, PBE) |",
+            "|---|---|---|---|",
+            f"| lattice constant [Å] | {p['a0']:.4f} | {d['a0']:.4f} (ground-state frame) | {SI_DFT_LITERATURE['a0']} |",
+            f"| bulk modulus [GPa] | {p['B_gpa']:.1f} | {d['B_gpa']:.1f} ((C11+2C12)/3 from ±2 % strains) | "
+            f"{SI_DFT_LITERATURE['B_gpa']} |",
+            f"| vacancy formation energy [eV] (relaxed, 64-atom cell) | {p['vacancy_ev']:.2f} | not in the data | "
+            f"{SI_DFT_LITERATURE['vacancy_ev'][0]}-{SI_DFT_LITERATURE['vacancy_ev'][1]} |",
+        ]
         n = p["nve"]
-        lines.append(f"\nNVE (velocity Verlet, {n['atoms']} atoms, {n['dt_fs']} fs, {n['steps']} steps, 600 K start): "
-                     f"drift {n['drift_mev_per_atom_ps']:.3f} meV/atom/ps, fluctuation {n['std_mev_per_atom']:.3f} meV/atom.")
+        lines.append(
+            f"\nNVE (velocity Verlet, {n['atoms']} atoms, {n['dt_fs']} fs, {n['steps']} steps, 600 K start): "
+            f"drift {n['drift_mev_per_atom_ps']:.3f} meV/atom/ps, fluctuation {n['std_mev_per_atom']:.3f} meV/atom."
+        )
     if res.get("physics_cdte"):
-        lines += ["", "## Physics checks, CdTe (model vs DFT on the same labelled cells)", "", "| quantity | ours | DFT |",
-                  "|---|---|---|"]
+        lines += [
+            "",
+            "## Physics checks, CdTe (model vs DFT on the same labelled cells)",
+            "",
+            "| quantity | ours | DFT |",
+            "|---|---|---|",
+        ]
         for k, v in res["physics_cdte"].items():
             lines.append(f"| {k} | {v['ours']:.4g} | {v['dft']:.4g} |")
-    lines += ["", "Published Si figures: Zuo et al., J. Phys. Chem. A 124, 731 (2020) (as tabulated in "
-              "ACEsuit/ACEpotentials.jl examples/zuobench), PyXtal_FF examples/UCSD-Si-214-25."]
+    lines += [
+        "",
+        "Published Si figures: Zuo et al., J. Phys. Chem. A 124, 731 (2020) (as tabulated in "
+        "ACEsuit/ACEpotentials.jl examples/zuobench), PyXtal_FF examples/UCSD-Si-214-25.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -370,8 +426,16 @@ def main(argv=None) -> dict:
     import torch
 
     torch.set_num_threads(a.threads)
-    res: dict = {"machine": {"cpus": os.cpu_count(), "threads": a.threads, "note": a.note,
-                             "platform": platform.platform(), "torch": torch.__version__}, "accuracy": {}}
+    res: dict = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "threads": a.threads,
+            "note": a.note,
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+        },
+        "accuracy": {},
+    }
     train_info = {}
     for path in a.train_json:
         info = json.loads(Path(path).read_text())
@@ -379,7 +443,10 @@ def main(argv=None) -> dict:
     si_files = [str(REPO / "data" / "dft" / "si" / "test.extxyz")]
     cdte_files = [str(REPO / "data" / "dft" / "cdte" / "batch_*.extxyz")]
     if a.ours_si or a.mace_si:
-        rows = {f"{k} (published)": {"energy_mae": v[0], "forces_mae": v[1], "n_frames": 25} for k, v in PUBLISHED_SI.items()}
+        rows = {
+            f"{k} (published)": {"energy_mae": v[0], "forces_mae": v[1], "n_frames": 25}
+            for k, v in PUBLISHED_SI.items()
+        }
         if a.ours_si:
             rows["ours"] = ours_accuracy(a.ours_si, si_files)
             if ("Si",) in train_info:
@@ -423,7 +490,9 @@ def main(argv=None) -> dict:
             ours2 = ours_speed(a.ours_si, a.repeats)
             ours = min(ours1, ours2, key=lambda r: r["seconds_per_call"])
             res["speed"][f"ours ({kind}, float32), {th} thread(s)"] = ours
-            res["speed"]["MACE" + (" (trained)" if a.mace_si else " (untrained, standard small)") + f", {th} thread(s)"] = mace
+            res["speed"][
+                "MACE" + (" (trained)" if a.mace_si else " (untrained, standard small)") + f", {th} thread(s)"
+            ] = mace
             if "atoms_per_s" in mace:
                 res.setdefault("ratio", {})[f"{th} thread(s)"] = ours["atoms_per_s"] / mace["atoms_per_s"]
         torch.set_num_threads(a.threads)

@@ -43,15 +43,26 @@ def main(argv=None) -> dict:
         forces.append(np.concatenate(f))
 
     def mae(e, f):
-        return {"energy_meV_atom": round(1e3 * float(np.abs(e - e_ref).mean()), 2),
-                "forces_meV_A": round(1e3 * float(np.abs(f - f_ref).mean()), 1)}
+        return {
+            "energy_meV_atom": round(1e3 * float(np.abs(e - e_ref).mean()), 2),
+            "forces_meV_A": round(1e3 * float(np.abs(f - f_ref).mean()), 1),
+        }
 
-    res = {"data": a.data, "frames": len(frames),
-           "models": {path: mae(e, f) for path, e, f in zip(a.checkpoints, energies, forces)},
-           "committee": mae(np.mean(energies, 0), np.mean(forces, 0)),
-           "command": "python benchmarks/potential_committee.py " + " ".join(a.checkpoints)}
-    lines = ["# Potential committee", "", f"Test data `{a.data}` ({len(frames)} frames).", "",
-             "| model | energy [meV/atom] | forces [meV/Å] |", "|---|---|---|"]
+    res = {
+        "data": a.data,
+        "frames": len(frames),
+        "models": {path: mae(e, f) for path, e, f in zip(a.checkpoints, energies, forces)},
+        "committee": mae(np.mean(energies, 0), np.mean(forces, 0)),
+        "command": "python benchmarks/potential_committee.py " + " ".join(a.checkpoints),
+    }
+    lines = [
+        "# Potential committee",
+        "",
+        f"Test data `{a.data}` ({len(frames)} frames).",
+        "",
+        "| model | energy [meV/atom] | forces [meV/Å] |",
+        "|---|---|---|",
+    ]
     for name, m in [*res["models"].items(), (f"committee (mean of {len(a.checkpoints)})", res["committee"])]:
         lines.append(f"| {name} | {m['energy_meV_atom']:.2f} | {m['forces_meV_A']:.1f} |")
     lines += ["", f"Reproduce: `{res['command']}`.", ""]

@@ -54,9 +54,11 @@ ROT_BINS = (0, 90, 180, 270, 360)
 SCALE_BINS = (0.8, 0.9333, 1.0667, 1.2001)
 OOD_SETS = ("near", "far", "lattice")
 #: out-of-library lattice types, imaged along [110] (ASE bulk arguments, experimental lattice constants [Å])
-OTHER_LATTICES = [{"name": "Au", "crystalstructure": "fcc", "a": 4.078},
-                  {"name": "W", "crystalstructure": "bcc", "a": 3.165},
-                  {"name": "PbTe", "crystalstructure": "rocksalt", "a": 6.462}]
+OTHER_LATTICES = [
+    {"name": "Au", "crystalstructure": "fcc", "a": 4.078},
+    {"name": "W", "crystalstructure": "bcc", "a": 3.165},
+    {"name": "PbTe", "crystalstructure": "rocksalt", "a": 6.462},
+]
 
 
 # ----------------------------------------------------------------------------------------- queries
@@ -72,8 +74,9 @@ def _render_set(recipes, sim, n_per, shape, sampling, seed, label, forbidden_see
     images, meta = [], []
     for u, recipe in enumerate(recipes):
         atoms = build_structure(recipe)
-        conds = sample_conditions(n_per, sim.get("ranges") or {}, sim.get("modes") or [],
-                                  seed=seed * 1_000_003 + u, sampling=sampling)
+        conds = sample_conditions(
+            n_per, sim.get("ranges") or {}, sim.get("modes") or [], seed=seed * 1_000_003 + u, sampling=sampling
+        )
         clash = {c.seed for c in conds} & forbidden_seeds
         if clash:
             raise RuntimeError(f"query seeds {sorted(clash)[:3]} were used by the library: change QUERY_SEED")
@@ -84,8 +87,17 @@ def _render_set(recipes, sim, n_per, shape, sampling, seed, label, forbidden_see
         geo = rotate_scale(clean, rot, scale)
         for j, c in enumerate(conds):
             images.append(apply_dose(geo[j], float(dose[j]), sampling, seed=c.seed, mode=c.mode))
-            meta.append({"config_id": atoms.info["config_id"], "family": atoms.info["family"], "set": label,
-                         "mode": c.mode, "dose": float(dose[j]), "rotation": float(rot[j]), "scale": float(scale[j])})
+            meta.append(
+                {
+                    "config_id": atoms.info["config_id"],
+                    "family": atoms.info["family"],
+                    "set": label,
+                    "mode": c.mode,
+                    "dose": float(dose[j]),
+                    "rotation": float(rot[j]),
+                    "scale": float(scale[j]),
+                }
+            )
         print(f"  {label} {u + 1}/{len(recipes)} {atoms.info['config_id']} ({atoms.info['family']})", flush=True)
     return np.stack(images).astype(np.float32), meta
 
@@ -126,14 +138,27 @@ def make_queries(lib, n_ood: int, cache: Path, test_idx: np.ndarray, ood_per_con
     images, meta = [], []
     for i in test_idx:
         c = lib.conditions(int(i))
-        geo = rotate_scale(np.repeat(lib.image(int(i))[None], len(DOSES), 0), rng.uniform(0, 360, len(DOSES)),
-                           rng.uniform(0.8, 1.2, len(DOSES)))
+        geo = rotate_scale(
+            np.repeat(lib.image(int(i))[None], len(DOSES), 0),
+            rng.uniform(0, 360, len(DOSES)),
+            rng.uniform(0.8, 1.2, len(DOSES)),
+        )
         for j, dose in enumerate(DOSES):
             seed = QUERY_SEED * 1_000_003 + int(i) * len(DOSES) + j
             assert seed not in used
             images.append(apply_dose(geo[j], dose, sampling, seed=seed, mode=c.mode))
-        meta += [{"config_id": f"{int(cids[i]):016x}", "source": int(i), "set": "in", "mode": c.mode, "dose": d,
-                  "rotation": 0.0, "scale": 1.0} for d in DOSES]
+        meta += [
+            {
+                "config_id": f"{int(cids[i]):016x}",
+                "source": int(i),
+                "set": "in",
+                "mode": c.mode,
+                "dose": d,
+                "rotation": 0.0,
+                "scale": 1.0,
+            }
+            for d in DOSES
+        ]
     # record the drawn geometry (same rng order as above)
     rng = np.random.default_rng(QUERY_SEED)
     for k in range(len(test_idx)):
@@ -143,8 +168,13 @@ def make_queries(lib, n_ood: int, cache: Path, test_idx: np.ndarray, ood_per_con
     t = time.perf_counter()
     lib_ids = {f"{int(c):016x}" for c in np.unique(cids)}
     near_cfg = {**scfg, "bulk": False, "boundaries": [], "defects": {**scfg["defects"], "seed": 4242, "per_slab": 1}}
-    far_cfg = {**scfg, "materials": [{"name": "Ge"}, {"name": "GaAs"}], "zone_axes": [[1, 1, 0], [1, 0, 0]],
-               "defects": {**scfg["defects"], "per_slab": 0}, "boundaries": []}
+    far_cfg = {
+        **scfg,
+        "materials": [{"name": "Ge"}, {"name": "GaAs"}],
+        "zone_axes": [[1, 1, 0], [1, 0, 0]],
+        "defects": {**scfg["defects"], "per_slab": 0},
+        "boundaries": [],
+    }
     lattice_cfg = {**far_cfg, "materials": OTHER_LATTICES, "zone_axes": [[1, 1, 0]]}
     haadf = {**sim, "modes": [{"mode": "haadf", "method": "incoherent", "weight": 1.0}]}
     parts = []
@@ -155,8 +185,10 @@ def make_queries(lib, n_ood: int, cache: Path, test_idx: np.ndarray, ood_per_con
     ood_images, ood_meta = np.concatenate([p[0] for p in parts]), sum((p[1] for p in parts), [])
     keep = [i for i, m in enumerate(ood_meta) if m["config_id"] not in lib_ids]
     ood_images, ood_meta = ood_images[keep], [ood_meta[i] for i in keep]
-    print(f"{len(images)} queries; rendered {len(ood_images)} out-of-library queries in {time.perf_counter() - t:.0f} s",
-          flush=True)
+    print(
+        f"{len(images)} queries; rendered {len(ood_images)} out-of-library queries in {time.perf_counter() - t:.0f} s",
+        flush=True,
+    )
     cache.mkdir(parents=True, exist_ok=True)
     images = np.stack(images).astype(np.float32)
     np.savez(path, images=images, meta=json.dumps(meta), ood_images=ood_images, ood_meta=json.dumps(ood_meta))
@@ -182,7 +214,7 @@ def rank_metrics(dist: np.ndarray, gallery_cfg: np.ndarray, query_cfg: np.ndarra
     for q in range(len(dist)):
         order = np.argsort(dist[q], kind="stable")
         order = order[np.isfinite(dist[q][order])]  # infinite distance = not in this query's gallery
-        rel = (gallery_cfg[order] == query_cfg[q])
+        rel = gallery_cfg[order] == query_cfg[q]
         if rel.any():
             hits = np.cumsum(rel)
             ap[q] = float((hits[rel] / (np.flatnonzero(rel) + 1)).mean())
@@ -192,8 +224,9 @@ def rank_metrics(dist: np.ndarray, gallery_cfg: np.ndarray, query_cfg: np.ndarra
     return out
 
 
-def lattice_rerank(lib, sig: np.ndarray, dist: np.ndarray, gallery_cfg: np.ndarray, top: int = 10,
-                   tolerance: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def lattice_rerank(
+    lib, sig: np.ndarray, dist: np.ndarray, gallery_cfg: np.ndarray, top: int = 10, tolerance: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Inference's lattice check (``surrogate.inference.lattice.check_signatures``, the shipped stage)
     applied to a distance matrix (Q, G), given the queries' lattice signatures ``sig`` (Q, 3) at
     their known pixel size: each query's ``top`` nearest configurations go through the check as
@@ -213,9 +246,11 @@ def lattice_rerank(lib, sig: np.ndarray, dist: np.ndarray, gallery_cfg: np.ndarr
     novelty = np.full(len(per_class), np.inf)
     for q in range(len(per_class)):
         order = [int(c) for c in np.argsort(per_class[q], kind="stable")[:top] if np.isfinite(per_class[q, c])]
-        cands = [Candidate(config_id=f"{int(classes[c]):016x}", distance=float(per_class[q, c]), window=0, entry=c, rank=r)
-                 for r, c in enumerate(order, 1)]
-        _, record = check_signatures(ref, sig[q:q + 1], cands, settings)
+        cands = [
+            Candidate(config_id=f"{int(classes[c]):016x}", distance=float(per_class[q, c]), window=0, entry=c, rank=r)
+            for r, c in enumerate(order, 1)
+        ]
+        _, record = check_signatures(ref, sig[q : q + 1], cands, settings)
         for c in cands:  # consistent ones keep their distance; the others move behind them (when any is consistent)
             penalty[q, c.entry] = 2.0 if (not record["mismatch"] and c.lattice_mismatch > settings.tolerance) else 0.0
         novelty[q] = min((c.lattice_mismatch for c in cands), default=np.inf)
@@ -241,8 +276,12 @@ def summarise(m: dict, meta: list[dict]) -> dict:
     def block(mask):
         if not mask.any():
             return {"n": 0}
-        b = {"n": int(mask.sum()), "top1": float(m["top1"][mask].mean()), "top5": float(m["top5"][mask].mean()),
-             "mAP": float(m["ap"][mask].mean())}
+        b = {
+            "n": int(mask.sum()),
+            "top1": float(m["top1"][mask].mean()),
+            "top5": float(m["top5"][mask].mean()),
+            "mAP": float(m["ap"][mask].mean()),
+        }
         if "group1" in m:
             b["group_top1"] = float(m["group1"][mask].mean())
         return b
@@ -250,8 +289,9 @@ def summarise(m: dict, meta: list[dict]) -> dict:
     out = {"all": block(np.ones(len(meta), bool))}
     out["by_dose"] = {f"{d:.0e}": block(dose == d) for d in DOSES}
     out["by_rotation"] = {f"{a}-{b}": block((rot >= a) & (rot < b)) for a, b in zip(ROT_BINS[:-1], ROT_BINS[1:])}
-    out["by_scale"] = {f"{a:.2f}-{min(b, 1.2):.2f}": block((scale >= a) & (scale < b))
-                       for a, b in zip(SCALE_BINS[:-1], SCALE_BINS[1:])}
+    out["by_scale"] = {
+        f"{a:.2f}-{min(b, 1.2):.2f}": block((scale >= a) & (scale < b)) for a, b in zip(SCALE_BINS[:-1], SCALE_BINS[1:])
+    }
     out["dose_ge_1e3"] = block(dose >= 1e3)
     return out
 
@@ -324,64 +364,112 @@ def figure(path: Path, queries, meta, dist, gallery_images, gallery_cfg, n=8):
 
 # ----------------------------------------------------------------------------------------- report
 def markdown(res: dict) -> str:
-    L = [f"# Retrieval benchmark{' (quick)' if res['quick'] else ''}", "",
-         f"Library `{res['library']}` ({res['library_images']} images, {res['library_configs']} configurations), "
-         f"checkpoint `{res['checkpoint']}` ({res['backbone']}). {res['n_queries']} queries "
-         f"({res['n_per_config']} per configuration: unseen conditions and seeds, any rotation, scale 0.8-1.2, "
-         f"dose 1e2-1e5 e/Å²); {res['n_ood']} out-of-library queries. Machine: {res['machine']}.", ""]
+    L = [
+        f"# Retrieval benchmark{' (quick)' if res['quick'] else ''}",
+        "",
+        f"Library `{res['library']}` ({res['library_images']} images, {res['library_configs']} configurations), "
+        f"checkpoint `{res['checkpoint']}` ({res['backbone']}). {res['n_queries']} queries "
+        f"({res['n_per_config']} per configuration: unseen conditions and seeds, any rotation, scale 0.8-1.2, "
+        f"dose 1e2-1e5 e/Å²); {res['n_ood']} out-of-library queries. Machine: {res['machine']}.",
+        "",
+    ]
     methods = list(res["methods"])
-    L += ["## Accuracy", "", "Material + zone axis: the top configuration is of the query's material and zone axis (its "
-          "group: the bulk slab, its point defects and boundaries), whatever the configuration.", "",
-          "| method | gallery | top-1 | top-5 | mAP | top-1 at dose >= 1e3 | material + zone axis (>= 1e3) |",
-          "|---|---|---|---|---|---|---|"]
+    L += [
+        "## Accuracy",
+        "",
+        "Material + zone axis: the top configuration is of the query's material and zone axis (its "
+        "group: the bulk slab, its point defects and boundaries), whatever the configuration.",
+        "",
+        "| method | gallery | top-1 | top-5 | mAP | top-1 at dose >= 1e3 | material + zone axis (>= 1e3) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name in methods:
         r = res["methods"][name]
         a, hi = r["summary"]["all"], r["summary"]["dose_ge_1e3"]
         g = f"{a['group_top1']:.3f} ({hi['group_top1']:.3f})" if "group_top1" in a else "-"
-        L.append(f"| {name} | {r['gallery']} | {a['top1']:.3f} | {a['top5']:.3f} | {a['mAP']:.3f} | "
-                 f"{hi['top1']:.3f} | {g} |")
+        L.append(
+            f"| {name} | {r['gallery']} | {a['top1']:.3f} | {a['top5']:.3f} | {a['mAP']:.3f} | {hi['top1']:.3f} | {g} |"
+        )
     for key, title in (("by_dose", "dose [e/Å²]"), ("by_rotation", "rotation [deg]"), ("by_scale", "scale")):
         bins = list(res["methods"][methods[0]]["summary"][key])
-        L += ["", f"### Top-1 / mAP by {title}", "", "| method | " + " | ".join(bins) + " |",
-              "|---|" + "---|" * len(bins)]
+        L += [
+            "",
+            f"### Top-1 / mAP by {title}",
+            "",
+            "| method | " + " | ".join(bins) + " |",
+            "|---|" + "---|" * len(bins),
+        ]
         for name in methods:
             s = res["methods"][name]["summary"][key]
-            L.append(f"| {name} | " + " | ".join(f"{s[b]['top1']:.2f} / {s[b]['mAP']:.2f}" if s[b]["n"] else "-"
-                                                 for b in bins) + " |")
+            L.append(
+                f"| {name} | "
+                + " | ".join(f"{s[b]['top1']:.2f} / {s[b]['mAP']:.2f}" if s[b]["n"] else "-" for b in bins)
+                + " |"
+            )
     if any("lattice check" in n for n in methods):
-        L += ["", "\"cnn + lattice check (pixel size known)\": inference's lattice-spacing check "
-              "(`surrogate.inference.lattice`) on the CNN's 10 nearest configurations, with the queries' drawn "
-              "magnification undone (a file's pixel size is known at inference; the scale-invariant CNN cannot use it). "
-              "Its out-of-library score below is the smallest lattice mismatch among those 10."]
-    L += ["", "## Out-of-library detection (AUROC of the nearest distance)", "",
-          "near: the library's slabs with point defects at other sites; far: Ge and GaAs, the library's lattice "
-          "types at 1.04 / 0.87 times its sizes (inside the queries' unknown 0.8-1.2 scale, so nearly "
-          "indistinguishable by construction); lattice: fcc Au, bcc W, rock-salt PbTe along [110] (other column patterns)."]
-    for key, intro in (("auroc", "Pooled over all in-library queries."),
-                       ("auroc_matched", "Matched: HAADF in-library queries against the (HAADF) out-of-library ones of "
-                        "the same dose, AUROC per dose averaged over the doses (pooled, the noise level of a query moves "
-                        "its nearest distance more than novelty does).")):
-        L += ["", intro, "", "| method | near (other defect sites) | far (Ge, GaAs) | lattice (Au, W, PbTe) | all |",
-              "|---|---|---|---|---|"]
+        L += [
+            "",
+            '"cnn + lattice check (pixel size known)": inference\'s lattice-spacing check '
+            "(`surrogate.inference.lattice`) on the CNN's 10 nearest configurations, with the queries' drawn "
+            "magnification undone (a file's pixel size is known at inference; the scale-invariant CNN cannot use it). "
+            "Its out-of-library score below is the smallest lattice mismatch among those 10.",
+        ]
+    L += [
+        "",
+        "## Out-of-library detection (AUROC of the nearest distance)",
+        "",
+        "near: the library's slabs with point defects at other sites; far: Ge and GaAs, the library's lattice "
+        "types at 1.04 / 0.87 times its sizes (inside the queries' unknown 0.8-1.2 scale, so nearly "
+        "indistinguishable by construction); lattice: fcc Au, bcc W, rock-salt PbTe along [110] (other column patterns).",
+    ]
+    for key, intro in (
+        ("auroc", "Pooled over all in-library queries."),
+        (
+            "auroc_matched",
+            "Matched: HAADF in-library queries against the (HAADF) out-of-library ones of "
+            "the same dose, AUROC per dose averaged over the doses (pooled, the noise level of a query moves "
+            "its nearest distance more than novelty does).",
+        ),
+    ):
+        L += [
+            "",
+            intro,
+            "",
+            "| method | near (other defect sites) | far (Ge, GaAs) | lattice (Au, W, PbTe) | all |",
+            "|---|---|---|---|---|",
+        ]
         for name in methods:
             o = res["methods"][name].get(key)
             if o:
-                L.append(f"| {name} | " + " | ".join(f"{o.get(k, float('nan')):.3f}" for k in (*OOD_SETS, "all")) + " |")
+                L.append(
+                    f"| {name} | " + " | ".join(f"{o.get(k, float('nan')):.3f}" for k in (*OOD_SETS, "all")) + " |"
+                )
     lat = res["latency"]
-    L += ["", f"## Query latency (one image: embed + search k=5), {lat.get('threads', 2)} thread(s)", "",
-          f"CNN embedding alone: {lat['cnn']['embed_ms']:.1f} ms median, {lat['cnn']['embed_min_ms']:.1f} ms best; "
-          f"load average during the measurement {lat['cnn']['load_average'][0]:.1f} on {os.cpu_count()} cores "
-          "(other jobs share them).", "",
-          "| entries | CNN flat [ms] | CNN HNSW [ms] | SIFT [ms] | SIFT / CNN (best) |", "|---|---|---|---|---|"]
+    L += [
+        "",
+        f"## Query latency (one image: embed + search k=5), {lat.get('threads', 2)} thread(s)",
+        "",
+        f"CNN embedding alone: {lat['cnn']['embed_ms']:.1f} ms median, {lat['cnn']['embed_min_ms']:.1f} ms best; "
+        f"load average during the measurement {lat['cnn']['load_average'][0]:.1f} on {os.cpu_count()} cores "
+        "(other jobs share them).",
+        "",
+        "| entries | CNN flat [ms] | CNN HNSW [ms] | SIFT [ms] | SIFT / CNN (best) |",
+        "|---|---|---|---|---|",
+    ]
     for n in (1_000, 10_000, 100_000):
         f, h = lat["cnn"][f"{n}_flat"]["total_ms"], lat["cnn"][f"{n}_hnsw"]["total_ms"]
         s = lat["sift_ms_per_entry"] * n + lat["sift_feature_ms"]
         L.append(f"| {n:,} | {f:.1f} | {h:.1f} | {s:,.0f} | {s / min(f, h):,.0f}x |")
-    L += ["", f"SIFT: {lat['sift_ms_per_entry']:.2f} ms per gallery image (measured on {lat['sift_gallery']} "
-          f"images, linear in the gallery size) + {lat['sift_feature_ms']:.1f} ms of query features. "
-          f"HOG: {lat['hog_ms_per_query']:.1f} ms, spectrum: {lat['spectrum_ms_per_query']:.1f} ms per query "
-          f"against {lat['sift_gallery']} images.", "",
-          f"Total time {res['seconds']:.0f} s. Reproduce: `{res['command']}`.", ""]
+    L += [
+        "",
+        f"SIFT: {lat['sift_ms_per_entry']:.2f} ms per gallery image (measured on {lat['sift_gallery']} "
+        f"images, linear in the gallery size) + {lat['sift_feature_ms']:.1f} ms of query features. "
+        f"HOG: {lat['hog_ms_per_query']:.1f} ms, spectrum: {lat['spectrum_ms_per_query']:.1f} ms per query "
+        f"against {lat['sift_gallery']} images.",
+        "",
+        f"Total time {res['seconds']:.0f} s. Reproduce: `{res['command']}`.",
+        "",
+    ]
     return "\n".join(L)
 
 
@@ -389,7 +477,11 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--library", default="demo_library")
     p.add_argument("--checkpoint", default="checkpoints/embedding_demo.pt")
-    p.add_argument("--quick", action="store_true", help="4 queries per configuration (8 in full), 4 gallery images per configuration")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="4 queries per configuration (8 in full), 4 gallery images per configuration",
+    )
     p.add_argument("--per-config", type=int, default=None, help="reduced gallery: images per configuration")
     p.add_argument("--out", default="benchmarks/results", help="directory of retrieval.json / .md / .png")
     p.add_argument("--cache", default="/tmp/surrogate_retrieval_queries")
@@ -421,16 +513,29 @@ def main(argv=None) -> dict:
     all_images = np.asarray(lib.group["images"][:], dtype=np.float32)
     gallery = np.setdiff1d(np.arange(len(lib)), split_indices(lib, "test", "condition"))  # train + val conditions
     images, cfg, noisy = all_images[gallery], lib.config_ids()[gallery], noisy[gallery]
-    small = np.concatenate([np.flatnonzero(cfg == c)[np.argsort(noisy[cfg == c], kind="stable")][:per_config]
-                            for c in np.unique(cfg)])
+    small = np.concatenate(
+        [np.flatnonzero(cfg == c)[np.argsort(noisy[cfg == c], kind="stable")][:per_config] for c in np.unique(cfg)]
+    )
 
-    res = {"quick": a.quick, "library": lib.hash, "library_images": len(lib), "library_configs": int(len(np.unique(cfg))),
-           "checkpoint": str(a.checkpoint), "checkpoint_hash": emb.checkpoint_hash, "backbone": emb.config["backbone"],
-           "n_queries": len(queries), "n_per_config": round(n_per, 1), "n_ood": len(ood), "methods": {},
-           "machine": f"{platform.processor() or platform.machine()}, {a.threads} threads",
-           "command": "python benchmarks/retrieval.py" + (" --quick" if a.quick else "") + f" --checkpoint {a.checkpoint}"
-                      + (f" --threads {a.threads}" if a.threads != 2 else "")
-                      + (f" --ood-per-config {a.ood_per_config}" if a.ood_per_config != 2 else "")}
+    res = {
+        "quick": a.quick,
+        "library": lib.hash,
+        "library_images": len(lib),
+        "library_configs": int(len(np.unique(cfg))),
+        "checkpoint": str(a.checkpoint),
+        "checkpoint_hash": emb.checkpoint_hash,
+        "backbone": emb.config["backbone"],
+        "n_queries": len(queries),
+        "n_per_config": round(n_per, 1),
+        "n_ood": len(ood),
+        "methods": {},
+        "machine": f"{platform.processor() or platform.machine()}, {a.threads} threads",
+        "command": "python benchmarks/retrieval.py"
+        + (" --quick" if a.quick else "")
+        + f" --checkpoint {a.checkpoint}"
+        + (f" --threads {a.threads}" if a.threads != 2 else "")
+        + (f" --ood-per-config {a.ood_per_config}" if a.ood_per_config != 2 else ""),
+    }
 
     t = time.perf_counter()
     lib_vecs = emb.embed(images)  # gallery: the train and validation conditions (the test split is the queries' source)
@@ -450,7 +555,6 @@ def main(argv=None) -> dict:
                 vals.append(auroc(inside, outside))
         return float(np.mean(vals)) if vals else float("nan")
 
-
     groups = lib.groups()
 
     def record(name, gallery_label, dist, dist_ood, gcfg, scores=None):
@@ -459,16 +563,19 @@ def main(argv=None) -> dict:
         entry = {"gallery": gallery_label, "summary": summarise(m, meta)}
         if dist_ood is not None or scores is not None:
             near_i, near_o = scores if scores is not None else (m["nearest"], dist_ood.min(axis=1))
-            entry["auroc"] = {k: auroc(near_i, near_o[ood_kind == k]) if (ood_kind == k).any() else float("nan")
-                              for k in OOD_SETS}
+            entry["auroc"] = {
+                k: auroc(near_i, near_o[ood_kind == k]) if (ood_kind == k).any() else float("nan") for k in OOD_SETS
+            }
             entry["auroc"]["all"] = auroc(near_i, near_o)
             entry["auroc_matched"] = {k: matched_auroc(near_i, near_o, ood_kind == k) for k in OOD_SETS}
             entry["auroc_matched"]["all"] = matched_auroc(near_i, near_o, np.ones(len(near_o), bool))
         res["methods"][name] = entry
         s = entry["summary"]
-        print(f"{name:>14} [{gallery_label}] top1 {s['all']['top1']:.3f} top5 {s['all']['top5']:.3f} "
-              f"mAP {s['all']['mAP']:.3f} | by dose " + " ".join(f"{k}:{v['top1']:.2f}" for k, v in s["by_dose"].items()),
-              flush=True)
+        print(
+            f"{name:>14} [{gallery_label}] top1 {s['all']['top1']:.3f} top5 {s['all']['top5']:.3f} "
+            f"mAP {s['all']['mAP']:.3f} | by dose " + " ".join(f"{k}:{v['top1']:.2f}" for k, v in s["by_dose"].items()),
+            flush=True,
+        )
         return m
 
     d_full = 1 - zq @ lib_vecs.T
@@ -483,16 +590,24 @@ def main(argv=None) -> dict:
     records = lib.structures()
     elems = {c: frozenset(Formula(records[int_to_id(c)].formula).count()) for c in np.unique(cfg)}
     g_mode = np.array([MODES[int(v)] for v in lib.condition_table()[gallery, 0]])
-    known = (np.array([q["mode"] for q in meta])[:, None] == g_mode[None, :]) & \
-        (np.array([elems[c] for c in qcfg])[:, None] == np.array([elems[c] for c in cfg])[None, :])
-    record("cnn (mode + elements known)", "same mode and elements of train+val", np.where(known, d_full, np.inf),
-           None, cfg)
+    known = (np.array([q["mode"] for q in meta])[:, None] == g_mode[None, :]) & (
+        np.array([elems[c] for c in qcfg])[:, None] == np.array([elems[c] for c in cfg])[None, :]
+    )
+    record(
+        "cnn (mode + elements known)", "same mode and elements of train+val", np.where(known, d_full, np.inf), None, cfg
+    )
     # what inference adds with the file's pixel size (always known there): the lattice-spacing check
     # re-orders the 10 nearest configurations and its smallest mismatch is the novelty score
     d_lat, s_in = lattice_rerank(lib, known_scale_signatures(lib, queries, meta), d_full, cfg)
     _, s_out = lattice_rerank(lib, known_scale_signatures(lib, ood, ood_meta), 1 - zo @ lib_vecs.T, cfg)
-    record("cnn + lattice check (pixel size known)", f"library train+val ({len(images)})", d_lat, None, cfg,
-           scores=(s_in, s_out))
+    record(
+        "cnn + lattice check (pixel size known)",
+        f"library train+val ({len(images)})",
+        d_lat,
+        None,
+        cfg,
+        scores=(s_in, s_out),
+    )
     Path(a.out).mkdir(parents=True, exist_ok=True)
     figure(Path(a.out) / "retrieval.png", queries, meta, d_full, images, cfg)
     g_label = f"{per_config}/config ({len(small)})"
@@ -501,7 +616,7 @@ def main(argv=None) -> dict:
     for method in ("hog", "spectrum", "sift"):
         d, fit, per_q = baseline_distances(method, images[small], np.concatenate([queries, ood]))
         lat[f"{method}_ms_per_query"] = 1e3 * per_q
-        record(method, g_label, d[:len(queries)], d[len(queries):], cfg[small])
+        record(method, g_label, d[: len(queries)], d[len(queries) :], cfg[small])
         print(f"  {method}: fit {fit:.1f} s, {1e3 * per_q:.1f} ms per query", flush=True)
     # SIFT cost split into query features + per-gallery-image matching
     from surrogate.baseline import SIFTRetriever

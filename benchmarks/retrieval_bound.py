@@ -85,13 +85,25 @@ def ideal_observer(lib, meta: list[dict], queries: np.ndarray, progress: bool = 
             won = (cands.index(truth) in best) / len(best)  # ties: a fair guess among the tied
             # how far apart the hypotheses are at this dose: log-likelihood margin of the truth over the best other
             others = np.delete(ll, cands.index(truth))
-            out.append({"query": qi, "group": groups[truth], "n_candidates": len(cands), "top1": float(won),
-                        "margin": float(ll[cands.index(truth)] - others.max()) if len(others) else float("inf"),
-                        "mode": q["mode"], "dose": q["dose"], "family": family[truth],
-                        "render_error": err})
+            out.append(
+                {
+                    "query": qi,
+                    "group": groups[truth],
+                    "n_candidates": len(cands),
+                    "top1": float(won),
+                    "margin": float(ll[cands.index(truth)] - others.max()) if len(others) else float("inf"),
+                    "mode": q["mode"],
+                    "dose": q["dose"],
+                    "family": family[truth],
+                    "render_error": err,
+                }
+            )
         if progress:
-            print(f"  source {n + 1}/{len(sources)} ({groups[truth]}, {cond.mode}, {len(cands)} candidates, "
-                  f"re-render error {err:.1e}) {time.perf_counter() - t:.0f} s", flush=True)
+            print(
+                f"  source {n + 1}/{len(sources)} ({groups[truth]}, {cond.mode}, {len(cands)} candidates, "
+                f"re-render error {err:.1e}) {time.perf_counter() - t:.0f} s",
+                flush=True,
+            )
     return out
 
 
@@ -123,8 +135,9 @@ def cnn_within_group(lib, meta, queries, g: CNNGallery) -> np.ndarray:
     return hit
 
 
-def cnn_refine(lib, g: CNNGallery, images: np.ndarray, meta: list[dict], k: int, log: Path,
-               mode: str = "shared") -> list[dict]:
+def cnn_refine(
+    lib, g: CNNGallery, images: np.ndarray, meta: list[dict], k: int, log: Path, mode: str = "shared"
+) -> list[dict]:
     """The inference pipeline's two stages on each query: the CNN's ``k`` nearest configurations (full
     gallery), refined against the query by the shipped refinement stage
     (``surrogate.inference.refine.refine_candidates``: pose, blur, scan distortion, defocus, under the
@@ -151,21 +164,41 @@ def cnn_refine(lib, g: CNNGallery, images: np.ndarray, meta: list[dict], k: int,
         classes = np.unique(cfg)
         t = time.perf_counter()
         for n, i in enumerate(todo):
-            d = 1 - g.emb.embed(images[i:i + 1])[0] @ zg.T
+            d = 1 - g.emb.embed(images[i : i + 1])[0] @ zg.T
             best = {int(c): int(np.argmin(np.where(cfg == c, d, np.inf))) for c in classes}
             shortlist = sorted(best, key=lambda c: d[best[c]])[:k]
-            cands = [Candidate(config_id=int_to_id(c), distance=float(d[best[c]]), window=0,
-                               entry=int(gallery[best[c]]), rank=r) for r, c in enumerate(shortlist, 1)]
+            cands = [
+                Candidate(
+                    config_id=int_to_id(c), distance=float(d[best[c]]), window=0, entry=int(gallery[best[c]]), rank=r
+                )
+                for r, c in enumerate(shortlist, 1)
+            ]
             refine_candidates(lib, [Window(images[i], 0, 0)], cands, settings, progress=False)
-            rows = [{"config_id": c.config_id, "distance": c.distance, "fom": float(c.refinement["fom"]),
-                     "ssim": float(c.refinement["ssim"]), "residual": float(c.refinement["residual"])} for c in cands]
-            row = {"key": meta[i]["key"], "set": meta[i]["set"], "dose": meta[i]["dose"],
-                   "config_id": meta[i]["config_id"], "candidates": rows}
+            rows = [
+                {
+                    "config_id": c.config_id,
+                    "distance": c.distance,
+                    "fom": float(c.refinement["fom"]),
+                    "ssim": float(c.refinement["ssim"]),
+                    "residual": float(c.refinement["residual"]),
+                }
+                for c in cands
+            ]
+            row = {
+                "key": meta[i]["key"],
+                "set": meta[i]["set"],
+                "dose": meta[i]["dose"],
+                "config_id": meta[i]["config_id"],
+                "candidates": rows,
+            }
             with open(log, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
             done[row["key"]] = row
-            print(f"  refine {n + 1}/{len(todo)} ({row['set']}, {row['dose']:.0e}): best FOM "
-                  f"{min(c['fom'] for c in rows):.3f} {time.perf_counter() - t:.0f} s", flush=True)
+            print(
+                f"  refine {n + 1}/{len(todo)} ({row['set']}, {row['dose']:.0e}): best FOM "
+                f"{min(c['fom'] for c in rows):.3f} {time.perf_counter() - t:.0f} s",
+                flush=True,
+            )
     return [done[q["key"]] for q in meta]
 
 
@@ -178,27 +211,43 @@ def refine_table(rows: list[dict], ideal: dict[str, float]) -> dict:
     dist_best = np.array([min(c["distance"] for c in r["candidates"]) for r in rows])
 
     def hit(key):
-        return np.array([min(r["candidates"], key=lambda c: c.get(key, np.inf))["config_id"] == r["config_id"]
-                         for r in inside], float)
+        return np.array(
+            [min(r["candidates"], key=lambda c: c.get(key, np.inf))["config_id"] == r["config_id"] for r in inside],
+            float,
+        )
 
-    hits = {"cnn": np.array([r["candidates"][0]["config_id"] == r["config_id"] for r in inside], float),
-            "cnn_refine": hit("fom"), "cnn_refine_residual": hit("residual")}
+    hits = {
+        "cnn": np.array([r["candidates"][0]["config_id"] == r["config_id"] for r in inside], float),
+        "cnn_refine": hit("fom"),
+        "cnn_refine_residual": hit("residual"),
+    }
     shortlist = np.array([any(c["config_id"] == r["config_id"] for c in r["candidates"]) for r in inside], float)
     ideal_hits = np.array([ideal[r["key"]] for r in inside])
-    out = {"n": len(inside), **{k: float(v.mean()) for k, v in hits.items()},
-           "shortlist_recall": float(shortlist.mean()), "ideal": float(ideal_hits.mean()), "by_dose": {}}
+    out = {
+        "n": len(inside),
+        **{k: float(v.mean()) for k, v in hits.items()},
+        "shortlist_recall": float(shortlist.mean()),
+        "ideal": float(ideal_hits.mean()),
+        "by_dose": {},
+    }
     dose = np.array([r["dose"] for r in inside])
     for d in sorted(set(dose)):
         m = dose == d
-        out["by_dose"][f"{d:.0e}"] = {"n": int(m.sum()), **{k: float(v[m].mean()) for k, v in hits.items()},
-                                      "ideal": float(ideal_hits[m].mean())}
+        out["by_dose"][f"{d:.0e}"] = {
+            "n": int(m.sum()),
+            **{k: float(v[m].mean()) for k, v in hits.items()},
+            "ideal": float(ideal_hits[m].mean()),
+        }
     sets = np.array([r["set"] for r in rows])
     doses = np.array([r["dose"] for r in rows])
     out["auroc"] = {}
     for s in sorted(set(sets) - {"in"}):
         for name, score in (("fom", fom_best), ("residual", res_best), ("cnn_distance", dist_best)):
-            vals = [auroc(score[(sets == "in") & (doses == d)], score[(sets == s) & (doses == d)])
-                    for d in sorted(set(doses)) if ((sets == s) & (doses == d)).any()]
+            vals = [
+                auroc(score[(sets == "in") & (doses == d)], score[(sets == s) & (doses == d)])
+                for d in sorted(set(doses))
+                if ((sets == s) & (doses == d)).any()
+            ]
             out["auroc"].setdefault(s, {})[name] = float(np.mean(vals)) if vals else float("nan")
     return out
 
@@ -221,8 +270,12 @@ def table(rows: list[dict], cnn: np.ndarray | None) -> dict:
 
     # identifiable: the data favour the truth over every other configuration of its group by >= 20:1
     ident = np.array([r["margin"] for r in rows]) >= np.log(20.0)
-    res = {"all": cell(np.ones(len(rows), bool)), "dose_ge_1e3": cell(dose >= 1e3),
-           "identifiable": cell(ident), "identifiable_dose_ge_1e3": cell(ident & (dose >= 1e3))}
+    res = {
+        "all": cell(np.ones(len(rows), bool)),
+        "dose_ge_1e3": cell(dose >= 1e3),
+        "identifiable": cell(ident),
+        "identifiable_dose_ge_1e3": cell(ident & (dose >= 1e3)),
+    }
     res["by_dose"] = {f"{d:.0e}": cell(dose == d) for d in DOSES}
     res["by_mode"] = {m: cell(mode == m) for m in sorted(set(mode))}
     res["by_family"] = {f: cell(fam == f) for f in sorted(set(fam))}
@@ -238,64 +291,123 @@ def markdown(res: dict) -> str:
             return "-"
         return f"{d['ideal']:.2f}" + (f" / {d['cnn']:.2f}" if "cnn" in d else "") + f" ({d['n']})"
 
-    L = [f"# Retrieval: ideal-observer bound{' (quick)' if res['quick'] else ''}", "",
-         f"Library `{res['library']}`, {res['n_queries']} in-library queries of `benchmarks/retrieval.py` "
-         f"(unseen conditions, any rotation, scale 0.8-1.2, dose 1e2-1e5 e/Å²). Machine: {res['machine']}.", "",
-         "The ideal observer knows each query's imaging conditions, rotation, scale and dose, renders every "
-         "configuration of the query's group (same material and zone axis: bulk, point-defect variants, boundaries) "
-         "noise-free under them and picks the maximum Poisson likelihood: the Bayes-optimal choice, an upper bound "
-         "on any retriever's top-1. Cells: ideal / CNN top-1 (number of queries); the CNN chooses among the same "
-         f"group's configurations (nearest gallery image, checkpoint `{res['checkpoint']}`).", "",
-         "| | all | dose >= 1e3 | " + " | ".join(t["by_dose"]) + " |", "|---|---|---|" + "---|" * len(t["by_dose"]),
-         "| top-1 | " + fmt(t["all"]) + " | " + fmt(t["dose_ge_1e3"]) + " | "
-         + " | ".join(fmt(v) for v in t["by_dose"].values()) + " |", "",
-         f"Identifiable queries (the truth's likelihood beats every other configuration of its group by at least "
-         f"20:1): {t['identifiable']['n']} of {t['all']['n']}, {t['identifiable_dose_ge_1e3']['n']} of "
-         f"{t['dose_ge_1e3']['n']} at dose >= 1e3; on them the CNN's top-1 is {t['identifiable']['cnn']:.2f} "
-         f"({t['identifiable_dose_ge_1e3']['cnn']:.2f} at dose >= 1e3)." if "cnn" in t["identifiable"] else "", "",
-         "| family | all doses | dose >= 1e3 |", "|---|---|---|"]
+    L = [
+        f"# Retrieval: ideal-observer bound{' (quick)' if res['quick'] else ''}",
+        "",
+        f"Library `{res['library']}`, {res['n_queries']} in-library queries of `benchmarks/retrieval.py` "
+        f"(unseen conditions, any rotation, scale 0.8-1.2, dose 1e2-1e5 e/Å²). Machine: {res['machine']}.",
+        "",
+        "The ideal observer knows each query's imaging conditions, rotation, scale and dose, renders every "
+        "configuration of the query's group (same material and zone axis: bulk, point-defect variants, boundaries) "
+        "noise-free under them and picks the maximum Poisson likelihood: the Bayes-optimal choice, an upper bound "
+        "on any retriever's top-1. Cells: ideal / CNN top-1 (number of queries); the CNN chooses among the same "
+        f"group's configurations (nearest gallery image, checkpoint `{res['checkpoint']}`).",
+        "",
+        "| | all | dose >= 1e3 | " + " | ".join(t["by_dose"]) + " |",
+        "|---|---|---|" + "---|" * len(t["by_dose"]),
+        "| top-1 | "
+        + fmt(t["all"])
+        + " | "
+        + fmt(t["dose_ge_1e3"])
+        + " | "
+        + " | ".join(fmt(v) for v in t["by_dose"].values())
+        + " |",
+        "",
+        f"Identifiable queries (the truth's likelihood beats every other configuration of its group by at least "
+        f"20:1): {t['identifiable']['n']} of {t['all']['n']}, {t['identifiable_dose_ge_1e3']['n']} of "
+        f"{t['dose_ge_1e3']['n']} at dose >= 1e3; on them the CNN's top-1 is {t['identifiable']['cnn']:.2f} "
+        f"({t['identifiable_dose_ge_1e3']['cnn']:.2f} at dose >= 1e3)."
+        if "cnn" in t["identifiable"]
+        else "",
+        "",
+        "| family | all doses | dose >= 1e3 |",
+        "|---|---|---|",
+    ]
     for f in t["by_family"]:
         L.append(f"| {f} | {fmt(t['by_family'][f])} | {fmt(t['by_family_dose_ge_1e3'][f])} |")
     L += ["", "| mode | all doses |", "|---|---|"] + [f"| {m} | {fmt(v)} |" for m, v in t["by_mode"].items()]
     r = res.get("refine")
     if r:
         doses = list(r["by_dose"])
-        L += ["", f"## CNN + refine (the inference pipeline's two stages), HAADF queries at dose >= {r['min_dose']:.0e}", "",
-              f"The CNN's {r['k']} nearest configurations (full gallery) are refined against the query "
-              "(`surrogate.inference.refine`: pose, blur, scan distortion, defocus, from the conditions of the "
-              "configuration's nearest gallery image) and ranked by the figure of merit; "
-              + ("each candidate is fitted on its own. " if r["mode"] == "each" else
-                 "the first candidate of each group (material + zone axis) is fitted and its siblings are scored "
-                 "at that pose and defocus (`score_at_pose`). ")
-              + f"The shortlist holds the right configuration for {r['shortlist_recall']:.2f} of the queries.", "",
-              "| | all | " + " | ".join(doses) + " |", "|---|---|" + "---|" * len(doses)]
-        for key, name in (("cnn", "CNN top-1"), ("cnn_refine", f"CNN top-{r['k']} + refine, ranked by FOM"),
-                          ("cnn_refine_residual", f"CNN top-{r['k']} + refine, ranked by residual 1 - R²"),
-                          ("ideal", "ideal observer (bound)")):
-            L.append(f"| {name} | {r[key]:.2f} ({r['n']}) | " + " | ".join(f"{r['by_dose'][d][key]:.2f}" for d in doses) + " |")
-        L += ["", "Out-of-library detection, AUROC matched by dose (HAADF, dose >= the same limit): the best "
-              "refined FOM and residual (image space) against the CNN's nearest distance.", "",
-              "| set | FOM | residual | CNN distance |", "|---|---|---|---|"]
-        L += [f"| {s} | {v['fom']:.3f} | {v['residual']:.3f} | {v['cnn_distance']:.3f} |" for s, v in r["auroc"].items()]
-    L += ["", f"Re-rendering a query's own configuration reproduces its library image to a relative error of "
-          f"{res['max_render_error']:.1e} at most.", "",
-          f"Total time {res['seconds']:.0f} s. Reproduce: `{res['command']}`.", ""]
+        L += [
+            "",
+            f"## CNN + refine (the inference pipeline's two stages), HAADF queries at dose >= {r['min_dose']:.0e}",
+            "",
+            f"The CNN's {r['k']} nearest configurations (full gallery) are refined against the query "
+            "(`surrogate.inference.refine`: pose, blur, scan distortion, defocus, from the conditions of the "
+            "configuration's nearest gallery image) and ranked by the figure of merit; "
+            + (
+                "each candidate is fitted on its own. "
+                if r["mode"] == "each"
+                else "the first candidate of each group (material + zone axis) is fitted and its siblings are scored "
+                "at that pose and defocus (`score_at_pose`). "
+            )
+            + f"The shortlist holds the right configuration for {r['shortlist_recall']:.2f} of the queries.",
+            "",
+            "| | all | " + " | ".join(doses) + " |",
+            "|---|---|" + "---|" * len(doses),
+        ]
+        for key, name in (
+            ("cnn", "CNN top-1"),
+            ("cnn_refine", f"CNN top-{r['k']} + refine, ranked by FOM"),
+            ("cnn_refine_residual", f"CNN top-{r['k']} + refine, ranked by residual 1 - R²"),
+            ("ideal", "ideal observer (bound)"),
+        ):
+            L.append(
+                f"| {name} | {r[key]:.2f} ({r['n']}) | "
+                + " | ".join(f"{r['by_dose'][d][key]:.2f}" for d in doses)
+                + " |"
+            )
+        L += [
+            "",
+            "Out-of-library detection, AUROC matched by dose (HAADF, dose >= the same limit): the best "
+            "refined FOM and residual (image space) against the CNN's nearest distance.",
+            "",
+            "| set | FOM | residual | CNN distance |",
+            "|---|---|---|---|",
+        ]
+        L += [
+            f"| {s} | {v['fom']:.3f} | {v['residual']:.3f} | {v['cnn_distance']:.3f} |" for s, v in r["auroc"].items()
+        ]
+    L += [
+        "",
+        f"Re-rendering a query's own configuration reproduces its library image to a relative error of "
+        f"{res['max_render_error']:.1e} at most.",
+        "",
+        f"Total time {res['seconds']:.0f} s. Reproduce: `{res['command']}`.",
+        "",
+    ]
     return "\n".join(L)
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--library", default="demo_library")
-    p.add_argument("--checkpoint", default="checkpoints/embedding_demo.pt", help="CNN scored on the same choice ('' to skip)")
-    p.add_argument("--quick", action="store_true", help="the retrieval benchmark's --quick queries (every third test source)")
+    p.add_argument(
+        "--checkpoint", default="checkpoints/embedding_demo.pt", help="CNN scored on the same choice ('' to skip)"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="the retrieval benchmark's --quick queries (every third test source)"
+    )
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--cache", default="/tmp/surrogate_retrieval_queries")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--refine", type=int, default=0, metavar="K",
-                   help="also run CNN top-K + refine (the inference pipeline) on the HAADF queries (0: skip)")
-    p.add_argument("--refine-mode", choices=("shared", "each"), default="shared",
-                   help="shared: fit the CNN's first candidate, score the others at its pose; each: fit every one")
-    p.add_argument("--refine-min-dose", type=float, default=1e3, help="refine only queries of at least this dose [e/Å²]")
+    p.add_argument(
+        "--refine",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also run CNN top-K + refine (the inference pipeline) on the HAADF queries (0: skip)",
+    )
+    p.add_argument(
+        "--refine-mode",
+        choices=("shared", "each"),
+        default="shared",
+        help="shared: fit the CNN's first candidate, score the others at its pose; each: fit every one",
+    )
+    p.add_argument(
+        "--refine-min-dose", type=float, default=1e3, help="refine only queries of at least this dose [e/Å²]"
+    )
     a = p.parse_args(argv)
 
     import torch
@@ -317,8 +429,9 @@ def main(argv=None) -> dict:
         # re-simulation for every refined candidate does not fit a CPU budget
         sel = [i for i, q in enumerate(meta) if q["mode"] == "haadf" and q["dose"] >= a.refine_min_dose]
         osel = [i for i, q in enumerate(ood_meta) if q["dose"] >= a.refine_min_dose]
-        rmeta = [dict(meta[i], key=f"in:{i}") for i in sel] + [dict(ood_meta[i], key=f"ood:{i}", config_id="")
-                                                                 for i in osel]
+        rmeta = [dict(meta[i], key=f"in:{i}") for i in sel] + [
+            dict(ood_meta[i], key=f"ood:{i}", config_id="") for i in osel
+        ]
         rimages = np.concatenate([queries[sel], ood[osel]])
         ck = gallery.emb.checkpoint_hash[:12]
         Path(a.cache).mkdir(parents=True, exist_ok=True)
@@ -326,12 +439,22 @@ def main(argv=None) -> dict:
         rrows = cnn_refine(lib, gallery, rimages, rmeta, a.refine, log, a.refine_mode)
         refined = refine_table(rrows, {f"in:{r['query']}": r["top1"] for r in rows})
         refined.update(k=a.refine, min_dose=a.refine_min_dose, mode=a.refine_mode)
-    res = {"quick": a.quick, "library": lib.hash, "checkpoint": a.checkpoint, "n_queries": len(rows),
-           "machine": f"{platform.processor() or platform.machine()}, {a.threads} threads",
-           "table": table(rows, cnn), "refine": refined, "rows": rows, "max_render_error": max(r["render_error"] for r in rows),
-           "seconds": time.perf_counter() - t0,
-           "command": "python benchmarks/retrieval_bound.py" + (" --quick" if a.quick else "")
-           + (f" --checkpoint {a.checkpoint}" if a.checkpoint else "") + (f" --refine {a.refine} --refine-mode {a.refine_mode}" if a.refine else "")}
+    res = {
+        "quick": a.quick,
+        "library": lib.hash,
+        "checkpoint": a.checkpoint,
+        "n_queries": len(rows),
+        "machine": f"{platform.processor() or platform.machine()}, {a.threads} threads",
+        "table": table(rows, cnn),
+        "refine": refined,
+        "rows": rows,
+        "max_render_error": max(r["render_error"] for r in rows),
+        "seconds": time.perf_counter() - t0,
+        "command": "python benchmarks/retrieval_bound.py"
+        + (" --quick" if a.quick else "")
+        + (f" --checkpoint {a.checkpoint}" if a.checkpoint else "")
+        + (f" --refine {a.refine} --refine-mode {a.refine_mode}" if a.refine else ""),
+    }
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "retrieval_bound.json", json.dumps(res, indent=1))

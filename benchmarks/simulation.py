@@ -52,12 +52,14 @@ def abtem_default_haadf(atoms, sampling, potential_sampling, region=None):
     """abTEM's documented HAADF recipe: Potential -> Probe.scan(GridScan at the pixel size) -> AnnularDetector."""
     import abtem
 
-    potential = abtem.Potential(atoms, sampling=potential_sampling, slice_thickness=2.0, projection="infinite",
-                                parametrization="lobato")
+    potential = abtem.Potential(
+        atoms, sampling=potential_sampling, slice_thickness=2.0, projection="infinite", parametrization="lobato"
+    )
     probe = abtem.Probe(energy=200e3, semiangle_cutoff=20)
     if region is None:
-        scan = abtem.GridScan(start=(0, 0), end=(1, 1), fractional=True, endpoint=False, sampling=sampling,
-                              potential=potential)
+        scan = abtem.GridScan(
+            start=(0, 0), end=(1, 1), fractional=True, endpoint=False, sampling=sampling, potential=potential
+        )
     else:
         scan = abtem.GridScan(start=region[0], end=region[1], sampling=sampling, endpoint=False)
     detector = abtem.AnnularDetector(inner=70, outer=180)
@@ -80,7 +82,8 @@ def rms(a, b):
 
 
 def part_modes(args):
-    from surrogate.simulate import ImagingConditions as C, SimulationSettings
+    from surrogate.simulate import ImagingConditions as C
+    from surrogate.simulate import SimulationSettings
     from surrogate.structures import crystal, zone_axis_slab
 
     thickness = 20.0 if args.quick else 50.0
@@ -98,20 +101,44 @@ def part_modes(args):
     from surrogate.simulate import to_canonical
 
     ref = to_canonical(ref_raw, (cell.cell[0, 0] / ref_raw.shape[0], cell.cell[1, 1] / ref_raw.shape[1]), shape, 0.2)
-    results["cell"] = {"n_atoms": len(cell), "extent": np.diag(cell.cell).round(2).tolist(), "shape": shape,
-                       "abtem_default_s": t_ref, "positions": n_pos}
+    results["cell"] = {
+        "n_atoms": len(cell),
+        "extent": np.diag(cell.cell).round(2).tolist(),
+        "shape": shape,
+        "abtem_default_s": t_ref,
+        "positions": n_pos,
+    }
     rows.append(("cell", "abTEM default multislice HAADF (reference)", 1, t_ref, 1 / t_ref, 1.0, 1.0))
     base = dict(energy=200e3, semiangle=20, inner=70, outer=180)
     modes = [
-        ("multislice HAADF+ABF+BF, Nyquist scan (1 scan -> 3 images)", [C(method="multislice", **base),
-         C(mode="abf", method="multislice", energy=200e3, semiangle=20, inner=10, outer=20),
-         C(mode="bf", method="multislice", energy=200e3, semiangle=20, inner=0, outer=10)], settings),
+        (
+            "multislice HAADF+ABF+BF, Nyquist scan (1 scan -> 3 images)",
+            [
+                C(method="multislice", **base),
+                C(mode="abf", method="multislice", energy=200e3, semiangle=20, inner=10, outer=20),
+                C(mode="bf", method="multislice", energy=200e3, semiangle=20, inner=0, outer=10),
+            ],
+            settings,
+        ),
         ("PRISM HAADF, interpolation 1", [C(method="prism", **base)], settings),
-        ("PRISM HAADF, interpolation 2", [C(method="prism", **base)], SimulationSettings(potential_sampling=0.04, prism_interpolation=2)),
-        (f"incoherent HAADF, {k} conditions/structure",
-         [C(method="incoherent", defocus=float(d), **base) for d in rng.uniform(-20, 20, k)], settings),
-        (f"HRTEM (1 exit wave, {k} CTFs)",
-         [C(mode="hrtem", method="multislice", energy=200e3, semiangle=20, defocus=float(d)) for d in rng.uniform(-100, 100, k)], settings),
+        (
+            "PRISM HAADF, interpolation 2",
+            [C(method="prism", **base)],
+            SimulationSettings(potential_sampling=0.04, prism_interpolation=2),
+        ),
+        (
+            f"incoherent HAADF, {k} conditions/structure",
+            [C(method="incoherent", defocus=float(d), **base) for d in rng.uniform(-20, 20, k)],
+            settings,
+        ),
+        (
+            f"HRTEM (1 exit wave, {k} CTFs)",
+            [
+                C(mode="hrtem", method="multislice", energy=200e3, semiangle=20, defocus=float(d))
+                for d in rng.uniform(-100, 100, k)
+            ],
+            settings,
+        ),
     ]
     for name, conds, s in modes:
         images, t = timed_render(cell, conds, shape, s)
@@ -129,24 +156,43 @@ def part_modes(args):
     band = ((0.0, 0.0), (40 * 0.2, 0.2))  # 40 positions of one scan row (abTEM needs ~1 s each here)
     _, t_band, n_band = abtem_default_haadf(field, 0.2, 0.04, region=band)
     t_ref_field = t_band / n_band * (fshape[0] * fshape[1])
-    results["field"] = {"n_atoms": len(field), "extent": np.diag(field.cell).round(2).tolist(),
-                        "abtem_default_band_s": t_band, "band_positions": n_band,
-                        "abtem_default_s_extrapolated": t_ref_field}
-    rows.append(("field", f"abTEM default multislice HAADF (from {n_band} positions, x{fshape[0] * fshape[1] / n_band:.0f})",
-                 1, t_ref_field, 1 / t_ref_field, 1.0, 1.0))
+    results["field"] = {
+        "n_atoms": len(field),
+        "extent": np.diag(field.cell).round(2).tolist(),
+        "abtem_default_band_s": t_band,
+        "band_positions": n_band,
+        "abtem_default_s_extrapolated": t_ref_field,
+    }
+    rows.append(
+        (
+            "field",
+            f"abTEM default multislice HAADF (from {n_band} positions, x{fshape[0] * fshape[1] / n_band:.0f})",
+            1,
+            t_ref_field,
+            1 / t_ref_field,
+            1.0,
+            1.0,
+        )
+    )
     for name, conds, s in modes[3:]:
         images, t = timed_render(field, conds, fshape, s)
         rate = len(conds) / t
         print(f"field: {name}: {t:.1f} s", flush=True)
         rows.append(("field", name, len(conds), t, rate, rate * t_ref_field, None))
-    results["rows"] = [dict(zip(("field", "mode", "images", "seconds", "images_per_s", "speedup", "ssim"), r)) for r in rows]
+    results["rows"] = [
+        dict(zip(("field", "mode", "images", "seconds", "images_per_s", "speedup", "ssim"), r)) for r in rows
+    ]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "simulation.json").write_text(json.dumps(results, indent=1))
-    md = [f"# Simulation benchmark (CdTe [110], {thickness:.0f} Å thick, 0.2 Å/px, 200 kV, 20 mrad, HAADF 70-180 mrad)", "",
-          f"Machine: {os.cpu_count()} CPU cores; `python benchmarks/simulation.py{' --quick' if args.quick else ''}`.", "",
-          "| field | mode | images | seconds | images/s | speed-up vs abTEM multislice | SSIM to multislice |",
-          "|---|---|---:|---:|---:|---:|---:|"]
+    md = [
+        f"# Simulation benchmark (CdTe [110], {thickness:.0f} Å thick, 0.2 Å/px, 200 kV, 20 mrad, HAADF 70-180 mrad)",
+        "",
+        f"Machine: {os.cpu_count()} CPU cores; `python benchmarks/simulation.py{' --quick' if args.quick else ''}`.",
+        "",
+        "| field | mode | images | seconds | images/s | speed-up vs abTEM multislice | SSIM to multislice |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for f, name, n, t, rate, sp, sc in rows:
         md.append(f"| {f} | {name} | {n} | {t:.2f} | {rate:.3g} | {sp:.3g}x | {'' if sc is None else f'{sc:.3f}'} |")
     (out / "simulation.md").write_text("\n".join(md) + "\n")
@@ -162,17 +208,24 @@ def abtem_per_image(atoms, c, settings, scan_sampling, shape, method):
 
     t = time.perf_counter()
     with abtem.config.set({"dask.lazy": False}):
-        potential = abtem.Potential(atoms, sampling=settings.potential_sampling, slice_thickness=settings.slice_thickness,
-                                    projection="infinite", parametrization="lobato").build()
-        scan = abtem.GridScan(start=(0, 0), end=(1, 1), fractional=True, endpoint=False, sampling=scan_sampling,
-                              potential=potential)
+        potential = abtem.Potential(
+            atoms,
+            sampling=settings.potential_sampling,
+            slice_thickness=settings.slice_thickness,
+            projection="infinite",
+            parametrization="lobato",
+        ).build()
+        scan = abtem.GridScan(
+            start=(0, 0), end=(1, 1), fractional=True, endpoint=False, sampling=scan_sampling, potential=potential
+        )
         detector = abtem.AnnularDetector(c.inner, c.outer)
         if method == "multislice":
             probe = abtem.Probe(energy=c.energy, semiangle_cutoff=c.semiangle, defocus=c.defocus, Cs=c.cs)
             m = probe.scan(potential, scan=scan, detectors=detector)
         else:
-            smatrix = abtem.SMatrix(potential=potential, energy=c.energy, semiangle_cutoff=c.semiangle,
-                                    interpolation=method)
+            smatrix = abtem.SMatrix(
+                potential=potential, energy=c.energy, semiangle_cutoff=c.semiangle, interpolation=method
+            )
             ctf = abtem.CTF(semiangle_cutoff=c.semiangle, defocus=c.defocus, Cs=c.cs, energy=c.energy)
             m = smatrix.scan(scan=scan, detectors=detector, ctf=ctf)
         arr = np.asarray(m.array)
@@ -187,7 +240,8 @@ def part_shared(args):
     import pstats
     from dataclasses import replace
 
-    from surrogate.simulate import ImagingConditions as C, SimulationSettings, render
+    from surrogate.simulate import ImagingConditions as C
+    from surrogate.simulate import SimulationSettings, render
     from surrogate.simulate.images import _scan_sampling
     from surrogate.structures import crystal, zone_axis_slab
 
@@ -196,11 +250,17 @@ def part_shared(args):
     cell = zone_axis_slab(crystal("CdTe"), (1, 1, 0), fov=(9.0, 12.9), thickness=thickness)
     shape = (int(cell.cell[1, 1] / 0.2), int(cell.cell[0, 0] / 0.2))
     rng = np.random.default_rng(1)
-    probes = [(float(a), float(d)) for a, d in zip(rng.choice([18.0, 20.0, 22.0, 25.0], n_probes), rng.uniform(-40, 40, n_probes))]
+    probes = [
+        (float(a), float(d))
+        for a, d in zip(rng.choice([18.0, 20.0, 22.0, 25.0], n_probes), rng.uniform(-40, 40, n_probes))
+    ]
     probes[0] = (25.0, 0.0)  # the widest probe in focus: compared with multislice
     detectors = [("haadf", 70, 180), ("abf", 11, 22), ("bf", 0, 10)]
-    stem = [C(mode=m, method="prism", energy=200e3, semiangle=a, defocus=d, inner=i, outer=o)
-            for a, d in probes for m, i, o in detectors]
+    stem = [
+        C(mode=m, method="prism", energy=200e3, semiangle=a, defocus=d, inner=i, outer=o)
+        for a, d in probes
+        for m, i, o in detectors
+    ]
     k = len(stem)
     base = SimulationSettings(potential_sampling=0.04)
     scan_sampling = _scan_sampling(stem[0], base)
@@ -217,40 +277,91 @@ def part_shared(args):
         img, t = abtem_per_image(cell, stem[j], base, scan_sampling, shape, 2)
         t_pp.append(t)
     t_pp = float(np.mean(t_pp))
-    rows.append(("abTEM per-image PRISM, interpolation 2", "1 S-matrix per image", 1, t_pp, 1 / t_pp, t_ms / t_pp,
-                 ssim(img, refs[compare[-1]]), rms(img, refs[compare[-1]])))
+    rows.append(
+        (
+            "abTEM per-image PRISM, interpolation 2",
+            "1 S-matrix per image",
+            1,
+            t_pp,
+            1 / t_pp,
+            t_ms / t_pp,
+            ssim(img, refs[compare[-1]]),
+            rms(img, refs[compare[-1]]),
+        )
+    )
 
     def ours(name, how, conds, settings, ref_index):
         images, t = timed_render(cell, conds, shape, settings)
         rate = len(conds) / t
         scores = [ssim(images[j], refs[j]) for j in ref_index]
         diffs = [rms(images[j], refs[j]) for j in ref_index]
-        rows.append((name, how, len(conds), t, rate, rate * t_ms, float(np.mean(scores)) if scores else None,
-                     float(np.mean(diffs)) if diffs else None))
+        rows.append(
+            (
+                name,
+                how,
+                len(conds),
+                t,
+                rate,
+                rate * t_ms,
+                float(np.mean(scores)) if scores else None,
+                float(np.mean(diffs)) if diffs else None,
+            )
+        )
         print(f"shared: {name}: {t:.1f} s for {len(conds)}", flush=True)
         return images
 
-    ours("ours: PRISM, interpolation 1", "1 S-matrix -> all probes x detectors", stem,
-         replace(base, prism_interpolation=1), compare)
-    ours("ours: PRISM, interpolation 2", "1 S-matrix -> all probes x detectors", stem,
-         replace(base, prism_interpolation=2), compare)
+    ours(
+        "ours: PRISM, interpolation 1",
+        "1 S-matrix -> all probes x detectors",
+        stem,
+        replace(base, prism_interpolation=1),
+        compare,
+    )
+    ours(
+        "ours: PRISM, interpolation 2",
+        "1 S-matrix -> all probes x detectors",
+        stem,
+        replace(base, prism_interpolation=2),
+        compare,
+    )
     haadf = [c.replace(method="incoherent") for c in stem if c.mode == "haadf"]
     inc = [haadf[i % len(haadf)].replace(source_size=float(s), seed=i) for i, s in enumerate(rng.uniform(0, 0.6, k))]
     inc[0], inc[1] = haadf[0], haadf[1]
     ref_map = {0: 0, 1: 3}
     images, t = timed_render(cell, inc, shape, base)
-    rows.append(("ours: incoherent HAADF", "1 projection -> all probes", k, t, k / t, k / t * t_ms,
-                 float(np.mean([ssim(images[i], refs[j]) for i, j in ref_map.items()])),
-                 float(np.mean([rms(images[i], refs[j]) for i, j in ref_map.items()]))))
-    hr = [C(mode="hrtem", method="multislice", energy=200e3, semiangle=20, defocus=float(d), cs=float(cs))
-          for d, cs in zip(rng.uniform(-150, 150, k), rng.uniform(-1.5e5, 1.5e5, k))]
+    rows.append(
+        (
+            "ours: incoherent HAADF",
+            "1 projection -> all probes",
+            k,
+            t,
+            k / t,
+            k / t * t_ms,
+            float(np.mean([ssim(images[i], refs[j]) for i, j in ref_map.items()])),
+            float(np.mean([rms(images[i], refs[j]) for i, j in ref_map.items()])),
+        )
+    )
+    hr = [
+        C(mode="hrtem", method="multislice", energy=200e3, semiangle=20, defocus=float(d), cs=float(cs))
+        for d, cs in zip(rng.uniform(-150, 150, k), rng.uniform(-1.5e5, 1.5e5, k))
+    ]
     images, t = timed_render(cell, hr, shape, base)
     rows.append(("ours: HRTEM", "1 exit wave -> all CTFs", k, t, k / t, k / t * t_ms, None, None))
     # frozen phonons: 4 configurations, each one S-matrix shared by every condition
     fp = replace(base, prism_interpolation=2, frozen_phonons=4, sigma={"default": 0.08, "Cd": 0.11, "Te": 0.09})
     images, t = timed_render(cell, stem, shape, fp)
-    rows.append(("ours: PRISM interp. 2, 4 frozen phonons", "4 S-matrices -> all probes x detectors", k, t, k / t,
-                 k / t * 4 * t_ms, None, None))
+    rows.append(
+        (
+            "ours: PRISM interp. 2, 4 frozen phonons",
+            "4 S-matrices -> all probes x detectors",
+            k,
+            t,
+            k / t,
+            k / t * 4 * t_ms,
+            None,
+            None,
+        )
+    )
     # where the time goes: the shared PRISM pass
     prof = cProfile.Profile()
     prof.enable()
@@ -260,31 +371,67 @@ def part_shared(args):
     pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(8)
     profile = [ln for ln in buf.getvalue().splitlines() if ln.strip()][-9:]
 
-    results = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
-               "structure": {"n_atoms": len(cell), "extent": np.diag(cell.cell).round(2).tolist(), "shape": shape,
-                             "probes": probes, "detectors": detectors, "scan_sampling": scan_sampling},
-               "rows": [dict(zip(("mode", "shared_pass", "images", "seconds", "images_per_s", "speedup_vs_multislice",
-                                  "ssim_to_multislice", "rms_to_multislice"), r)) for r in rows],
-               "profile_prism_interp2": profile}
+    results = {
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "structure": {
+            "n_atoms": len(cell),
+            "extent": np.diag(cell.cell).round(2).tolist(),
+            "shape": shape,
+            "probes": probes,
+            "detectors": detectors,
+            "scan_sampling": scan_sampling,
+        },
+        "rows": [
+            dict(
+                zip(
+                    (
+                        "mode",
+                        "shared_pass",
+                        "images",
+                        "seconds",
+                        "images_per_s",
+                        "speedup_vs_multislice",
+                        "ssim_to_multislice",
+                        "rms_to_multislice",
+                    ),
+                    r,
+                )
+            )
+            for r in rows
+        ],
+        "profile_prism_interp2": profile,
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "simulation_shared.json").write_text(json.dumps(results, indent=1))
-    md = [f"# One expensive pass per structure (CdTe [110], {len(cell)} atoms, {thickness:.0f} Å thick, "
-          f"{cell.cell[0, 0]:.1f} x {cell.cell[1, 1]:.1f} Å, 0.2 Å/px, 200 kV)", "",
-          f"Machine: {os.cpu_count()} CPU cores (one also running a niced DFT job); "
-          f"`python benchmarks/simulation.py --part shared{' --quick' if args.quick else ''}`. "
-          f"{n_probes} probes (convergence 18-25 mrad, defocus -40..40 Å) x 3 detectors (HAADF 70-180, ABF 11-22, "
-          "BF 0-10 mrad) = the STEM conditions of one structure. abTEM per-image rows: its documented recipe for "
-          "one image (own potential, own probe or S-matrix, one annular detector), timed on the in-focus HAADF "
-          "images, which are also the SSIM/RMS references. Speed-up = images/s relative to abTEM per-image "
-          "multislice (x4 for the frozen-phonon row, whose multislice reference would need 4 passes).", "",
-          "| mode | shared pass | images | seconds | images/s | speed-up vs abTEM multislice | SSIM to multislice | RMS diff. |",
-          "|---|---|---:|---:|---:|---:|---:|---:|"]
+    md = [
+        f"# One expensive pass per structure (CdTe [110], {len(cell)} atoms, {thickness:.0f} Å thick, "
+        f"{cell.cell[0, 0]:.1f} x {cell.cell[1, 1]:.1f} Å, 0.2 Å/px, 200 kV)",
+        "",
+        f"Machine: {os.cpu_count()} CPU cores (one also running a niced DFT job); "
+        f"`python benchmarks/simulation.py --part shared{' --quick' if args.quick else ''}`. "
+        f"{n_probes} probes (convergence 18-25 mrad, defocus -40..40 Å) x 3 detectors (HAADF 70-180, ABF 11-22, "
+        "BF 0-10 mrad) = the STEM conditions of one structure. abTEM per-image rows: its documented recipe for "
+        "one image (own potential, own probe or S-matrix, one annular detector), timed on the in-focus HAADF "
+        "images, which are also the SSIM/RMS references. Speed-up = images/s relative to abTEM per-image "
+        "multislice (x4 for the frozen-phonon row, whose multislice reference would need 4 passes).",
+        "",
+        "| mode | shared pass | images | seconds | images/s | speed-up vs abTEM multislice | SSIM to multislice | RMS diff. |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, how, n, t, rate, sp, sc, d in rows:
-        md.append(f"| {name} | {how} | {n} | {t:.2f} | {rate:.3g} | {sp:.3g}x | "
-                  f"{'' if sc is None else f'{sc:.3f}'} | {'' if d is None else f'{100 * d:.1f}%'} |")
-    md += ["", "Profile of the shared PRISM pass (interpolation 2), top functions by own time:", "", "```",
-           *profile, "```"]
+        md.append(
+            f"| {name} | {how} | {n} | {t:.2f} | {rate:.3g} | {sp:.3g}x | "
+            f"{'' if sc is None else f'{sc:.3f}'} | {'' if d is None else f'{100 * d:.1f}%'} |"
+        )
+    md += [
+        "",
+        "Profile of the shared PRISM pass (interpolation 2), top functions by own time:",
+        "",
+        "```",
+        *profile,
+        "```",
+    ]
     (out / "simulation_shared.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
@@ -307,8 +454,14 @@ def part_library(args):
     elif args.library_k:
         overrides += [f"library.images_per_structure={args.library_k}"]
     tmp = Path(tempfile.mkdtemp(prefix="bench_lib_"))
-    cmd = [sys.executable, "-m", "surrogate.library", f"library.output_dir={tmp / 'lib'}", *overrides,
-           f"hydra.run.dir={tmp / 'run'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "surrogate.library",
+        f"library.output_dir={tmp / 'lib'}",
+        *overrides,
+        f"hydra.run.dir={tmp / 'run'}",
+    ]
     t = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
     elapsed = time.perf_counter() - t
@@ -320,13 +473,20 @@ def part_library(args):
         cfg = compose(config_name="build_library", overrides=overrides)
     recipes = plan_structures(cfg.structures)
     atoms = build_structure(recipes[0])
-    conds = unit_conditions(cfg.simulate, 0, int(cfg.library.images_per_structure), float(cfg.library.sampling), int(cfg.seed))
+    conds = unit_conditions(
+        cfg.simulate, 0, int(cfg.library.images_per_structure), float(cfg.library.sampling), int(cfg.seed)
+    )
     c = next(c for c in conds if c.mode == "haadf")
     settings = _settings(cfg.simulate)
     import abtem
 
-    potential = abtem.Potential(atoms, sampling=settings.potential_sampling, slice_thickness=settings.slice_thickness,
-                                projection="infinite", parametrization="lobato")
+    potential = abtem.Potential(
+        atoms,
+        sampling=settings.potential_sampling,
+        slice_thickness=settings.slice_thickness,
+        projection="infinite",
+        parametrization="lobato",
+    )
     probe = abtem.Probe(energy=c.energy, semiangle_cutoff=c.semiangle, defocus=c.defocus)
     step = float(cfg.library.sampling)
     n_band = 10 if args.quick else 20
@@ -338,22 +498,37 @@ def part_library(args):
     t_ms = t_band / len(scan) * (h * w)
     shutil.rmtree(tmp, ignore_errors=True)
     rate = n_images / elapsed
-    res = {"images": n_images, "structures": manifest["counts"]["structures"], "seconds": elapsed, "images_per_s": rate,
-           "per_mode_images": manifest["counts"]["per_mode_images"], "abtem_multislice_image_s_extrapolated": t_ms,
-           "abtem_band_positions": len(scan), "abtem_band_s": t_band, "n_atoms_first": len(atoms),
-           "speedup": rate * t_ms, "overrides": overrides, "hours_for_10k_images": 1e4 / rate / 3600}
+    res = {
+        "images": n_images,
+        "structures": manifest["counts"]["structures"],
+        "seconds": elapsed,
+        "images_per_s": rate,
+        "per_mode_images": manifest["counts"]["per_mode_images"],
+        "abtem_multislice_image_s_extrapolated": t_ms,
+        "abtem_band_positions": len(scan),
+        "abtem_band_s": t_band,
+        "n_atoms_first": len(atoms),
+        "speedup": rate * t_ms,
+        "overrides": overrides,
+        "hours_for_10k_images": 1e4 / rate / 3600,
+    }
     out = Path(args.out)
     name = f"simulation_library_k{args.library_k}" if args.library_k else "simulation_library"
     (out / f"{name}.json").write_text(json.dumps(res, indent=1))
-    md = ["# Library build throughput (demo library config, fresh build)", "",
-          f"Machine: {os.cpu_count()} CPU cores, 2 worker processes, load average {os.getloadavg()[0]:.1f} at the end; "
-          f"`python benchmarks/simulation.py --part library{' --quick' if args.quick else ''}`.", "",
-          f"Overrides: `{' '.join(overrides)}`.", "",
-          "| library | images | structures | seconds | images/s | abTEM per-image multislice [s/image] | speed-up | 10,000 images |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|",
-          f"| demo ({', '.join(f'{k} {v}' for k, v in res['per_mode_images'].items())}) | {n_images} | "
-          f"{res['structures']} | {elapsed:.0f} | {rate:.3g} | {t_ms:.0f} (from {len(scan)} positions) | {res['speedup']:.3g}x | "
-          f"{res['hours_for_10k_images']:.2f} h (at this rate) |"]
+    md = [
+        "# Library build throughput (demo library config, fresh build)",
+        "",
+        f"Machine: {os.cpu_count()} CPU cores, 2 worker processes, load average {os.getloadavg()[0]:.1f} at the end; "
+        f"`python benchmarks/simulation.py --part library{' --quick' if args.quick else ''}`.",
+        "",
+        f"Overrides: `{' '.join(overrides)}`.",
+        "",
+        "| library | images | structures | seconds | images/s | abTEM per-image multislice [s/image] | speed-up | 10,000 images |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| demo ({', '.join(f'{k} {v}' for k, v in res['per_mode_images'].items())}) | {n_images} | "
+        f"{res['structures']} | {elapsed:.0f} | {rate:.3g} | {t_ms:.0f} (from {len(scan)} positions) | {res['speedup']:.3g}x | "
+        f"{res['hours_for_10k_images']:.2f} h (at this rate) |",
+    ]
     (out / f"{name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
@@ -362,7 +537,8 @@ def part_thick(args):
     """The fast incoherent mode against PRISM (frozen phonons) on thick samples, per thickness:
     1 - R² of the best linear map of the incoherent image onto PRISM's, SSIM of the standardised
     images, and the ratio of their mean signals (the incoherent scale's drift with thickness)."""
-    from surrogate.simulate import ImagingConditions as C, SimulationSettings, render
+    from surrogate.simulate import ImagingConditions as C
+    from surrogate.simulate import SimulationSettings, render
     from surrogate.structures import crystal, zone_axis_slab
 
     thicknesses = [20.0, 60.0] if args.quick else [20.0, 50.0, 100.0, 150.0]
@@ -370,8 +546,12 @@ def part_thick(args):
     for material in args.thick_materials.split(","):
         slab = zone_axis_slab(crystal(material), (1, 1, 0), fov=(9.0, 12.9), thickness=max(thicknesses))
         shape = (int(slab.cell[1, 1] / 0.2), int(slab.cell[0, 0] / 0.2))
-        settings = SimulationSettings(potential_sampling=0.05, frozen_phonons=args.thick_phonons,
-                                      prism_interpolation=2, sigma={"default": 0.08, "Cd": 0.11, "Te": 0.09, "Si": 0.075})
+        settings = SimulationSettings(
+            potential_sampling=0.05,
+            frozen_phonons=args.thick_phonons,
+            prism_interpolation=2,
+            sigma={"default": 0.08, "Cd": 0.11, "Te": 0.09, "Si": 0.075},
+        )
         base = C(mode="haadf", energy=300e3, semiangle=24.0, inner=60.0, outer=130.0, sampling=0.2, source_size=0.3)
         for t in thicknesses:
             t0 = time.perf_counter()
@@ -384,24 +564,52 @@ def part_thick(args):
             coef, *_ = np.linalg.lstsq(A, prism.ravel(), rcond=None)
             fit = A @ coef
             r2 = 1 - np.sum((prism.ravel() - fit) ** 2) / np.sum((prism.ravel() - prism.mean()) ** 2)
-            row = {"material": material, "thickness": t, "one_minus_r2": float(1 - r2), "ssim": ssim(inc, prism),
-                   "mean_ratio_incoherent_over_prism": float(inc.mean() / prism.mean()), "prism_s": t_prism, "incoherent_s": t_inc}
+            row = {
+                "material": material,
+                "thickness": t,
+                "one_minus_r2": float(1 - r2),
+                "ssim": ssim(inc, prism),
+                "mean_ratio_incoherent_over_prism": float(inc.mean() / prism.mean()),
+                "prism_s": t_prism,
+                "incoherent_s": t_inc,
+            }
             rows.append(row)
             print(row, flush=True)
     out = Path(args.out)
-    (out / "simulation_thickness.json").write_text(json.dumps({"rows": rows, "settings": {
-        "energy": 300e3, "semiangle": 24.0, "detector": [60.0, 130.0], "frozen_phonons": args.thick_phonons,
-        "prism_interpolation": 2, "potential_sampling": 0.05, "cell": "9.0 x 12.9 Å [110] patch"}}, indent=1))
-    md = ["# Incoherent HAADF vs PRISM (frozen phonons) by thickness", "",
-          f"`python benchmarks/simulation.py --part thick --thick-materials {args.thick_materials} --thick-phonons {args.thick_phonons}"
-          f"{' --quick' if args.quick else ''}`; [110] patch 9.0 x 12.9 Å, "
-          "300 kV, 24 mrad, HAADF 60-130 mrad (potential sampling 0.05 Å), source 0.3 Å, PRISM interpolation 2 with "
-          f"{args.thick_phonons} frozen phonons; the incoherent image is mapped linearly onto PRISM's (scale, offset) "
-          "before 1 - R²; Combs et al. 2019 report 1 - R² 0.010-0.015 for a learned correction of the convolution image.", "",
-          "| material | thickness [Å] | 1 - R² | SSIM | mean incoherent / PRISM | PRISM [s] | incoherent [s] |",
-          "|---|---:|---:|---:|---:|---:|---:|"]
-    md += [f"| {r['material']} | {r['thickness']:.0f} | {r['one_minus_r2']:.3f} | {r['ssim']:.3f} | "
-           f"{r['mean_ratio_incoherent_over_prism']:.2f} | {r['prism_s']:.0f} | {r['incoherent_s']:.1f} |" for r in rows]
+    (out / "simulation_thickness.json").write_text(
+        json.dumps(
+            {
+                "rows": rows,
+                "settings": {
+                    "energy": 300e3,
+                    "semiangle": 24.0,
+                    "detector": [60.0, 130.0],
+                    "frozen_phonons": args.thick_phonons,
+                    "prism_interpolation": 2,
+                    "potential_sampling": 0.05,
+                    "cell": "9.0 x 12.9 Å [110] patch",
+                },
+            },
+            indent=1,
+        )
+    )
+    md = [
+        "# Incoherent HAADF vs PRISM (frozen phonons) by thickness",
+        "",
+        f"`python benchmarks/simulation.py --part thick --thick-materials {args.thick_materials} --thick-phonons {args.thick_phonons}"
+        f"{' --quick' if args.quick else ''}`; [110] patch 9.0 x 12.9 Å, "
+        "300 kV, 24 mrad, HAADF 60-130 mrad (potential sampling 0.05 Å), source 0.3 Å, PRISM interpolation 2 with "
+        f"{args.thick_phonons} frozen phonons; the incoherent image is mapped linearly onto PRISM's (scale, offset) "
+        "before 1 - R²; Combs et al. 2019 report 1 - R² 0.010-0.015 for a learned correction of the convolution image.",
+        "",
+        "| material | thickness [Å] | 1 - R² | SSIM | mean incoherent / PRISM | PRISM [s] | incoherent [s] |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    md += [
+        f"| {r['material']} | {r['thickness']:.0f} | {r['one_minus_r2']:.3f} | {r['ssim']:.3f} | "
+        f"{r['mean_ratio_incoherent_over_prism']:.2f} | {r['prism_s']:.0f} | {r['incoherent_s']:.1f} |"
+        for r in rows
+    ]
     (out / "simulation_thickness.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
@@ -436,16 +644,31 @@ def part_large(args):
         conds = unit_conditions(cfg.simulate, int(u), k, float(cfg.library.sampling), int(cfg.seed))
         render(atoms, conds, shape, _settings(cfg.simulate))
         lab = labels_of(atoms)
-        sample.append({"unit": int(u), "family": lab.family, "boundary": lab.boundary, "defect_kind": lab.defect_kind,
-                       "atoms": len(atoms), "cell": [round(float(v), 1) for v in atoms.cell.lengths()],
-                       "seconds": time.perf_counter() - t})
+        sample.append(
+            {
+                "unit": int(u),
+                "family": lab.family,
+                "boundary": lab.boundary,
+                "defect_kind": lab.defect_kind,
+                "atoms": len(atoms),
+                "cell": [round(float(v), 1) for v in atoms.cell.lengths()],
+                "seconds": time.perf_counter() - t,
+            }
+        )
         print(sample[-1], flush=True)
     per_unit = float(np.mean([s_["seconds"] for s_ in sample]))
     # partial build: a fixed time, then killed (it resumes when rerun)
     root = Path(args.large_dir)
     before = len(list((root / "done").glob("*.done"))) if (root / "done").exists() else 0
-    cmd = [sys.executable, "-m", "surrogate.library", *overrides, f"library.output_dir={root}", "progress=false",
-           f"hydra.run.dir={root}_run"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "surrogate.library",
+        *overrides,
+        f"library.output_dir={root}",
+        "progress=false",
+        f"hydra.run.dir={root}_run",
+    ]
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -457,27 +680,48 @@ def part_large(args):
     after = len(list((root / "done").glob("*.done")))
     built = (after - before) * k
     rate = built / elapsed if built else float("nan")
-    res = {"images": n_images, "structures": len(recipes), "images_per_structure": k,
-           "sample_units": sample, "sample_s_per_unit_one_core": per_unit,
-           "sample_images_per_s_2_cores": 2 * k / per_unit, "sample_hours_2_cores": n_images / (2 * k / per_unit) / 3600,
-           "partial_build_s": elapsed, "partial_build_units": after - before, "partial_build_images_per_s": rate,
-           "partial_build_hours_extrapolated": n_images / rate / 3600 if built else None,
-           "partial_build_dir": str(root), "load_average": os.getloadavg()[0], "overrides": overrides}
+    res = {
+        "images": n_images,
+        "structures": len(recipes),
+        "images_per_structure": k,
+        "sample_units": sample,
+        "sample_s_per_unit_one_core": per_unit,
+        "sample_images_per_s_2_cores": 2 * k / per_unit,
+        "sample_hours_2_cores": n_images / (2 * k / per_unit) / 3600,
+        "partial_build_s": elapsed,
+        "partial_build_units": after - before,
+        "partial_build_images_per_s": rate,
+        "partial_build_hours_extrapolated": n_images / rate / 3600 if built else None,
+        "partial_build_dir": str(root),
+        "load_average": os.getloadavg()[0],
+        "overrides": overrides,
+    }
     out = Path(args.out)
     (out / "library_large.json").write_text(json.dumps(res, indent=1))
-    md = ["# library=large build rate (structures=large simulate=thick library=large)", "",
-          f"Machine: {os.cpu_count()} CPU cores shared with other jobs (load average {res['load_average']:.1f} at the end); "
-          f"`python benchmarks/simulation.py --part large --large-seconds {args.large_seconds} --large-sample {args.large_sample}`.", "",
-          f"{len(recipes)} configurations x {k} conditions = {n_images:,} images, 128 x 128 px at 0.2 Å/px, 200 Å slabs, "
-          "each image at its own thickness (20-200 Å); HAADF (incoherent) 60 %, HRTEM 40 %.", "",
-          "| measurement | images/s | hours for the library |", "|---|---:|---:|",
-          f"| stratified sample of {len(sample)} units, one core each, x2 cores | {res['sample_images_per_s_2_cores']:.2f} | "
-          f"{res['sample_hours_2_cores']:.1f} |",
-          f"| partial build, 2 workers, {elapsed:.0f} s, {after - before} units | {rate:.2f} | "
-          f"{res['partial_build_hours_extrapolated'] or float('nan'):.1f} |", "",
-          "| unit | family | boundary | defect | atoms | cell [Å] | s (64 images) |", "|---:|---|---|---|---:|---|---:|"]
-    md += [f"| {x['unit']} | {x['family']} | {x['boundary'] or ''} | {x['defect_kind'] or ''} | {x['atoms']} | "
-           f"{' x '.join(str(v) for v in x['cell'])} | {x['seconds']:.1f} |" for x in sample]
+    md = [
+        "# library=large build rate (structures=large simulate=thick library=large)",
+        "",
+        f"Machine: {os.cpu_count()} CPU cores shared with other jobs (load average {res['load_average']:.1f} at the end); "
+        f"`python benchmarks/simulation.py --part large --large-seconds {args.large_seconds} --large-sample {args.large_sample}`.",
+        "",
+        f"{len(recipes)} configurations x {k} conditions = {n_images:,} images, 128 x 128 px at 0.2 Å/px, 200 Å slabs, "
+        "each image at its own thickness (20-200 Å); HAADF (incoherent) 60 %, HRTEM 40 %.",
+        "",
+        "| measurement | images/s | hours for the library |",
+        "|---|---:|---:|",
+        f"| stratified sample of {len(sample)} units, one core each, x2 cores | {res['sample_images_per_s_2_cores']:.2f} | "
+        f"{res['sample_hours_2_cores']:.1f} |",
+        f"| partial build, 2 workers, {elapsed:.0f} s, {after - before} units | {rate:.2f} | "
+        f"{res['partial_build_hours_extrapolated'] or float('nan'):.1f} |",
+        "",
+        "| unit | family | boundary | defect | atoms | cell [Å] | s (64 images) |",
+        "|---:|---|---|---|---:|---|---:|",
+    ]
+    md += [
+        f"| {x['unit']} | {x['family']} | {x['boundary'] or ''} | {x['defect_kind'] or ''} | {x['atoms']} | "
+        f"{' x '.join(str(v) for v in x['cell'])} | {x['seconds']:.1f} |"
+        for x in sample
+    ]
     (out / "library_large.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
@@ -488,16 +732,27 @@ def main():
     ap.add_argument("--part", choices=["modes", "shared", "library", "large", "thick", "all"], default="all")
     ap.add_argument("--quick", action="store_true", help="thinner slab and fewer conditions (smoke run)")
     ap.add_argument("--k", type=int, default=32, help="imaging conditions per structure for the shared-pass modes")
-    ap.add_argument("--library-k", type=int, default=None,
-                    help="--part library: images per structure (320 -> a 10,240-image build of the 32 demo structures)")
-    ap.add_argument("--large-dir", default="/tmp/large_library", help="--part large: where the partial build goes (resumable)")
+    ap.add_argument(
+        "--library-k",
+        type=int,
+        default=None,
+        help="--part library: images per structure (320 -> a 10,240-image build of the 32 demo structures)",
+    )
+    ap.add_argument(
+        "--large-dir", default="/tmp/large_library", help="--part large: where the partial build goes (resumable)"
+    )
     ap.add_argument("--large-seconds", type=float, default=480.0, help="--part large: how long the partial build runs")
     ap.add_argument("--large-sample", type=int, default=8, help="--part large: work units timed in process")
     ap.add_argument("--thick-materials", default="CdTe", help="--part thick: comma-separated materials")
     ap.add_argument("--thick-phonons", type=int, default=2, help="--part thick: frozen phonons of both modes")
     args = ap.parse_args()
-    for name, part in (("modes", part_modes), ("shared", part_shared), ("library", part_library), ("large", part_large),
-                       ("thick", part_thick)):
+    for name, part in (
+        ("modes", part_modes),
+        ("shared", part_shared),
+        ("library", part_library),
+        ("large", part_large),
+        ("thick", part_thick),
+    ):
         if args.part == name or (args.part == "all" and name not in ("large", "thick")):
             part(args)
 

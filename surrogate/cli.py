@@ -36,7 +36,11 @@ def config_error_line(exc: BaseException) -> str:
     m = re.search(r"Could not find '([^']+)'", text)
     if m:
         opts = re.search(r"Available options in '([^']+)':\n((?:\t.*\n?)+)", text)
-        listed = f"; options in {opts.group(1)!r}: " + ", ".join(o.strip() for o in opts.group(2).splitlines()) if opts else ""
+        listed = (
+            f"; options in {opts.group(1)!r}: " + ", ".join(o.strip() for o in opts.group(2).splitlines())
+            if opts
+            else ""
+        )
         return f"no config {m.group(1)!r}{listed}"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("Set the environment")]
     return "bad config: " + "; ".join(lines[:3]) if lines else f"bad config ({type(exc).__name__})"

@@ -7,7 +7,15 @@ Entry points catch it and print ``error: <message>`` without a traceback.
 
 from __future__ import annotations
 
-__all__ = ["SurrogateError", "ConfigError", "StructureError", "SimulationError", "LibraryError", "ImageError", "exit_on_user_error"]
+__all__ = [
+    "SurrogateError",
+    "ConfigError",
+    "StructureError",
+    "SimulationError",
+    "LibraryError",
+    "ImageError",
+    "exit_on_user_error",
+]
 
 
 class SurrogateError(Exception):

@@ -77,7 +77,12 @@ def embedder_ckpt(tiny_library, tmp_path_factory):
     lib = Library(tiny_library)
     net_cfg = {"backbone": "resnet18", "dim": 16}
     net = EmbeddingNet(**net_cfg)
-    rec = {"library_hash": lib.hash, "sampling": lib.sampling, "image_shape": lib.manifest["image_shape"], "net": net_cfg}
+    rec = {
+        "library_hash": lib.hash,
+        "sampling": lib.sampling,
+        "image_shape": lib.manifest["image_shape"],
+        "net": net_cfg,
+    }
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     torch.save({"format": FORMAT, "state_dict": net.state_dict(), "surrogate": rec}, path)
     return path

@@ -16,7 +16,11 @@ def gallery():
     for material in ("CdTe", "Si"):
         for za in ((1, 1, 0), (1, 0, 0), (1, 1, 1), (1, 1, 2)):
             slab = zone_axis_slab(crystal(material), za, fov=(19.2, 19.2), thickness=10)
-            images.append(render(slab, [ImagingConditions(semiangle=25)], (96, 96), SimulationSettings(potential_sampling=0.05))[0])
+            images.append(
+                render(slab, [ImagingConditions(semiangle=25)], (96, 96), SimulationSettings(potential_sampling=0.05))[
+                    0
+                ]
+            )
     return np.stack(images)
 
 
@@ -32,7 +36,9 @@ def test_baseline_finds_an_exact_copy(gallery, method):
 def test_power_spectrum_matcher_is_rotation_robust(gallery):
     r = make_retriever("spectrum").fit(gallery)
     for angle in (17.0, 30.0, 90.0):
-        hits = [r.query(rotate(im, angle, reshape=False, mode="grid-wrap"), 1)[0][0] == i for i, im in enumerate(gallery)]
+        hits = [
+            r.query(rotate(im, angle, reshape=False, mode="grid-wrap"), 1)[0][0] == i for i, im in enumerate(gallery)
+        ]
         assert np.mean(hits) == 1.0
 
 

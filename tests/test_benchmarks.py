@@ -14,8 +14,13 @@ BENCH = REPO / "benchmarks"
 
 
 def _run(script, *args, timeout=600):
-    res = subprocess.run([sys.executable, str(BENCH / script), *map(str, args)], capture_output=True, text=True,
-                         timeout=timeout, cwd=REPO)
+    res = subprocess.run(
+        [sys.executable, str(BENCH / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     return res
 
@@ -24,8 +29,20 @@ def test_inference_benchmark_runs_the_shipped_pipeline(tiny_library, embedder_ck
     from surrogate.library import Library
 
     np.save(tmp_path / "q.npy", np.tile(Library(tiny_library).image(4), (2, 2)))
-    _run("inference.py", "--library", tiny_library, "--checkpoint", embedder_ckpt, "--image", tmp_path / "q.npy",
-         "--pixel-size", 0.2, "--skip-sift", "--out", tmp_path / "inference")
+    _run(
+        "inference.py",
+        "--library",
+        tiny_library,
+        "--checkpoint",
+        embedder_ckpt,
+        "--image",
+        tmp_path / "q.npy",
+        "--pixel-size",
+        0.2,
+        "--skip-sift",
+        "--out",
+        tmp_path / "inference",
+    )
     rows = json.loads((tmp_path / "inference.json").read_text())["rows"]
     assert [r["path"].split(":")[0] for r in rows][-1] == "hog"
     assert all(r["fom"] is not None for r in rows if "refine" in r["path"])
@@ -46,9 +63,27 @@ def test_every_benchmark_explains_itself(script):
     assert "usage" in res.stdout.lower()
 
 
-def test_retrieval_benchmark_runs_the_cnn_and_the_classical_matchers_side_by_side(tiny_library, embedder_ckpt, tmp_path):
-    _run("retrieval.py", "--library", tiny_library, "--checkpoint", embedder_ckpt, "--quick", "--per-config", 2,
-         "--ood-per-config", 1, "--threads", 1, "--cache", tmp_path / "queries", "--out", tmp_path)
+def test_retrieval_benchmark_runs_the_cnn_and_the_classical_matchers_side_by_side(
+    tiny_library, embedder_ckpt, tmp_path
+):
+    _run(
+        "retrieval.py",
+        "--library",
+        tiny_library,
+        "--checkpoint",
+        embedder_ckpt,
+        "--quick",
+        "--per-config",
+        2,
+        "--ood-per-config",
+        1,
+        "--threads",
+        1,
+        "--cache",
+        tmp_path / "queries",
+        "--out",
+        tmp_path,
+    )
     res = json.loads((tmp_path / "retrieval.json").read_text())
     text = (tmp_path / "retrieval.md").read_text()
     for method in ("cnn", "hog", "spectrum"):

@@ -23,5 +23,6 @@ def test_the_nearest_configurations_decide_the_class_and_shares_sum_to_one(tiny_
     tied = [Candidate(bulk, 0.05, 0, 0)] + [Candidate(c, 0.05, 0, 0) for c in defects]
     even = class_votes(lib, tied, temperature=0.02)
     assert even["family"][0]["class"] == "defect" and even["confidence"]["family"] == pytest.approx(
-        len(defects) / (len(defects) + 1), abs=1e-3)
+        len(defects) / (len(defects) + 1), abs=1e-3
+    )
     assert class_votes(lib, []) == {}

@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 
 from surrogate.errors import ImageError
-from surrogate.inference.columns import (Columns, find_columns, match_columns, projected_columns, score_candidate,
-                                         structure_to_window)
+from surrogate.inference.columns import (
+    Columns,
+    find_columns,
+    match_columns,
+    projected_columns,
+    score_candidate,
+    structure_to_window,
+)
 
 SAMPLING = 0.2
 
@@ -95,7 +101,9 @@ def test_match_recovers_a_rotation_translation_and_mirror(slab):
     pts = rng.uniform(0, 20, (40, 2))
     pts = pts[np.min(np.hypot(*(pts[:, None] - pts[None]).transpose(2, 0, 1)) + np.eye(40) * 99, axis=1) > 1.0]
     target = (pts * [1, -1]) @ r.T + [3.3, -7.1]
-    m = match_columns(Columns(target, np.ones(len(pts)), np.ones(len(pts))), Columns(pts, np.ones(len(pts)), np.ones(len(pts))))
+    m = match_columns(
+        Columns(target, np.ones(len(pts)), np.ones(len(pts))), Columns(pts, np.ones(len(pts)), np.ones(len(pts)))
+    )
     assert m.fraction == 1.0 and m.mirror and m.rotation == pytest.approx(17.0, abs=1e-6)
     np.testing.assert_allclose(m.translation, [3.3, -7.1], atol=1e-6)
 

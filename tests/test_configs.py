@@ -28,15 +28,25 @@ def test_every_config_group_composes_and_validates(simulate):
 
 
 def test_train_entry_point_reports_splits(tiny_library, tmp_path):
-    res = subprocess.run([sys.executable, str(REPO / "train.py"), f"library_dir={tiny_library}"], capture_output=True,
-                         text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
+    res = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), f"library_dir={tiny_library}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert res.returncode == 0, res.stderr
     assert "train" in res.stdout and "images" in res.stdout
 
 
 def test_infer_entry_point_rejects_a_missing_image(tmp_path):
-    res = subprocess.run([sys.executable, str(REPO / "infer.py"), "image=nope.dm3"], capture_output=True, text=True,
-                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
+    res = subprocess.run(
+        [sys.executable, str(REPO / "infer.py"), "image=nope.dm3"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert res.returncode == 2 and "error: image file not found: nope.dm3" in res.stderr
 
 
@@ -52,8 +62,14 @@ def test_a_user_error_raised_inside_hydra_instantiate_is_one_line(capsys):
         return instantiate(cfg)
 
     with pytest.raises(SystemExit) as exit_:
-        build({"_target_": "surrogate.potential.module.PotentialModule", "net": None, "optimizer": None,
-               "forces_loss": "l3"})
+        build(
+            {
+                "_target_": "surrogate.potential.module.PotentialModule",
+                "net": None,
+                "optimizer": None,
+                "forces_loss": "l3",
+            }
+        )
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: model.forces_loss='l3': use mse or huber"

@@ -7,20 +7,37 @@ from surrogate.errors import StructureError
 from surrogate.structures import crystal
 from surrogate.structures.crystals import shortest_distance
 from surrogate.structures.csl import (
-    coherent_twin, coordination, csl_boundaries, csl_misorientations, rotation_matrix, sigma_of_angle, sigma_of_rotation,
+    coherent_twin,
+    coordination,
+    csl_boundaries,
+    csl_misorientations,
+    rotation_matrix,
+    sigma_of_angle,
+    sigma_of_rotation,
 )
 from surrogate.structures.labels import StructureLabels, labels_of
 from surrogate.structures.recipes import build_structure, plan_structures
 
 
-@pytest.mark.parametrize("axis, sigma, angle", [("110", 3, 70.5288), ("110", 9, 38.9424), ("110", 11, 50.4788),
-                                                ("110", 19, 26.5254), ("100", 5, 36.8699), ("100", 13, 22.6199)])
+@pytest.mark.parametrize(
+    "axis, sigma, angle",
+    [
+        ("110", 3, 70.5288),
+        ("110", 9, 38.9424),
+        ("110", 11, 50.4788),
+        ("110", 19, 26.5254),
+        ("100", 5, 36.8699),
+        ("100", 13, 22.6199),
+    ],
+)
 def test_enumerated_sigma_has_its_misorientation_and_a_rational_rotation(axis, sigma, angle):
     found = dict((round(t, 3), s) for s, t in csl_misorientations(axis, 99))
     assert found[round(angle, 3)] == sigma
     R = rotation_matrix({"110": (1, 1, 0), "100": (1, 0, 0)}[axis], angle)
     assert np.abs(sigma * R - np.round(sigma * R)).max() < 1e-4  # Σ·R is an integer matrix ...
-    assert sigma_of_rotation({"110": (1, 1, 0), "100": (1, 0, 0)}[axis], angle + 1.0) is None  # ... and only at the CSL angle
+    assert (
+        sigma_of_rotation({"110": (1, 1, 0), "100": (1, 0, 0)}[axis], angle + 1.0) is None
+    )  # ... and only at the CSL angle
     assert sigma_of_angle(axis, 180.0 - angle if axis == "110" else 90.0 - angle) == sigma  # symmetry-equivalent angle
 
 
@@ -42,9 +59,16 @@ def test_csl_bicrystal_has_the_misorientation_and_the_csl_period(material):
     assert bs["Σ3(111)"].period == pytest.approx(a * np.sqrt(1.5))
     assert bs["Σ3(112)"].period == pytest.approx(a * np.sqrt(3))
     assert bs["Σ9(221)"].period == pytest.approx(a * np.sqrt(4.5))
-    recipes = plan_structures({"materials": [material], "zone_axes": [[1, 1, 0]], "thicknesses": [4.0], "fov": [12.8, 12.8],
-                               "bulk": False, "boundaries": [{"generate": "csl", "axes": [[1, 1, 0], [1, 0, 0]], "max_sigma": 11,
-                                                              "max_period": 20.0}]})
+    recipes = plan_structures(
+        {
+            "materials": [material],
+            "zone_axes": [[1, 1, 0]],
+            "thicknesses": [4.0],
+            "fov": [12.8, 12.8],
+            "bulk": False,
+            "boundaries": [{"generate": "csl", "axes": [[1, 1, 0], [1, 0, 0]], "max_sigma": 11, "max_period": 20.0}],
+        }
+    )
     built = 0
     for r in recipes:
         if r["kind"] != "gb":
@@ -94,11 +118,22 @@ def test_coherent_twin_has_no_under_coordinated_atom(material):
 
 
 def test_labels_round_trip_and_are_inferred_for_old_configurations(cdte):
-    old = build_structure({"kind": "gb", "name": "tilt_sigma9", "material": {"name": "CdTe"}, "thickness": 5.0,
-                           "fov": [12.8, 12.8], "grain1": {"tilt": -19.47}, "grain2": {"tilt": 19.47}})
+    old = build_structure(
+        {
+            "kind": "gb",
+            "name": "tilt_sigma9",
+            "material": {"name": "CdTe"},
+            "thickness": 5.0,
+            "fov": [12.8, 12.8],
+            "grain1": {"tilt": -19.47},
+            "grain2": {"tilt": 19.47},
+        }
+    )
     info = {k: v for k, v in old.info.items() if k != "labels"}  # written before labels existed
     lab = labels_of(info)
-    assert (lab.family, lab.boundary, lab.sigma) == ("gb", "Σ9", 9) and lab.misorientation == pytest.approx(38.94, abs=0.01)
+    assert (lab.family, lab.boundary, lab.sigma) == ("gb", "Σ9", 9) and lab.misorientation == pytest.approx(
+        38.94, abs=0.01
+    )
     assert StructureLabels.from_dict(lab.to_dict()) == lab
     low = labels_of({"family": "gb", "zone_axis": [1, 1, 0], "params": {"material": "Si", "misorientation": 4.0}})
     assert (low.boundary, low.sigma) == ("low-angle", None)
@@ -109,40 +144,80 @@ def test_labels_round_trip_and_are_inferred_for_old_configurations(cdte):
 
 
 def test_defect_densities_are_recorded_in_the_labels(cdte):
-    base = {"material": {"name": "CdTe", "substituents": ["Se"]}, "zone_axis": [1, 1, 0], "thickness": 20.0, "fov": [12.8, 12.8]}
+    base = {
+        "material": {"name": "CdTe", "substituents": ["Se"]},
+        "zone_axis": [1, 1, 0],
+        "thickness": 20.0,
+        "fov": [12.8, 12.8],
+    }
     slab = build_structure({"kind": "bulk", **base})
     ncol = 4  # a [110] CdTe column of 18.3 Å holds 4 atoms
-    column = build_structure({"kind": "defect", **base, "seed": 1,
-                              "defects": [{"kind": "vacancy", "species": "Te", "fraction": 0.5, "depth": 0.0}]})
+    column = build_structure(
+        {
+            "kind": "defect",
+            **base,
+            "seed": 1,
+            "defects": [{"kind": "vacancy", "species": "Te", "fraction": 0.5, "depth": 0.0}],
+        }
+    )
     assert len(slab) - len(column) == ncol // 2
     assert labels_of(column).defect_kind == "vacancy" and labels_of(column).defect_count == 2
-    cluster = build_structure({"kind": "defect", **base, "seed": 2,
-                               "defects": [{"kind": "substitution", "element": "Se", "position": [0.5, 0.5]}] * 4})
+    cluster = build_structure(
+        {
+            "kind": "defect",
+            **base,
+            "seed": 2,
+            "defects": [{"kind": "substitution", "element": "Se", "position": [0.5, 0.5]}] * 4,
+        }
+    )
     se = cluster.positions[np.array(cluster.get_chemical_symbols()) == "Se"]
     assert len(se) == 4 and np.ptp(se[:, 0]) < 6.0 and np.ptp(se[:, 1]) < 6.0  # four neighbouring columns
     twin = {"kind": "twin", "material": {"name": "CdTe"}, "thickness": 20.0, "fov": [16.0, 16.0]}
-    seg = build_structure({"kind": "defect", "parent": twin, "seed": 0, "defects": [
-        {"kind": "substitution", "element": "Se", "species": "Te", "profile": {"peak": 1.0, "decay": 2.0}}]})
+    seg = build_structure(
+        {
+            "kind": "defect",
+            "parent": twin,
+            "seed": 0,
+            "defects": [
+                {"kind": "substitution", "element": "Se", "species": "Te", "profile": {"peak": 1.0, "decay": 2.0}}
+            ],
+        }
+    )
     lab = labels_of(seg)
     assert (lab.family, lab.boundary, lab.defect_kind) == ("defect", "Σ3(111)", "substitution") and lab.defect_count > 4
     x = seg.positions[np.array(seg.get_chemical_symbols()) == "Se", 0]
     xb = seg.info["params"]["boundary_x"]
     d = np.minimum(np.abs(x - xb), seg.cell[0, 0] - np.abs(x - xb))
     assert np.median(d) < 3.0  # segregated to the boundaries
-    mixed = build_structure({"kind": "defect", **base, "seed": 3, "defects": [{"kind": "vacancy"}, {"kind": "antisite"}]})
+    mixed = build_structure(
+        {"kind": "defect", **base, "seed": 3, "defects": [{"kind": "vacancy"}, {"kind": "antisite"}]}
+    )
     assert labels_of(mixed).defect_kind == "mixed" and labels_of(mixed).defect_count == 2
     with pytest.raises(StructureError, match="fraction"):
         build_structure({"kind": "defect", **base, "seed": 1, "defects": [{"kind": "vacancy", "fraction": 1.5}]})
 
 
 def test_generators_plan_boundaries_defects_and_twins():
-    cfg = {"materials": [{"name": "CdTe", "substituents": ["Se", "Cl"]}], "zone_axes": [[1, 1, 0]], "thicknesses": [10.0],
-           "fov": [12.8, 12.8], "bulk": True,
-           "defects": {"per_slab": 1, "kinds": ["vacancy", "substitution"], "clusters": {"per_slab": 1},
-                       "columns": {"per_slab": 1}, "segregation": {"per_slab": 1}, "per_boundary": 1},
-           "boundaries": [{"generate": "csl", "axes": [[1, 1, 0]], "max_sigma": 9, "max_period": 20.0, "polarities": [True, False]},
-                          {"generate": "low_angle", "angles": {"start": 1, "stop": 4, "step": 1.5}},
-                          {"generate": "twin", "translations": [[0, 0, 0], [0, 0, 2.29]]}]}
+    cfg = {
+        "materials": [{"name": "CdTe", "substituents": ["Se", "Cl"]}],
+        "zone_axes": [[1, 1, 0]],
+        "thicknesses": [10.0],
+        "fov": [12.8, 12.8],
+        "bulk": True,
+        "defects": {
+            "per_slab": 1,
+            "kinds": ["vacancy", "substitution"],
+            "clusters": {"per_slab": 1},
+            "columns": {"per_slab": 1},
+            "segregation": {"per_slab": 1},
+            "per_boundary": 1,
+        },
+        "boundaries": [
+            {"generate": "csl", "axes": [[1, 1, 0]], "max_sigma": 9, "max_period": 20.0, "polarities": [True, False]},
+            {"generate": "low_angle", "angles": {"start": 1, "stop": 4, "step": 1.5}},
+            {"generate": "twin", "translations": [[0, 0, 0], [0, 0, 2.29]]},
+        ],
+    }
     recipes = plan_structures(cfg)
     assert recipes == plan_structures(cfg)  # deterministic
     kinds = [r["kind"] for r in recipes]
@@ -164,7 +239,13 @@ def test_library_rows_carry_the_labels_as_columns(tiny_library):
         rows = list(db.select())
     by_family = {r.class_family: r for r in rows}
     assert set(by_family) == {"bulk", "defect"}
-    assert by_family["defect"].defect_count >= 1 and by_family["defect"].defect_kind in ("vacancy", "interstitial", "mixed")
-    assert by_family["bulk"].zone == "<110>" and by_family["bulk"].defect_count == 0 and "sigma" not in by_family["bulk"]
+    assert by_family["defect"].defect_count >= 1 and by_family["defect"].defect_kind in (
+        "vacancy",
+        "interstitial",
+        "mixed",
+    )
+    assert (
+        by_family["bulk"].zone == "<110>" and by_family["bulk"].defect_count == 0 and "sigma" not in by_family["bulk"]
+    )
     for r in rows:
         assert labels_of(r.data["info"]).db_columns().items() <= {k: r[k] for k in r.key_value_pairs}.items()

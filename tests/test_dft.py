@@ -102,8 +102,9 @@ def test_held_out_family_is_always_in_the_test_split(tmp_path, structures):
 def test_job_writes_metadata_and_resumes_without_recomputing(tmp_path, structures):
     subset = structures[:25]
     calls = []
-    new = run_job(subset, tmp_path, DFTSettings(), batch=10, max_structures=12, labeller=stub_labeller(calls),
-                  log=lambda s: None)
+    new = run_job(
+        subset, tmp_path, DFTSettings(), batch=10, max_structures=12, labeller=stub_labeller(calls), log=lambda s: None
+    )
     assert len(new) == 12 and len(calls) == 12
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["batch_main_0000.extxyz", "batch_main_0001.extxyz"]  # no temporary files left
@@ -182,7 +183,10 @@ def test_truncated_batch_raises_naming_the_file(tmp_path, structures):
 def test_batch_without_dft_metadata_raises(tmp_path):
     from ase.io import write
 
-    write(tmp_path / "batch_main_0000.extxyz", Atoms("CdTe", positions=[[0, 0, 0], [1.4, 1.4, 1.4]], cell=[6, 6, 6], pbc=True))
+    write(
+        tmp_path / "batch_main_0000.extxyz",
+        Atoms("CdTe", positions=[[0, 0, 0], [1.4, 1.4, 1.4]], cell=[6, 6, 6], pbc=True),
+    )
     with pytest.raises(DFTDataError, match="batch_main_0000.extxyz.*missing"):
         read_batches(tmp_path)
 
@@ -248,7 +252,12 @@ def test_structure_ids_are_pinned(structures):
     to the hash would orphan it (and the job would relabel everything). Update these only together
     with the shipped data."""
     assert [a.info["config_id"] for a in structures[:5]] == [
-        "eb97cd1945dd657d", "a16ffc8df08e1ac8", "eb0c17001a9fd8b4", "7de2886d485159b0", "b39bf4f871bdd627"]
+        "eb97cd1945dd657d",
+        "a16ffc8df08e1ac8",
+        "eb0c17001a9fd8b4",
+        "7de2886d485159b0",
+        "b39bf4f871bdd627",
+    ]
     assert structures[-1].info["config_id"] == "a0a9f43031866825"
 
 
@@ -283,8 +292,11 @@ def test_coherent_twin_keeps_every_bond_and_costs_little_energy_in_the_shipped_d
     assert np.allclose(twin.cell.array, ref.cell.array) and twin.get_chemical_formula() == ref.get_chemical_formula()
     # third neighbours differ: the twin is not bulk in disguise
     assert sorted(neighbor_list("d", twin, 4.9).round(2)) != sorted(neighbor_list("d", ref, 4.9).round(2))
-    frames = {json.loads(f.info["params"])["twin"]: f for f in read_batches(REPO / "data" / "dft" / "cdte")
-              if f.info["family"] == "twin111"}
+    frames = {
+        json.loads(f.info["params"])["twin"]: f
+        for f in read_batches(REPO / "data" / "dft" / "cdte")
+        if f.info["family"] == "twin111"
+    }
     if len(frames) < 2:
         pytest.skip("twin111 pair not labelled yet")
     area = np.linalg.norm(np.cross(twin.cell[0], twin.cell[1]))

@@ -13,9 +13,17 @@ MARGIN = 2.0
 def twin_recipe():
     # the Σ3 twin as ingrained describes it (CdTe [110], tilts ±35.26° about [001] up)
     g = {"zone_axis": [1, 1, 0], "upward": [0, 0, 1]}
-    return {"kind": "gb", "name": "twin", "material": {"name": "CdTe"}, "thickness": 9.0, "fov": [25.6, 25.6],
-            "zone_axis": [1, 1, 0], "grain1": dict(g, tilt=54.73538),
-            "grain2": dict(g, tilt=125.26462, flip_species=True), "translation": [0, 0, 0]}
+    return {
+        "kind": "gb",
+        "name": "twin",
+        "material": {"name": "CdTe"},
+        "thickness": 9.0,
+        "fov": [25.6, 25.6],
+        "zone_axis": [1, 1, 0],
+        "grain1": dict(g, tilt=54.73538),
+        "grain2": dict(g, tilt=125.26462, flip_species=True),
+        "translation": [0, 0, 0],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +73,10 @@ def test_grain_rotated_one_degree_is_refitted_to_the_truth(rotated, conditions):
 
 
 def test_grain_lattice_tiles_the_grain(twin_recipe):
+    from scipy.spatial import cKDTree
+
     from surrogate.inference.columns import projected_columns
     from surrogate.inference.grains import _grains
-    from scipy.spatial import cKDTree
     from surrogate.structures import build_structure
 
     atoms = build_structure(twin_recipe)
@@ -87,8 +96,9 @@ def test_local_search_counts_simulations(rotated, conditions):
     from surrogate.inference.grains import local_search
 
     cand, _, window, fit = rotated
-    res = local_search(window, 0.2, cand, conditions, fit, budget=2, tilts=(), inclinations=(),
-                       translations=((0.0, 1.0, 0.0),))
+    res = local_search(
+        window, 0.2, cand, conditions, fit, budget=2, tilts=(), inclinations=(), translations=((0.0, 1.0, 0.0),)
+    )
     assert res.simulations == 2  # the candidate's fit and the one proposal
     assert len(res.tried) == 2 and res.best.after["column_fraction"] >= 0.95
 

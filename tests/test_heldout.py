@@ -22,8 +22,17 @@ SHIPPED = Path(__file__).resolve().parents[1] / "data" / "heldout"
 
 
 def _labels(family="bulk", zone=(1, 1, 0), material="CdTe", **kw):
-    base = {"material": material, "zone_axis": list(zone), "family": family, "boundary": None, "sigma": None,
-            "misorientation": None, "inclination": None, "defect_kind": None, "defect_count": 0}
+    base = {
+        "material": material,
+        "zone_axis": list(zone),
+        "family": family,
+        "boundary": None,
+        "sigma": None,
+        "misorientation": None,
+        "inclination": None,
+        "defect_kind": None,
+        "defect_count": 0,
+    }
     base.update(kw)
     return base
 
@@ -31,10 +40,19 @@ def _labels(family="bulk", zone=(1, 1, 0), material="CdTe", **kw):
 def _write_tiff(path: Path, data: np.ndarray, pixel: float) -> None:
     from rsciio.tiff import file_writer
 
-    axes = [{"name": n, "size": s, "scale": pixel / 10, "units": "nm", "navigate": False, "offset": 0.0}
-            for n, s in zip("yx", data.shape)]
-    file_writer(str(path), {"data": data.astype(np.float32), "axes": axes,
-                            "metadata": {"General": {"title": "t"}, "Signal": {}}, "original_metadata": {}})
+    axes = [
+        {"name": n, "size": s, "scale": pixel / 10, "units": "nm", "navigate": False, "offset": 0.0}
+        for n, s in zip("yx", data.shape)
+    ]
+    file_writer(
+        str(path),
+        {
+            "data": data.astype(np.float32),
+            "axes": axes,
+            "metadata": {"General": {"title": "t"}, "Signal": {}},
+            "original_metadata": {},
+        },
+    )
 
 
 def _tiny_set(root: Path) -> Path:
@@ -44,13 +62,29 @@ def _tiny_set(root: Path) -> Path:
 
     rng = np.random.default_rng(0)
     recs = []
-    for name, labels in (("bulk", _labels()),
-                         ("s9", _labels("gb", boundary="sigma9", sigma=9, misorientation=38.94, inclination=0.0))):
+    for name, labels in (
+        ("bulk", _labels()),
+        ("s9", _labels("gb", boundary="sigma9", sigma=9, misorientation=38.94, inclination=0.0)),
+    ):
         _write_tiff(root / f"{name}.tif", rng.random((32, 32)), 0.14)
-        write(root / f"{name}.extxyz", Atoms("CdTe", positions=[[0, 0, 0], [1.6, 0, 1.0]], cell=[5, 5, 5], pbc=True),
-              format="extxyz")
-        recs.append({"name": name, "image": f"{name}.tif", "structure": f"{name}.extxyz", "labels": labels,
-                     "mode": "haadf", "pixel_size": 0.14, "rotation": 10.0, "dose": 1e4, "seed": 1})
+        write(
+            root / f"{name}.extxyz",
+            Atoms("CdTe", positions=[[0, 0, 0], [1.6, 0, 1.0]], cell=[5, 5, 5], pbc=True),
+            format="extxyz",
+        )
+        recs.append(
+            {
+                "name": name,
+                "image": f"{name}.tif",
+                "structure": f"{name}.extxyz",
+                "labels": labels,
+                "mode": "haadf",
+                "pixel_size": 0.14,
+                "rotation": 10.0,
+                "dose": 1e4,
+                "seed": 1,
+            }
+        )
     (root / "labels.json").write_text(json.dumps({"version": 1, "images": recs}))
     return root
 
@@ -71,11 +105,11 @@ def test_scorer_matches_hand_computed_top1_top5(tmp_path):
     bulk_100 = normalize_labels(_labels(zone=(1, 0, 0)))
     defect = normalize_labels(_labels("defect", defect_kind="vacancy", defect_count=3))
     bulk = normalize_labels(_labels())
-    s9_off = normalize_labels(_labels("gb", boundary="Σ9", sigma=9, misorientation=41.5))    # 2.56° off: wrong
+    s9_off = normalize_labels(_labels("gb", boundary="Σ9", sigma=9, misorientation=41.5))  # 2.56° off: wrong
     s9_near = normalize_labels(_labels("gb", boundary="Σ9", sigma=9, misorientation=140.0))  # 180-140 = 40: within 2°
     twin = normalize_labels(_labels("twin", boundary="Σ3(111)", sigma=3, misorientation=70.53))
     ranked = [
-        [defect, bulk_100, bulk],          # bulk query: family right at rank 2 (bulk [100]), material+zone at 1
+        [defect, bulk_100, bulk],  # bulk query: family right at rank 2 (bulk [100]), material+zone at 1
         [s9_off, twin, bulk, bulk, bulk, s9_near],  # Σ9 query: family at rank 1, boundary only at rank 6
     ]
     s = score_labels(truths, ranked)
@@ -100,7 +134,9 @@ def test_boundary_level_uses_axis_symmetry_and_axis():
     assert not level_match(t100, c110, "boundary")
     assert not level_match(t100, normalize_labels(_labels(zone=(1, 0, 0))), "boundary")
     d = normalize_labels(_labels("defect", defect_kind="antisite"))
-    assert level_match(d, d, "defect_kind") and not level_match(d, normalize_labels(_labels("defect", defect_kind="vacancy")), "defect_kind")
+    assert level_match(d, d, "defect_kind") and not level_match(
+        d, normalize_labels(_labels("defect", defect_kind="vacancy")), "defect_kind"
+    )
 
 
 def test_missing_and_corrupt_files_raise_one_line(tmp_path):
@@ -132,8 +168,11 @@ def test_library_labels_reads_structures_db(tmp_path):
 
     slab = zone_axis_slab(crystal("Si"), (1, 0, 0), fov=(6, 6), thickness=6, material="Si")
     with connect(tmp_path / "structures.db") as db:
-        db.write(slab, key_value_pairs={"config_id": slab.info["config_id"], "family": "bulk"},
-                 data={"info": dict(slab.info)})
+        db.write(
+            slab,
+            key_value_pairs={"config_id": slab.info["config_id"], "family": "bulk"},
+            data={"info": dict(slab.info)},
+        )
     labels = library_labels(tmp_path)
     assert labels[slab.info["config_id"]]["material"] == "Si"
     assert labels[slab.info["config_id"]]["zone_axis"] == "100"

@@ -32,13 +32,22 @@ def test_library_image_retrieves_its_configuration_first_with_energy(annotated_l
     i = 4
     np.save(tmp_path / "query.npy", lib.image(i))
     truth = int_to_id(lib.config_ids()[i])
-    result = run_inference(tmp_path / "query.npy", annotated_library, preprocess={"denoise": "none"}, checkpoint=embedder_ckpt, pixel_size=lib.sampling,
-                           refine={"top": 1, "defocus_steps": (), "max_evals": 40}, progress=False)
+    result = run_inference(
+        tmp_path / "query.npy",
+        annotated_library,
+        preprocess={"denoise": "none"},
+        checkpoint=embedder_ckpt,
+        pixel_size=lib.sampling,
+        refine={"top": 1, "defocus_steps": (), "max_evals": 40},
+        progress=False,
+    )
     best = result.candidates[0]
     assert best.config_id == truth and best.distance < 1e-4
     assert best.energy == pytest.approx(read_energies(annotated_library)[truth])
     assert best.energy_above is not None and best.pareto
-    assert {"fom", "fom_before", "ssim"} <= set(best.refinement) and best.refinement["fom"] <= best.refinement["fom_before"] + 1e-6
+    assert {"fom", "fom_before", "ssim"} <= set(best.refinement) and best.refinement["fom"] <= best.refinement[
+        "fom_before"
+    ] + 1e-6
     files = write_report(result, tmp_path / "out")
     data = json.loads(files["candidates"].read_text())
     assert data["candidates"][0]["config_id"] == truth and data["candidates"][0]["rank"] == 1
@@ -58,14 +67,25 @@ def test_shared_pose_fits_one_sibling_and_scores_the_rest_at_its_pose(annotated_
     clean = [i for i in range(len(lib)) if lib.conditions(i).dose is None and lib.conditions(i).mode == "haadf"]
     np.save(tmp_path / "query.npy", lib.image(clean[0]))
     settings = {"defocus_steps": (), "max_evals": 40, "shared_pose": True, "score": "residual"}
-    result = run_inference(tmp_path / "query.npy", annotated_library, preprocess={"denoise": "none"}, checkpoint=embedder_ckpt, pixel_size=lib.sampling,
-                           refine=dict(settings, top=3), rank={"energy_weight": 0.0}, progress=False)
+    result = run_inference(
+        tmp_path / "query.npy",
+        annotated_library,
+        preprocess={"denoise": "none"},
+        checkpoint=embedder_ckpt,
+        pixel_size=lib.sampling,
+        refine=dict(settings, top=3),
+        rank={"energy_weight": 0.0},
+        progress=False,
+    )
     refined = [c for c in result.candidates if c.refinement]
     assert len(refined) == 3
     first = [c for c in refined if "shared_pose_of" not in c.refinement]
     assert len(first) == 1 and first[0].refinement["retrieval_rank"] == 1
-    assert all(c.refinement["shared_pose_of"] == first[0].config_id and c.refinement["evaluations"] == 0
-               for c in refined if c is not first[0])
+    assert all(
+        c.refinement["shared_pose_of"] == first[0].config_id and c.refinement["evaluations"] == 0
+        for c in refined
+        if c is not first[0]
+    )
     residuals = [c.refinement["residual"] for c in result.candidates[:3]]
     assert residuals == sorted(residuals) and residuals[0] < 0.01 < residuals[1]  # its own configuration explains it
     assert result.candidates[0].config_id == int_to_id(lib.config_ids()[clean[0]])
@@ -74,8 +94,15 @@ def test_shared_pose_fits_one_sibling_and_scores_the_rest_at_its_pose(annotated_
     data = json.loads(write_report(result, tmp_path / "out")["candidates"].read_text())
     assert all("residual" in c["refinement"] for c in data["candidates"][:3])
     with pytest.raises(ConfigError, match="refine.score"):
-        run_inference(tmp_path / "query.npy", annotated_library, preprocess={"denoise": "none"}, checkpoint=embedder_ckpt, pixel_size=lib.sampling,
-                      refine={"top": 1, "score": "ssim"}, progress=False)
+        run_inference(
+            tmp_path / "query.npy",
+            annotated_library,
+            preprocess={"denoise": "none"},
+            checkpoint=embedder_ckpt,
+            pixel_size=lib.sampling,
+            refine={"top": 1, "score": "ssim"},
+            progress=False,
+        )
 
 
 def test_classical_matcher_runs_the_same_pipeline(tiny_library, tmp_path):
@@ -85,8 +112,16 @@ def test_classical_matcher_runs_the_same_pipeline(tiny_library, tmp_path):
 
     lib = Library(tiny_library)
     np.save(tmp_path / "q.npy", lib.image(7))
-    result = run_inference(tmp_path / "q.npy", tiny_library, preprocess={"denoise": "none"}, method="hog", pixel_size=lib.sampling, refine={"top": 0},
-                           rank={"energy_weight": 0.0}, progress=False)  # the library may carry energies from another test
+    result = run_inference(
+        tmp_path / "q.npy",
+        tiny_library,
+        preprocess={"denoise": "none"},
+        method="hog",
+        pixel_size=lib.sampling,
+        refine={"top": 0},
+        rank={"energy_weight": 0.0},
+        progress=False,
+    )  # the library may carry energies from another test
     assert result.candidates[0].config_id == int_to_id(lib.config_ids()[7])
 
 
@@ -102,18 +137,43 @@ def test_mode_restricts_matches_to_library_images_of_that_mode(tiny_library, tmp
     i = 7
     mode = MODES[codes[i]]
     np.save(tmp_path / "q.npy", lib.image(i))
-    result = run_inference(tmp_path / "q.npy", tiny_library, preprocess={"denoise": "none"}, method="hog", pixel_size=lib.sampling, refine={"top": 0},
-                           rank={"energy_weight": 0.0}, retrieval={"mode": mode}, progress=False)
+    result = run_inference(
+        tmp_path / "q.npy",
+        tiny_library,
+        preprocess={"denoise": "none"},
+        method="hog",
+        pixel_size=lib.sampling,
+        refine={"top": 0},
+        rank={"energy_weight": 0.0},
+        retrieval={"mode": mode},
+        progress=False,
+    )
     assert result.candidates[0].config_id == int_to_id(lib.config_ids()[i])
     assert all(codes[c.entry] == codes[i] for c in result.candidates) and result.info["mode"] == mode
     with pytest.raises(ConfigError, match="choose one of"):
-        run_inference(tmp_path / "q.npy", tiny_library, preprocess={"denoise": "none"}, method="hog", pixel_size=lib.sampling, retrieval={"mode": "stem"})
+        run_inference(
+            tmp_path / "q.npy",
+            tiny_library,
+            preprocess={"denoise": "none"},
+            method="hog",
+            pixel_size=lib.sampling,
+            retrieval={"mode": "stem"},
+        )
     absent = [m for m in MODES if MODES.index(m) not in codes]
     if absent:
         with pytest.raises(ConfigError, match=f"no {absent[0]} images"):
-            run_inference(tmp_path / "q.npy", tiny_library, preprocess={"denoise": "none"}, method="hog", pixel_size=lib.sampling, retrieval={"mode": absent[0]})
+            run_inference(
+                tmp_path / "q.npy",
+                tiny_library,
+                preprocess={"denoise": "none"},
+                method="hog",
+                pixel_size=lib.sampling,
+                retrieval={"mode": absent[0]},
+            )
     # the filter keeps each window's order and pads with -1 / inf
-    idx, dist = keep_allowed(np.array([[3, 1, 2, 0]]), np.array([[0.1, 0.2, 0.3, 0.4]]), np.array([True, False, True, False]))
+    idx, dist = keep_allowed(
+        np.array([[3, 1, 2, 0]]), np.array([[0.1, 0.2, 0.3, 0.4]]), np.array([True, False, True, False])
+    )
     assert idx.tolist() == [[2, 0, -1, -1]] and dist[0, :2].tolist() == [0.3, 0.4] and np.isinf(dist[0, 2:]).all()
 
 
@@ -126,16 +186,30 @@ def test_bad_inputs_give_documented_errors(tiny_library, embedder_ckpt, tmp_path
     with pytest.raises(ImageError, match="pixel_size"):
         run_inference(tmp_path / "q.npy", tiny_library, preprocess={"denoise": "none"}, checkpoint=embedder_ckpt)
     with pytest.raises(ImageError, match="smaller than the model's field"):
-        run_inference(tmp_path / "q.npy", tiny_library, preprocess={"denoise": "none"}, checkpoint=embedder_ckpt, pixel_size=0.05)  # 16 px at 0.2 Å/px
+        run_inference(
+            tmp_path / "q.npy", tiny_library, preprocess={"denoise": "none"}, checkpoint=embedder_ckpt, pixel_size=0.05
+        )  # 16 px at 0.2 Å/px
     with pytest.raises(ConfigError, match="unknown method"):
         run_inference(tmp_path / "q.npy", tiny_library, preprocess={"denoise": "none"}, method="orb", pixel_size=0.2)
     with pytest.raises(ConfigError, match="checkpoint not found"):
-        run_inference(tmp_path / "q.npy", tiny_library, preprocess={"denoise": "none"}, checkpoint=tmp_path / "none.pt", pixel_size=0.2)
+        run_inference(
+            tmp_path / "q.npy",
+            tiny_library,
+            preprocess={"denoise": "none"},
+            checkpoint=tmp_path / "none.pt",
+            pixel_size=0.2,
+        )
     other = torch.load(embedder_ckpt, weights_only=True)
     other["surrogate"]["library_hash"] = "0123456789abcdef"
     torch.save(other, tmp_path / "other.pt")
     with pytest.raises(LibraryError, match="0123456789abcdef"):
-        run_inference(tmp_path / "q.npy", tiny_library, preprocess={"denoise": "none"}, checkpoint=tmp_path / "other.pt", pixel_size=0.2)
+        run_inference(
+            tmp_path / "q.npy",
+            tiny_library,
+            preprocess={"denoise": "none"},
+            checkpoint=tmp_path / "other.pt",
+            pixel_size=0.2,
+        )
 
 
 def test_infer_cli_exits_2_with_one_line(tmp_path):
@@ -145,8 +219,18 @@ def test_infer_cli_exits_2_with_one_line(tmp_path):
     from conftest import REPO
 
     np.save(tmp_path / "nan.npy", np.full((64, 64), np.nan))
-    r = subprocess.run([sys.executable, str(REPO / "infer.py"), f"image={tmp_path / 'nan.npy'}", "pixel_size=0.2",
-                        f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, cwd=tmp_path)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "infer.py"),
+            f"image={tmp_path / 'nan.npy'}",
+            "pixel_size=0.2",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "NaN" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
@@ -155,8 +239,10 @@ def test_energy_breaks_a_distance_tie_and_weight_zero_ignores_it():
     from surrogate.inference.rank import Candidate, rank_candidates
 
     def make():
-        return [Candidate("a", 0.10, 0, 0, formula="CdTe", energy=-2.00),
-                Candidate("b", 0.09, 0, 1, formula="CdTe", energy=-1.90)]
+        return [
+            Candidate("a", 0.10, 0, 0, formula="CdTe", energy=-2.00),
+            Candidate("b", 0.09, 0, 1, formula="CdTe", energy=-1.90),
+        ]
 
     assert rank_candidates(make(), energy_weight=1.0)[0].config_id == "a"  # 0.10 + 0 < 0.09 + 0.10
     assert rank_candidates(make(), energy_weight=0.0)[0].config_id == "b"
@@ -170,8 +256,9 @@ def test_refinement_recovers_a_known_rotation_scale_and_shift():
     from surrogate.simulate.images import SimulationSettings
     from surrogate.structures.recipes import build_structure
 
-    atoms = build_structure({"kind": "bulk", "material": {"name": "CdTe"}, "zone_axis": [1, 1, 0],
-                             "thickness": 10.0, "fov": [12.8, 12.8]})
+    atoms = build_structure(
+        {"kind": "bulk", "material": {"name": "CdTe"}, "zone_axis": [1, 1, 0], "thickness": 10.0, "fov": [12.8, 12.8]}
+    )
     c = ImagingConditions(mode="haadf", method="incoherent", source_size=0.4, sampling=0.2)
     field = R.simulate_field(atoms, c, (64, 64), SimulationSettings(potential_sampling=0.1))
     exp = R.transform(field, (64, 64), angle=17.0, scale=1.04, shift=(2.0, -1.5), blur=0.8)
@@ -193,11 +280,20 @@ def test_refinement_finds_a_boundary_away_from_the_window_centre_and_beats_bulk(
     from surrogate.structures.recipes import build_structure
 
     grain = {"zone_axis": [1, 1, 0], "upward": [0, 0, 1]}
-    twin = build_structure({"kind": "gb", "name": "twin111", "material": {"name": "CdTe"}, "thickness": 5.0,
-                            "fov": [19.2, 19.2], "grain1": {**grain, "tilt": 35.26439},
-                            "grain2": {**grain, "tilt": -35.26439, "flip_species": True}})
-    bulk = build_structure({"kind": "bulk", "material": {"name": "CdTe"}, "zone_axis": [1, 1, 0], "thickness": 5.0,
-                            "fov": [19.2, 19.2]})
+    twin = build_structure(
+        {
+            "kind": "gb",
+            "name": "twin111",
+            "material": {"name": "CdTe"},
+            "thickness": 5.0,
+            "fov": [19.2, 19.2],
+            "grain1": {**grain, "tilt": 35.26439},
+            "grain2": {**grain, "tilt": -35.26439, "flip_species": True},
+        }
+    )
+    bulk = build_structure(
+        {"kind": "bulk", "material": {"name": "CdTe"}, "zone_axis": [1, 1, 0], "thickness": 5.0, "fov": [19.2, 19.2]}
+    )
     c = ImagingConditions(mode="haadf", method="incoherent", source_size=0.4, sampling=0.2)
     st = SimulationSettings(potential_sampling=0.1)
     field = R.simulate_field(R.widen_boundary(twin, 2 * 96 * 0.2), c, (96, 96), st)
@@ -219,12 +315,18 @@ def test_siblings_scored_at_a_shared_pose_rank_by_structure():
     from surrogate.simulate.images import SimulationSettings
     from surrogate.structures.recipes import build_structure
 
-    bulk = build_structure({"kind": "bulk", "material": {"name": "CdTe"}, "zone_axis": [1, 1, 0],
-                            "thickness": 10.0, "fov": [12.8, 12.8]})
+    bulk = build_structure(
+        {"kind": "bulk", "material": {"name": "CdTe"}, "zone_axis": [1, 1, 0], "thickness": 10.0, "fov": [12.8, 12.8]}
+    )
     te = bulk.positions[bulk.numbers == 52]
     column = te[np.argmin(np.linalg.norm(te[:, :2] - bulk.cell.diagonal()[:2] / 2, axis=1)), :2]
-    defect = bulk[[i for i, (a, p) in enumerate(zip(bulk.numbers, bulk.positions))
-                   if not (a == 52 and np.linalg.norm(p[:2] - column) < 0.3)]]
+    defect = bulk[
+        [
+            i
+            for i, (a, p) in enumerate(zip(bulk.numbers, bulk.positions))
+            if not (a == 52 and np.linalg.norm(p[:2] - column) < 0.3)
+        ]
+    ]
     assert len(bulk) - len(defect) >= 2  # a whole column emptied
     c = ImagingConditions(mode="haadf", method="incoherent", source_size=0.4, sampling=0.2)
     st = SimulationSettings(potential_sampling=0.1)
@@ -258,13 +360,26 @@ def test_refinement_with_relaxation_lowers_the_energy_and_reports_it():
     from surrogate.structures.recipes import build_structure
     from surrogate.structures.thermal import rattle
 
-    atoms = rattle(build_structure({"kind": "bulk", "material": {"name": "Si"}, "zone_axis": [1, 1, 0],
-                                    "thickness": 8.0, "fov": [9.6, 9.6]}), 0.05, 0)
+    atoms = rattle(
+        build_structure(
+            {"kind": "bulk", "material": {"name": "Si"}, "zone_axis": [1, 1, 0], "thickness": 8.0, "fov": [9.6, 9.6]}
+        ),
+        0.05,
+        0,
+    )
     c = ImagingConditions(mode="haadf", method="incoherent", source_size=0.4, sampling=0.2)
     settings = SimulationSettings(potential_sampling=0.1)
     exp = R.transform(R.simulate_field(atoms, c, (48, 48), settings), (48, 48), angle=5.0)
-    fit = R.refine(exp, atoms, c, settings, defocus_steps=(), max_evals=60,
-                   calculator=LennardJones(sigma=2.1, epsilon=0.1, rc=4.5), relax_steps=30)
+    fit = R.refine(
+        exp,
+        atoms,
+        c,
+        settings,
+        defocus_steps=(),
+        max_evals=60,
+        calculator=LennardJones(sigma=2.1, epsilon=0.1, rc=4.5),
+        relax_steps=30,
+    )
     s = fit.summary()
     assert s["energy_per_atom_relaxed"] < s["energy_per_atom_unrelaxed"]
     assert "fom_relaxed" in s and s["simulations"] == 2 and "relaxed_atoms" not in s
@@ -285,8 +400,10 @@ def test_energy_decides_between_variants_of_one_structure_not_between_boundary_a
 def test_refined_candidates_are_ordered_by_their_fit():
     from surrogate.inference.rank import Candidate, rerank_refined
 
-    cands = [Candidate(f"c{i}", distance=0.1 * i, window=0, entry=i, rank=i + 1, energy_above=e)
-             for i, e in enumerate((0.0, 0.0, 0.2, 0.0))]
+    cands = [
+        Candidate(f"c{i}", distance=0.1 * i, window=0, entry=i, rank=i + 1, energy_above=e)
+        for i, e in enumerate((0.0, 0.0, 0.2, 0.0))
+    ]
     for c, f in zip(cands[:3], (0.6, 0.4, 0.3)):
         c.refinement = {"fom": f}
     out = rerank_refined(cands, 3, energy_weight=1.0)
@@ -315,12 +432,22 @@ def test_boundary_score_finds_the_window_across_two_grains():
     from surrogate.structures.recipes import build_structure
 
     grain = {"zone_axis": [1, 1, 0], "upward": [0, 0, 1]}
-    twin = build_structure({"kind": "gb", "name": "twin111", "material": {"name": "CdTe"}, "thickness": 5.0,
-                            "fov": [25.6, 19.2], "grain1": {**grain, "tilt": 35.26439},
-                            "grain2": {**grain, "tilt": -35.26439, "flip_species": True}})
+    twin = build_structure(
+        {
+            "kind": "gb",
+            "name": "twin111",
+            "material": {"name": "CdTe"},
+            "thickness": 5.0,
+            "fov": [25.6, 19.2],
+            "grain1": {**grain, "tilt": 35.26439},
+            "grain2": {**grain, "tilt": -35.26439, "flip_species": True},
+        }
+    )
     c = ImagingConditions(mode="haadf", method="incoherent", source_size=0.4, sampling=0.2)
-    field = R.simulate_field(R.widen_boundary(twin, 2 * 96 * 0.2), c, (96, 96), SimulationSettings(potential_sampling=0.1))
-    across = R.transform(field, (96, 96))                     # the boundary through the middle
+    field = R.simulate_field(
+        R.widen_boundary(twin, 2 * 96 * 0.2), c, (96, 96), SimulationSettings(potential_sampling=0.1)
+    )
+    across = R.transform(field, (96, 96))  # the boundary through the middle
     inside = R.transform(field, (96, 96), shift=(0.0, 60.0))  # one grain only
     assert boundary_score(across) > 4 * boundary_score(inside)
     wins = [Window(inside, 0, 0), Window(across, 0, 48)]
@@ -330,8 +457,9 @@ def test_boundary_score_finds_the_window_across_two_grains():
             _anchor_window(wins, [], bad)
 
 
-def test_out_of_library_threshold_is_calibrated_on_held_out_conditions_and_cached(tiny_library, embedder_ckpt,
-                                                                                  tmp_path):
+def test_out_of_library_threshold_is_calibrated_on_held_out_conditions_and_cached(
+    tiny_library, embedder_ckpt, tmp_path
+):
     from surrogate.inference.retrieve import CNNMatcher
     from surrogate.library import Library
     from surrogate.library.dataset import split_indices
@@ -355,9 +483,18 @@ def lattice_library(tmp_path_factory):
     from tests.conftest import tiny_library_config
 
     out = tmp_path_factory.mktemp("lattice") / "lib"
-    build(tiny_library_config(out, **{"library.shape": "[64,64]", "structures.fov": "[12.8,12.8]",
-                                      "structures.defects.per_slab": 1, "simulate": "haadf",
-                                      "library.images_per_structure": 2}))
+    build(
+        tiny_library_config(
+            out,
+            **{
+                "library.shape": "[64,64]",
+                "structures.fov": "[12.8,12.8]",
+                "structures.defects.per_slab": 1,
+                "simulate": "haadf",
+                "library.images_per_structure": 2,
+            },
+        )
+    )
     return out
 
 
@@ -375,28 +512,50 @@ def test_lattice_check_flags_a_wrong_pixel_size_and_names_the_fix(lattice_librar
     assert len(LatticeReference.of(lib).of_config(int(lib.config_ids()[i]))) >= 1
     np.save(tmp_path / "q.npy", lib.image(i))
     kw = dict(method="hog", refine={"top": 0}, rank={"energy_weight": 0.0}, progress=False)
-    right = run_inference(tmp_path / "q.npy", lattice_library, preprocess={"denoise": "none"}, pixel_size=lib.sampling, **kw)
+    right = run_inference(
+        tmp_path / "q.npy", lattice_library, preprocess={"denoise": "none"}, pixel_size=lib.sampling, **kw
+    )
     assert not right.lattice["mismatch"] and right.candidates[0].config_id == int_to_id(lib.config_ids()[i])
     assert right.candidates[0].lattice_mismatch <= 0.02
-    wrong = run_inference(tmp_path / "q.npy", lattice_library, preprocess={"denoise": "none"}, pixel_size=1.3 * lib.sampling, **kw)
+    wrong = run_inference(
+        tmp_path / "q.npy", lattice_library, preprocess={"denoise": "none"}, pixel_size=1.3 * lib.sampling, **kw
+    )
     assert wrong.lattice["mismatch"] and all(c.lattice_mismatch > 0.1 for c in wrong.candidates)
     assert wrong.lattice["pixel_size_factor"] == pytest.approx(1 / 1.3, rel=0.05)
     assert "pixel size x 0.7" in lattice_warning(wrong.lattice)
     files = write_report(wrong, tmp_path / "out")
     assert "LATTICE MISMATCH" in files["report"].read_text(encoding="utf-8")
     assert json.loads(files["candidates"].read_text())["lattice"]["mismatch"] is True
-    off = run_inference(tmp_path / "q.npy", lattice_library, preprocess={"denoise": "none"}, pixel_size=1.3 * lib.sampling, lattice_check={"mode": "off"}, **kw)
+    off = run_inference(
+        tmp_path / "q.npy",
+        lattice_library,
+        preprocess={"denoise": "none"},
+        pixel_size=1.3 * lib.sampling,
+        lattice_check={"mode": "off"},
+        **kw,
+    )
     assert off.lattice == {} and off.candidates[0].lattice_mismatch is None
     with pytest.raises(ConfigError, match="lattice_check"):
-        run_inference(tmp_path / "q.npy", lattice_library, preprocess={"denoise": "none"}, pixel_size=lib.sampling, lattice_check={"mode": "strict"}, **kw)
+        run_inference(
+            tmp_path / "q.npy",
+            lattice_library,
+            preprocess={"denoise": "none"},
+            pixel_size=lib.sampling,
+            lattice_check={"mode": "strict"},
+            **kw,
+        )
     # 32 px windows resolve no spacing: the check says so instead of guessing
     small = Library(tiny_library)
     np.save(tmp_path / "s.npy", small.image(0))
-    skipped = run_inference(tmp_path / "s.npy", tiny_library, preprocess={"denoise": "none"}, pixel_size=small.sampling, **kw).lattice
+    skipped = run_inference(
+        tmp_path / "s.npy", tiny_library, preprocess={"denoise": "none"}, pixel_size=small.sampling, **kw
+    ).lattice
     assert not skipped["mismatch"] and "32 px" in skipped["skipped"]
 
 
-def test_out_of_library_threshold_is_calibrated_through_the_queries_preprocessing(tiny_library, embedder_ckpt, tmp_path):
+def test_out_of_library_threshold_is_calibrated_through_the_queries_preprocessing(
+    tiny_library, embedder_ckpt, tmp_path
+):
     """Every window of a micrograph is normalised and denoised before it is embedded: the threshold
     is measured on images prepared the same way, and cached per denoising method."""
     from surrogate.inference.retrieve import CNNMatcher

@@ -4,20 +4,30 @@ import json
 
 import numpy as np
 import pytest
+from conftest import SHARED
 
 from surrogate.errors import ConfigError
 from surrogate.structures.ingrained import ingrained_bicrystal, ingrained_recipe, read_ingrained_config
-
-from conftest import SHARED
 
 REAL_CONFIG = SHARED / "data" / "real" / "cdte_110_twin" / "config.json"
 
 
 def _twin_config(**slab2):
-    s1 = {"chemical_formula": "CdTe", "space_group": "F-43m", "uvw_project": [1, 1, 0], "uvw_upward": [0, 0, 1],
-          "tilt_angle": 54.73538, "max_dimension": 34.4, "flip_species": False}
+    s1 = {
+        "chemical_formula": "CdTe",
+        "space_group": "F-43m",
+        "uvw_project": [1, 1, 0],
+        "uvw_upward": [0, 0, 1],
+        "tilt_angle": 54.73538,
+        "max_dimension": 34.4,
+        "flip_species": False,
+    }
     s2 = dict(s1, tilt_angle=125.26462, flip_species=True, **slab2)
-    return {"slab_1": s1, "slab_2": s2, "constraints": {"min_width": 20, "max_width": 60, "min_depth": 8, "max_depth": 12}}
+    return {
+        "slab_1": s1,
+        "slab_2": s2,
+        "constraints": {"min_width": 20, "max_width": 60, "min_depth": 8, "max_depth": 12},
+    }
 
 
 def test_recipe_maps_fields():
@@ -53,8 +63,13 @@ def test_real_config_builds_the_sigma3_twin():
 
     g1m = Columns(mirrored, g1.intensity, g1.width, g1.species)
     inner = (g2.xy[:, 0] > bx + 1.0) & (g2.xy[:, 0] < 2 * bx - 1.0)
-    m = match_columns(g2.subset(inner & (g2.xy[:, 1] > 2) & (g2.xy[:, 1] < atoms.cell[1, 1] - 2)), g1m,
-                      tolerance=0.2, mirror=False, max_rotation=0.5)
+    m = match_columns(
+        g2.subset(inner & (g2.xy[:, 1] > 2) & (g2.xy[:, 1] < atoms.cell[1, 1] - 2)),
+        g1m,
+        tolerance=0.2,
+        mirror=False,
+        max_rotation=0.5,
+    )
     assert m.fraction > 0.95
 
 
@@ -64,11 +79,14 @@ def _write(tmp_path, cfg):
     return p
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"chemical_formula": "Unobtainium"}, "not a known material"),
-    ({"uvw_project": [0, 0, 0]}, "zero vector"),
-    ({"uvw_upward": [2, 2, 0]}, "parallel"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"chemical_formula": "Unobtainium"}, "not a known material"),
+        ({"uvw_project": [0, 0, 0]}, "zero vector"),
+        ({"uvw_upward": [2, 2, 0]}, "parallel"),
+    ],
+)
 def test_bad_configs_give_one_clear_error(tmp_path, change, message):
     cfg = _twin_config()
     cfg["slab_2"].update(change)

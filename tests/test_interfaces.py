@@ -10,17 +10,28 @@ import pytest
 
 from surrogate.errors import ConfigError
 from surrogate.potential.interfaces import (
-    EV_PER_A2_IN_MJ_PER_M2, boundary_area, boundary_energy, boundary_energy_details, bulk_reference,
-    chemical_potentials, formation_energy, formation_energy_details, relax_candidate,
+    EV_PER_A2_IN_MJ_PER_M2,
+    boundary_area,
+    boundary_energy,
+    boundary_energy_details,
+    bulk_reference,
+    chemical_potentials,
+    formation_energy,
+    formation_energy_details,
+    relax_candidate,
 )
 from surrogate.structures import add_defects, bicrystal, crystal, zone_axis_slab
 
 ROOT = Path(__file__).resolve().parents[1]
 AX_110 = 6.481 / np.sqrt(2)  # CdTe [110] cell period along x (the [1-10] direction) [Å]
-TWIN = ({"zone_axis": [1, 1, 0], "upward": [0, 0, 1], "tilt": 54.73561},
-        {"zone_axis": [1, 1, 0], "upward": [0, 0, 1], "tilt": 125.26439, "flip_species": True})
-SIGMA9 = ({"zone_axis": [1, 1, 0], "upward": [0, 0, 1], "tilt": -19.47},
-          {"zone_axis": [1, 1, 0], "upward": [0, 0, 1], "tilt": 19.47})
+TWIN = (
+    {"zone_axis": [1, 1, 0], "upward": [0, 0, 1], "tilt": 54.73561},
+    {"zone_axis": [1, 1, 0], "upward": [0, 0, 1], "tilt": 125.26439, "flip_species": True},
+)
+SIGMA9 = (
+    {"zone_axis": [1, 1, 0], "upward": [0, 0, 1], "tilt": -19.47},
+    {"zone_axis": [1, 1, 0], "upward": [0, 0, 1], "tilt": 19.47},
+)
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +100,11 @@ def test_vacancy_formation_energies_follow_the_chemical_potentials(cdte_calc, si
         assert ef == pytest.approx(f.energy - e_host + mu["Cd"], abs=1e-6)
     assert f.limits["Cd-rich"] > f.limits["Te-rich"]
     assert f.limits["Cd-rich"] - f.limits["Te-rich"] == pytest.approx(
-        -(chemical_potentials(bulk_reference(vac, cdte_calc), cdte_calc, "Te-rich")["Cd"]
-          - chemical_potentials(bulk_reference(vac, cdte_calc), cdte_calc, "Cd-rich")["Cd"]))
+        -(
+            chemical_potentials(bulk_reference(vac, cdte_calc), cdte_calc, "Te-rich")["Cd"]
+            - chemical_potentials(bulk_reference(vac, cdte_calc), cdte_calc, "Cd-rich")["Cd"]
+        )
+    )
     # elemental Si: no chemical-potential choice; a vacancy costs a few eV (DFT 3.6-3.7 eV)
     si = zone_axis_slab(crystal("Si"), (1, 0, 0), None, (10.0, 10.0), 10.0, "Si")
     ef = formation_energy(add_defects(si, [{"kind": "vacancy"}], seed=0), si_calc)

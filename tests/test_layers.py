@@ -28,8 +28,14 @@ def _lint_imports() -> Path:
 def _check(root: Path) -> subprocess.CompletedProcess:
     """Run the contract on the ``surrogate`` package under ``root`` (found first on the path)."""
     env = {**os.environ, "PYTHONPATH": str(root)}
-    return subprocess.run([str(_lint_imports()), str(CONFIG), "--no-cache", "--no-logo"], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(_lint_imports()), str(CONFIG), "--no-cache", "--no-logo"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_the_package_keeps_its_layers():

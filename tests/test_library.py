@@ -15,9 +15,16 @@ from surrogate.simulate import ImagingConditions
 from tests.conftest import REPO, tiny_library_config
 
 TINY = [
-    "library.images_per_structure=3", "library.shape=[32,32]", "library.scheduler=synchronous",
-    "structures.materials=[{name: Si}]", "structures.zone_axes=[[1,1,0]]", "structures.thicknesses=[8.0]",
-    "structures.fov=[6.4,6.4]", "structures.defects.per_slab=3", "structures.boundaries=[]", "progress=false",
+    "library.images_per_structure=3",
+    "library.shape=[32,32]",
+    "library.scheduler=synchronous",
+    "structures.materials=[{name: Si}]",
+    "structures.zone_axes=[[1,1,0]]",
+    "structures.thicknesses=[8.0]",
+    "structures.fov=[6.4,6.4]",
+    "structures.defects.per_slab=3",
+    "structures.boundaries=[]",
+    "progress=false",
 ]
 
 
@@ -41,8 +48,10 @@ def test_manifest_round_trips_and_counts_are_right(tiny_library):
 
 
 def test_condition_encoding_round_trips():
-    conds = [ImagingConditions(mode="hrtem", method="multislice", dose=None, defocus=-3.5, seed=7),
-             ImagingConditions(mode="abf", method="prism", inner=10, outer=20, dose=1e3, seed=8)]
+    conds = [
+        ImagingConditions(mode="hrtem", method="multislice", dose=None, defocus=-3.5, seed=7),
+        ImagingConditions(mode="abf", method="prism", inner=10, outer=20, dose=1e3, seed=8),
+    ]
     assert [decode_conditions(r) for r in encode_conditions(conds)] == conds
 
 
@@ -75,8 +84,14 @@ def test_dataset_is_lazy_and_worker_safe(tiny_library):
 
 
 def _build_cmd(out):
-    return [sys.executable, "-m", "surrogate.library", f"library.output_dir={out}", *TINY,
-            "structures.defects.per_slab=11"]
+    return [
+        sys.executable,
+        "-m",
+        "surrogate.library",
+        f"library.output_dir={out}",
+        *TINY,
+        "structures.defects.per_slab=11",
+    ]
 
 
 def _read_all(root):
@@ -92,9 +107,15 @@ def test_killed_build_resumes_to_identical_content(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     subprocess.run(_build_cmd(ref), check=True, env=env, capture_output=True, cwd=tmp_path)
-    proc = subprocess.Popen(_build_cmd(killed), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _build_cmd(killed), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
-    while time.time() < deadline and not list((killed / "done").glob("*.done")) if (killed / "done").exists() else time.time() < deadline:
+    while (
+        time.time() < deadline and not list((killed / "done").glob("*.done"))
+        if (killed / "done").exists()
+        else time.time() < deadline
+    ):
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -153,10 +174,12 @@ def test_missing_or_corrupt_manifest_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize(
     "override, message",
-    [("structures.materials=[{name: Qq}]", "unknown"),
-     ("structures.zone_axes=[[0,0,0]]", "impossible zone axis"),
-     ("simulate.ranges.defocus=[10,-10]", "empty range"),
-     ("simulate.settings.potential_sampling=0.1", "beyond the maximum simulated angle")],
+    [
+        ("structures.materials=[{name: Qq}]", "unknown"),
+        ("structures.zone_axes=[[0,0,0]]", "impossible zone axis"),
+        ("simulate.ranges.defocus=[10,-10]", "empty range"),
+        ("simulate.settings.potential_sampling=0.1", "beyond the maximum simulated angle"),
+    ],
 )
 def test_cli_reports_bad_input_in_one_line(tmp_path, override, message):
     extra = ["simulate.modes=[{mode: haadf, method: multislice}]"] if "potential_sampling" in override else []
@@ -184,8 +207,9 @@ def test_structure_files_join_the_library_with_their_energies(tmp_path):
     from surrogate.structures.recipes import build_structure
     from surrogate.structures.thermal import rattle
 
-    base = build_structure({"kind": "bulk", "material": {"name": "Si"}, "zone_axis": [1, 1, 0], "thickness": 8.0,
-                            "fov": [6.4, 6.4]})
+    base = build_structure(
+        {"kind": "bulk", "material": {"name": "Si"}, "zone_axis": [1, 1, 0], "thickness": 8.0, "fov": [6.4, 6.4]}
+    )
     frames = [rattle(base, 0.05, s) for s in (1, 2)]
     for i, a in enumerate(frames):
         a.info["energy_per_atom"], a.info["energy_model"] = -4.5 - i, "test-model"

@@ -11,7 +11,13 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 
 from surrogate.library.energies import (
-    annotate_energies, energy_model, main, read_compositions, read_energies, relative_energies, run,
+    annotate_energies,
+    energy_model,
+    main,
+    read_compositions,
+    read_energies,
+    relative_energies,
+    run,
 )
 
 
@@ -216,9 +222,17 @@ def _cdte_library(tmp_path):
     slab = zone_axis_slab(unit, (1, 1, 0), None, (9.0, 6.0), 6.0, "CdTe")
     vac = add_defects(slab, [{"kind": "vacancy", "species": "Cd"}], seed=0)
     z = {"zone_axis": [1, 1, 0], "upward": [0, 0, 1]}
-    twin = bicrystal(unit, {**z, "tilt": 54.73561}, {**z, "tilt": 125.26439, "flip_species": True},
-                     fov=(20.0, 12.0), thickness=6.0, material="CdTe")
-    tilt = bicrystal(unit, {**z, "tilt": -19.47}, {**z, "tilt": 19.47}, fov=(20.0, 12.0), thickness=6.0, material="CdTe")
+    twin = bicrystal(
+        unit,
+        {**z, "tilt": 54.73561},
+        {**z, "tilt": 125.26439, "flip_species": True},
+        fov=(20.0, 12.0),
+        thickness=6.0,
+        material="CdTe",
+    )
+    tilt = bicrystal(
+        unit, {**z, "tilt": -19.47}, {**z, "tilt": 19.47}, fov=(20.0, 12.0), thickness=6.0, material="CdTe"
+    )
     db = connect(tmp_path / "structures.db")
     for unit_index, atoms in enumerate((slab, vac, twin, tilt)):
         _write_row(db, atoms, unit_index)

@@ -182,15 +182,17 @@ def test_tiny_model_overfits_a_few_structures():
     from surrogate.potential.data import fit_reference_energies
 
     torch.manual_seed(0)
-    net = Potential(["Si"], cutoff=4.0, features=16, layers=2, ref_energies=fit_reference_energies(frames, ["Si"]),
-                    scale=1.0)
+    net = Potential(
+        ["Si"], cutoff=4.0, features=16, layers=2, ref_energies=fit_reference_energies(frames, ["Si"]), scale=1.0
+    )
     batch = collate([atoms_to_graph(a, ["Si"], 4.0) for a in frames])
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
 
     def loss_fn():
         out = net(batch, compute_forces=True)
-        return (((out["energy"] - batch["energy"]) / batch["n_atoms"]) ** 2).mean() + \
-            0.1 * ((out["forces"] - batch["forces"]) ** 2).mean()
+        return (((out["energy"] - batch["energy"]) / batch["n_atoms"]) ** 2).mean() + 0.1 * (
+            (out["forces"] - batch["forces"]) ** 2
+        ).mean()
 
     net.train()
     first = float(loss_fn())
@@ -211,10 +213,19 @@ def trained_run(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("pot")
     data = _write(tmp / "si_small.extxyz", _tiny_frames(aimd=2))
-    overrides = ["experiment=potential_si", f"dft.files=[{data}]", "dft.val_fraction=0.0", f"paths.output_dir={tmp}",
-                 "model.net.features=16", "model.net.layers=2", "model.net.cutoff=4.0", "model.net.moments=true",
-                 "trainer.max_epochs=8",
-                 "model.optimizer.lr=0.01", "dft.batch_size=2"]
+    overrides = [
+        "experiment=potential_si",
+        f"dft.files=[{data}]",
+        "dft.val_fraction=0.0",
+        f"paths.output_dir={tmp}",
+        "model.net.features=16",
+        "model.net.layers=2",
+        "model.net.cutoff=4.0",
+        "model.net.moments=true",
+        "trainer.max_epochs=8",
+        "model.optimizer.lr=0.01",
+        "dft.batch_size=2",
+    ]
     with initialize_config_module(version_base="1.3", config_module="surrogate.configs"):
         cfg = compose(config_name="train", overrides=overrides, return_hydra_config=False)
     return train(cfg), tmp, overrides
@@ -275,8 +286,9 @@ def test_cdte_held_out_split_comes_from_the_labels():
 
     frames, _ = read_frames(str(REPO / "data" / "dft" / "cdte" / "batch_*.extxyz"))
     parts = split_frames(frames, 0.1)
-    assert {a.info["config_id"] for a in parts["test"]} == {a.info["config_id"] for a in frames
-                                                            if a.info["split"] == "test"}
+    assert {a.info["config_id"] for a in parts["test"]} == {
+        a.info["config_id"] for a in frames if a.info["split"] == "test"
+    }
     assert len(parts["test"]) > 0 and len(parts["val"]) > 0
 
 
@@ -298,8 +310,11 @@ def test_si_conversion_round_trips_the_mlearn_json(tmp_path):
             np.testing.assert_array_equal(s.arrays[REF_FORCES], a.arrays[REF_FORCES])
             assert a.info["split"] == split and a.info["doi"] == "10.1021/acs.jpca.9b08723"
     # stress: VASP kbar (+ = compressive, xx yy zz xy yz zx) -> ASE eV/Å^3; a stretched cell is in tension
-    item = next(i for i in json.loads((MLEARN / "training.json").read_text())
-                if i["description"] == "Si 2x2x2 cell, mode 3, strain 0.1")
+    item = next(
+        i
+        for i in json.loads((MLEARN / "training.json").read_text())
+        if i["description"] == "Si 2x2x2 cell, mode 3, strain 0.1"
+    )
     a = next(f for f in read(tmp_path / "train.extxyz", index=":") if f.info["description"] == item["description"])
     from ase import units
 

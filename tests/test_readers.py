@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from conftest import SHARED
+
 from surrogate.errors import ImageError
 from surrogate.io.readers import read_image
 
@@ -11,9 +11,18 @@ REAL = SHARED / "data" / "real" / "cdte_110_twin" / "HAADF26.dm3"
 
 
 def _signal(data, scale_nm=0.02):
-    axes = [{"name": n, "size": s, "scale": scale_nm, "units": "nm", "navigate": False, "offset": 0.0}
-            for n, s in zip("yx", data.shape)]
-    return {"data": data, "axes": axes, "metadata": {"General": {"title": "test"}, "Signal": {}}, "original_metadata": {}, "tmp_parameters": {}, "attributes": {}}
+    axes = [
+        {"name": n, "size": s, "scale": scale_nm, "units": "nm", "navigate": False, "offset": 0.0}
+        for n, s in zip("yx", data.shape)
+    ]
+    return {
+        "data": data,
+        "axes": axes,
+        "metadata": {"General": {"title": "test"}, "Signal": {}},
+        "original_metadata": {},
+        "tmp_parameters": {},
+        "attributes": {},
+    }
 
 
 @pytest.mark.skipif(not REAL.is_file(), reason="shared real data absent")
@@ -48,13 +57,16 @@ def test_uncalibrated_formats_need_a_pixel_size(tmp_path):
         assert read_image(tmp_path / name, pixel_size=0.2).sampling == 0.2
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda: np.full((64, 64), 3.0), "constant"),
-    (lambda: np.where(np.eye(64) > 0, np.nan, 1.0) + np.arange(64), "NaN/inf"),
-    (lambda: np.zeros((0, 64)), "empty"),
-    (lambda: np.random.rand(8, 8), "too small"),
-    (lambda: np.random.rand(4, 64, 64) > 2, None),  # bool stack -> summed, then constant
-])
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: np.full((64, 64), 3.0), "constant"),
+        (lambda: np.where(np.eye(64) > 0, np.nan, 1.0) + np.arange(64), "NaN/inf"),
+        (lambda: np.zeros((0, 64)), "empty"),
+        (lambda: np.random.rand(8, 8), "too small"),
+        (lambda: np.random.rand(4, 64, 64) > 2, None),  # bool stack -> summed, then constant
+    ],
+)
 def test_bad_arrays_give_one_line_errors(tmp_path, make, message):
     np.save(tmp_path / "bad.npy", make())
     with pytest.raises(ImageError) as err:

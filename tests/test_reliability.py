@@ -68,8 +68,14 @@ def test_killed_index_save_is_never_read_half_written(tmp_path):
     script = tmp_path / "saver.py"
     script.write_text(SAVER)
     for delay in (0.0, 0.13, 0.31):
-        proc = subprocess.Popen([sys.executable, str(script), str(path), "200000"], env=ENV, cwd=tmp_path,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(path), "200000"],
+            env=ENV,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         proc.stdout.readline()  # one save has completed
         _kill_when(proc, lambda: True, extra=delay)
         _check_index_or_absent(path)  # (a killed save may leave a .i.faiss.*.tmp file; nothing reads those)
@@ -124,8 +130,14 @@ def test_killed_output_writing_never_leaves_a_truncated_file(tmp_path):
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     for delay in (0.0, 0.05, 0.17):
-        proc = subprocess.Popen([sys.executable, str(script), str(path)], env=ENV, cwd=tmp_path,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(path)],
+            env=ENV,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         proc.stdout.readline()
         _kill_when(proc, lambda: True, extra=delay)
         doc = json.loads(path.read_text())  # always whole: the old or the new file, never a prefix
@@ -141,7 +153,9 @@ def hog_result(tiny_library):
     from surrogate.io.readers import Micrograph
 
     mic = Micrograph(data=np.tile(image, (2, 2)).astype(np.float32), sampling=0.2, path="tiled.npy", metadata={})
-    return run_inference(mic, tiny_library, preprocess={"denoise": "none"}, method="spectrum", refine={"top": 0}, progress=False)
+    return run_inference(
+        mic, tiny_library, preprocess={"denoise": "none"}, method="spectrum", refine={"top": 0}, progress=False
+    )
 
 
 def test_interrupted_report_leaves_no_candidates_json(hog_result, tmp_path, monkeypatch):
@@ -171,11 +185,24 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_library, tmp_path
     import torch
 
     def cmd(run, *extra):
-        return [sys.executable, str(REPO / "train.py"), "experiment=embedding_demo", f"library_dir={tiny_library}",
-                f"paths.output_dir={run}", f"hydra.run.dir={run}", "model.net.dim=16", "data.classes_per_batch=2",
-                "data.images_per_class=2", "trainer.max_epochs=40", "+trainer.limit_train_batches=2",
-                "+trainer.limit_val_batches=1", "+trainer.enable_progress_bar=false", "logger=csv",
-                "data.fractions=[0.5,0.5,0.0]", *extra]  # a validation split, so every epoch checkpoints
+        return [
+            sys.executable,
+            str(REPO / "train.py"),
+            "experiment=embedding_demo",
+            f"library_dir={tiny_library}",
+            f"paths.output_dir={run}",
+            f"hydra.run.dir={run}",
+            "model.net.dim=16",
+            "data.classes_per_batch=2",
+            "data.images_per_class=2",
+            "trainer.max_epochs=40",
+            "+trainer.limit_train_batches=2",
+            "+trainer.limit_val_batches=1",
+            "+trainer.enable_progress_bar=false",
+            "logger=csv",
+            "data.fractions=[0.5,0.5,0.0]",
+            *extra,
+        ]  # a validation split, so every epoch checkpoints
 
     run = tmp_path / "run"
     last = run / "checkpoints" / "last.ckpt"
@@ -185,7 +212,9 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_library, tmp_path
     killed = torch.load(last, map_location="cpu", weights_only=True)  # whole, readable
     assert killed["epoch"] < 39, "the kill must land before the end"
     per_epoch = killed["global_step"] // (killed["epoch"] + 1)
-    r = subprocess.run(cmd(tmp_path / "run2", f"ckpt_path={last}"), env=ENV, cwd=tmp_path, capture_output=True, text=True)
+    r = subprocess.run(
+        cmd(tmp_path / "run2", f"ckpt_path={last}"), env=ENV, cwd=tmp_path, capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     final = torch.load(tmp_path / "run2" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert final["epoch"] == 39 and final["global_step"] == 40 * per_epoch  # all 40 epochs, no step done twice or lost
@@ -193,15 +222,18 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_library, tmp_path
 
 # --- bad input: the image reader ---------------------------------------------------------------------
 
+
 def _npy(value):
     def make(path):
         np.save(path, value, allow_pickle=True)
+
     return make
 
 
 def _bytes(data):
     def make(path):
         path.write_bytes(data)
+
     return make
 
 
@@ -249,6 +281,7 @@ def test_reader_bad_input_is_one_line(tmp_path, name):
 
 # --- bad input: the CLIs, called in-process with argv -----------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def bad(tiny_library, tmp_path_factory):
     """Files for the CLI sweep: a good embedding checkpoint of the tiny library, damaged copies, a
@@ -262,36 +295,63 @@ def bad(tiny_library, tmp_path_factory):
     d = tmp_path_factory.mktemp("bad")
     lib = Library(tiny_library)
     net_cfg = {"backbone": "resnet18", "dim": 16}
-    rec = {"library_hash": lib.hash, "sampling": lib.sampling, "image_shape": lib.manifest["image_shape"], "net": net_cfg}
+    rec = {
+        "library_hash": lib.hash,
+        "sampling": lib.sampling,
+        "image_shape": lib.manifest["image_shape"],
+        "net": net_cfg,
+    }
     torch.manual_seed(0)
     torch.save({"format": FORMAT, "state_dict": EmbeddingNet(**net_cfg).state_dict(), "surrogate": rec}, d / "emb.pt")
     (d / "truncated.pt").write_bytes((d / "emb.pt").read_bytes()[:5000])
     (d / "empty.pt").write_bytes(b"")
     other = dict(rec, library_hash="0123456789abcdef")
-    torch.save({"format": FORMAT, "state_dict": EmbeddingNet(**net_cfg).state_dict(), "surrogate": other}, d / "other_lib.pt")
+    torch.save(
+        {"format": FORMAT, "state_dict": EmbeddingNet(**net_cfg).state_dict(), "surrogate": other}, d / "other_lib.pt"
+    )
     np.save(d / "q.npy", np.random.default_rng(0).random((64, 64)))
     np.save(d / "nan.npy", np.full((64, 64), np.nan))
     np.save(d / "rgb.npy", np.random.default_rng(0).random((64, 64, 3)))
     shutil.copytree(tiny_library, d / "no_manifest")
     (d / "no_manifest" / "manifest.json").unlink()
     shutil.copytree(tiny_library, d / "damaged")
-    chunk = sorted(p for p in (d / "damaged" / "images.zarr" / "images").rglob("*") if p.is_file() and p.name.isdigit())[0]
+    chunk = sorted(
+        p for p in (d / "damaged" / "images.zarr" / "images").rglob("*") if p.is_file() and p.name.isdigit()
+    )[0]
     chunk.write_bytes(chunk.read_bytes()[:20])
     (d / "idx").mkdir()
     (d / "idx" / "junk.faiss").write_bytes(b"junk" * 100)
-    (d / "idx" / "junk.faiss.json").write_text(json.dumps({"dim": 16, "kind": "flat", "count": 12, "library_hash": lib.hash}))
+    (d / "idx" / "junk.faiss.json").write_text(
+        json.dumps({"dim": 16, "kind": "flat", "count": 12, "library_hash": lib.hash})
+    )
     return {"dir": d, "lib": tiny_library, "pot": REPO / "checkpoints" / "potential_demo.pt"}
 
 
 def _infer(b, *extra, image="q.npy"):
-    return ["surrogate-infer", f"image={b['dir'] / image}", "pixel_size=0.2", f"library_dir={b['lib']}",
-            f"checkpoint={b['dir'] / 'emb.pt'}", "refine.top=0", f"hydra.run.dir={b['dir'] / 'run'}", *extra]
+    return [
+        "surrogate-infer",
+        f"image={b['dir'] / image}",
+        "pixel_size=0.2",
+        f"library_dir={b['lib']}",
+        f"checkpoint={b['dir'] / 'emb.pt'}",
+        "refine.top=0",
+        f"hydra.run.dir={b['dir'] / 'run'}",
+        *extra,
+    ]
 
 
 def _tiny_build(b):
-    return [f"library.output_dir={b['dir'] / 'newlib'}", "library.images_per_structure=2", "library.shape=[32,32]",
-            "structures.materials=[{name: Si}]", "structures.zone_axes=[[1,1,0]]", "structures.thicknesses=[8.0]",
-            "structures.fov=[6.4,6.4]", "structures.boundaries=[]", "progress=false"]
+    return [
+        f"library.output_dir={b['dir'] / 'newlib'}",
+        "library.images_per_structure=2",
+        "library.shape=[32,32]",
+        "structures.materials=[{name: Si}]",
+        "structures.zone_axes=[[1,1,0]]",
+        "structures.thicknesses=[8.0]",
+        "structures.fov=[6.4,6.4]",
+        "structures.boundaries=[]",
+        "progress=false",
+    ]
 
 
 CLI_CASES = {
@@ -304,35 +364,91 @@ CLI_CASES = {
     "infer/pixel-size-text": ("infer", lambda b: _infer(b, "pixel_size=abc"), "not a number"),
     "infer/k-zero": ("infer", lambda b: _infer(b, "retrieval.k=0"), "retrieval.k=0"),
     "infer/config-typo": ("infer", lambda b: _infer(b, "retrieval.kk=3"), "retrieval.kk"),
-    "infer/truncated-checkpoint": ("infer", lambda b: _infer(b, f"checkpoint={b['dir'] / 'truncated.pt'}"), "cannot read"),
+    "infer/truncated-checkpoint": (
+        "infer",
+        lambda b: _infer(b, f"checkpoint={b['dir'] / 'truncated.pt'}"),
+        "cannot read",
+    ),
     "infer/empty-checkpoint": ("infer", lambda b: _infer(b, f"checkpoint={b['dir'] / 'empty.pt'}"), "empty"),
     "infer/potential-as-embedding": ("infer", lambda b: _infer(b, f"checkpoint={b['pot']}"), "potential checkpoint"),
-    "infer/checkpoint-of-other-library": ("infer", lambda b: _infer(b, f"checkpoint={b['dir'] / 'other_lib.pt'}"), "0123456789abcdef"),
-    "infer/library-without-manifest": ("infer", lambda b: _infer(b, f"library_dir={b['dir'] / 'no_manifest'}"), "no manifest"),
-    "infer/damaged-image-chunk": ("infer", lambda b: _infer(b, f"library_dir={b['dir'] / 'damaged'}", "method=hog"), "damaged"),
+    "infer/checkpoint-of-other-library": (
+        "infer",
+        lambda b: _infer(b, f"checkpoint={b['dir'] / 'other_lib.pt'}"),
+        "0123456789abcdef",
+    ),
+    "infer/library-without-manifest": (
+        "infer",
+        lambda b: _infer(b, f"library_dir={b['dir'] / 'no_manifest'}"),
+        "no manifest",
+    ),
+    "infer/damaged-image-chunk": (
+        "infer",
+        lambda b: _infer(b, f"library_dir={b['dir'] / 'damaged'}", "method=hog"),
+        "damaged",
+    ),
     "infer/corrupt-index": ("infer", lambda b: _infer(b, f"index={b['dir'] / 'idx' / 'junk.faiss'}"), "corrupt index"),
     "build/config-typo": ("build", lambda b: ["x", "library.ouput_dir=x"], "library.ouput_dir"),
     "build/unknown-option": ("build", lambda b: ["x", "simulate=nonexistent"], "simulate/nonexistent"),
-    "build/unknown-scheduler": ("build", lambda b: ["x", *_tiny_build(b), "library.scheduler=lcoal"], "library.scheduler='lcoal'"),
-    "build/unreachable-scheduler": ("build", lambda b: ["x", *_tiny_build(b), "library.scheduler=tcp://127.0.0.1:1"],
-                                    "cannot reach the dask scheduler"),
+    "build/unknown-scheduler": (
+        "build",
+        lambda b: ["x", *_tiny_build(b), "library.scheduler=lcoal"],
+        "library.scheduler='lcoal'",
+    ),
+    "build/unreachable-scheduler": (
+        "build",
+        lambda b: ["x", *_tiny_build(b), "library.scheduler=tcp://127.0.0.1:1"],
+        "cannot reach the dask scheduler",
+    ),
     "search/config-typo": ("search", lambda b: ["x", "serch.steps=3"], "serch.steps"),
     "train/unknown-experiment": ("train", lambda b: ["x", "experiment=embedding_dmeo"], "embedding_dmeo"),
-    "train/truncated-resume-checkpoint": ("train", lambda b: ["x", "experiment=embedding_demo", f"library_dir={b['lib']}",
-                                                              f"ckpt_path={b['dir'] / 'truncated.pt'}"], "cannot read"),
-    "train/potential-checkpoint-for-embedding": ("train", lambda b: ["x", "experiment=embedding_demo", f"library_dir={b['lib']}",
-                                                                     f"ckpt_path={b['pot']}"], "potential checkpoint"),
-    "train/embedding-checkpoint-for-potential": ("train", lambda b: ["x", "experiment=potential_demo",
-                                                                     f"ckpt_path={b['dir'] / 'emb.pt'}"], "embedding checkpoint"),
+    "train/truncated-resume-checkpoint": (
+        "train",
+        lambda b: [
+            "x",
+            "experiment=embedding_demo",
+            f"library_dir={b['lib']}",
+            f"ckpt_path={b['dir'] / 'truncated.pt'}",
+        ],
+        "cannot read",
+    ),
+    "train/potential-checkpoint-for-embedding": (
+        "train",
+        lambda b: ["x", "experiment=embedding_demo", f"library_dir={b['lib']}", f"ckpt_path={b['pot']}"],
+        "potential checkpoint",
+    ),
+    "train/embedding-checkpoint-for-potential": (
+        "train",
+        lambda b: ["x", "experiment=potential_demo", f"ckpt_path={b['dir'] / 'emb.pt'}"],
+        "embedding checkpoint",
+    ),
     "train/missing-library": ("train", lambda b: ["x", f"library_dir={b['dir'] / 'nolib'}"], "no manifest"),
-    "annotate/embedding-as-potential": ("annotate", lambda b: ["--library", str(b["lib"]), "--checkpoint", str(b["dir"] / "emb.pt"),
-                                                               "--no-progress"], "embedding checkpoint"),
-    "annotate/truncated-checkpoint": ("annotate", lambda b: ["--library", str(b["lib"]), "--checkpoint", str(b["dir"] / "truncated.pt"),
-                                                             "--no-progress"], "cannot read"),
-    "annotate/not-a-library": ("annotate", lambda b: ["--library", str(b["dir"]), "--checkpoint", str(b["pot"]),
-                                                      "--no-progress"], "no structures.db"),
-    "index/truncated-checkpoint": ("index", lambda b: ["--library", str(b["lib"]), "--checkpoint", str(b["dir"] / "truncated.pt"),
-                                                       "--out", str(b["dir"] / "x.faiss")], "cannot read"),
+    "annotate/embedding-as-potential": (
+        "annotate",
+        lambda b: ["--library", str(b["lib"]), "--checkpoint", str(b["dir"] / "emb.pt"), "--no-progress"],
+        "embedding checkpoint",
+    ),
+    "annotate/truncated-checkpoint": (
+        "annotate",
+        lambda b: ["--library", str(b["lib"]), "--checkpoint", str(b["dir"] / "truncated.pt"), "--no-progress"],
+        "cannot read",
+    ),
+    "annotate/not-a-library": (
+        "annotate",
+        lambda b: ["--library", str(b["dir"]), "--checkpoint", str(b["pot"]), "--no-progress"],
+        "no structures.db",
+    ),
+    "index/truncated-checkpoint": (
+        "index",
+        lambda b: [
+            "--library",
+            str(b["lib"]),
+            "--checkpoint",
+            str(b["dir"] / "truncated.pt"),
+            "--out",
+            str(b["dir"] / "x.faiss"),
+        ],
+        "cannot read",
+    ),
 }
 
 
@@ -369,11 +485,16 @@ def test_cli_bad_input_is_one_error_line(bad, case, capsys, monkeypatch, tmp_pat
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], err
 
 
-@pytest.mark.parametrize("argv", [["infer.py", "image=x.npy", "retrieval.kk=3"], ["-m", "surrogate.library", "simulate=nonexistent"]])
+@pytest.mark.parametrize(
+    "argv", [["infer.py", "image=x.npy", "retrieval.kk=3"], ["-m", "surrogate.library", "simulate=nonexistent"]]
+)
 def test_real_process_config_typo_is_one_line_exit_2(tmp_path, argv):
     """The same through a real console process (the in-process sweep above covers the rest)."""
-    cmd = [sys.executable, *([str(REPO / argv[0])] if argv[0].endswith(".py") else argv[:2]),
-           *(argv[1:] if argv[0].endswith(".py") else argv[2:])]
+    cmd = [
+        sys.executable,
+        *([str(REPO / argv[0])] if argv[0].endswith(".py") else argv[:2]),
+        *(argv[1:] if argv[0].endswith(".py") else argv[2:]),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=ENV)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in r.stderr

@@ -18,12 +18,27 @@ def tiny_model(tiny_library, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("embedding_run")
     with initialize_config_module(version_base="1.3", config_module="surrogate.configs"):
-        cfg = compose(config_name="train", overrides=[
-            "experiment=embedding_demo", f"library_dir={tiny_library}", f"paths.output_dir={out}", "logger=csv",
-            "model.net.dim=16", "model.net.hidden=64", "model.net.input_size=32", "data.classes_per_batch=4",
-            "data.images_per_class=4", "data.batch_size=8", "trainer.max_epochs=25", "+trainer.enable_progress_bar=false",
-            "+trainer.enable_model_summary=false", "model.examples_every=0", "model.augment.dose=[1000.0,100000.0]",
-            "data.fractions=[1.0,0.0,0.0]"])
+        cfg = compose(
+            config_name="train",
+            overrides=[
+                "experiment=embedding_demo",
+                f"library_dir={tiny_library}",
+                f"paths.output_dir={out}",
+                "logger=csv",
+                "model.net.dim=16",
+                "model.net.hidden=64",
+                "model.net.input_size=32",
+                "data.classes_per_batch=4",
+                "data.images_per_class=4",
+                "data.batch_size=8",
+                "trainer.max_epochs=25",
+                "+trainer.enable_progress_bar=false",
+                "+trainer.enable_model_summary=false",
+                "model.examples_every=0",
+                "model.augment.dose=[1000.0,100000.0]",
+                "data.fractions=[1.0,0.0,0.0]",
+            ],
+        )
     train(cfg)
     return out / "checkpoints" / "last.ckpt"
 
@@ -58,13 +73,18 @@ def test_clean_renderings_of_library_configurations_retrieve_themselves(tiny_mod
     index = build_index(lib.root, tiny_model, tmp_path / "lib.faiss")
     emb = load_embedder(tiny_model)
     assert len(index) == len(images)
-    loaded = EmbeddingIndex.load(tmp_path / "lib.faiss", expect={"checkpoint_hash": emb.checkpoint_hash,
-                                                                  "library_hash": lib.hash})
+    loaded = EmbeddingIndex.load(
+        tmp_path / "lib.faiss", expect={"checkpoint_hash": emb.checkpoint_hash, "library_hash": lib.hash}
+    )
     cfg = lib.manifest["config"]
     for cid in np.unique(cids):  # re-render each configuration from its structure row and library conditions
         rows = np.flatnonzero(cids == cid)
-        again = render(lib.atoms(f"{int(cid):016x}"), [lib.conditions(int(i)) for i in rows], tuple(images.shape[1:]),
-                       _settings(cfg["simulate"]))
+        again = render(
+            lib.atoms(f"{int(cid):016x}"),
+            [lib.conditions(int(i)) for i in rows],
+            tuple(images.shape[1:]),
+            _settings(cfg["simulate"]),
+        )
         np.testing.assert_allclose(again, images[rows], rtol=1e-5, atol=1e-6)  # the library is reproducible
         idx, dist = loaded.search(emb.embed(again), k=len(loaded))
         for q, row in enumerate(rows):  # its own library image is at rank 1 (ties with identical embeddings allowed)
@@ -127,5 +147,7 @@ def test_index_cli_builds_an_index(tiny_model, tiny_library, tmp_path, capsys):
     main(["--library", str(tiny_library), "--checkpoint", str(tiny_model), "--out", str(tmp_path / "i.faiss")])
     assert "indexed" in capsys.readouterr().out and (tmp_path / "i.faiss.json").is_file()
     with pytest.raises(SystemExit) as exc:
-        main(["--library", str(tmp_path / "nolib"), "--checkpoint", str(tiny_model), "--out", str(tmp_path / "j.faiss")])
+        main(
+            ["--library", str(tmp_path / "nolib"), "--checkpoint", str(tiny_model), "--out", str(tmp_path / "j.faiss")]
+        )
     assert exc.value.code == 2

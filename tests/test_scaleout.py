@@ -34,7 +34,7 @@ def test_family_sampler_shards_disjoint_equal_batches_across_ranks():
     whole = list(FamilyBatchSampler(labels, groups, 4, 2, seed=3))
     ranks = [list(FamilyBatchSampler(labels, groups, 4, 2, seed=3, rank=r, world_size=2)) for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == len(whole) // 2
-    assert ranks[0] == whole[0::2][:len(ranks[0])] and ranks[1] == whole[1::2][:len(ranks[1])]
+    assert ranks[0] == whole[0::2][: len(ranks[0])] and ranks[1] == whole[1::2][: len(ranks[1])]
 
 
 def test_embedding_trains_with_ddp_on_two_cpu_processes(tiny_library, tmp_path):
@@ -43,10 +43,24 @@ def test_embedding_trains_with_ddp_on_two_cpu_processes(tiny_library, tmp_path):
     from surrogate.library import Library
 
     run = tmp_path / "run"
-    cmd = [sys.executable, str(REPO / "train.py"), "experiment=embedding_demo", "trainer=ddp_cpu", f"library_dir={tiny_library}",
-           f"paths.output_dir={run}", f"hydra.run.dir={run}", "model.net.dim=16", "data.classes_per_batch=2",
-           "data.images_per_class=2", "data.batch_size=4", "trainer.max_epochs=2", "+trainer.limit_train_batches=2",
-           "+trainer.limit_val_batches=1", "+trainer.enable_progress_bar=false", "logger=csv"]
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "experiment=embedding_demo",
+        "trainer=ddp_cpu",
+        f"library_dir={tiny_library}",
+        f"paths.output_dir={run}",
+        f"hydra.run.dir={run}",
+        "model.net.dim=16",
+        "data.classes_per_batch=2",
+        "data.images_per_class=2",
+        "data.batch_size=4",
+        "trainer.max_epochs=2",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+        "+trainer.enable_progress_bar=false",
+        "logger=csv",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -16,8 +16,18 @@ from hypothesis import strategies as st
 
 from surrogate.errors import ConfigError
 from surrogate.search import (
-    ImageObjective, basin_hopping, crowding_distance, export_for_library, genetic_search, image_mismatch,
-    non_dominated_sort, pareto_front, propose, read_candidates, search_info, write_candidates,
+    ImageObjective,
+    basin_hopping,
+    crowding_distance,
+    export_for_library,
+    genetic_search,
+    image_mismatch,
+    non_dominated_sort,
+    pareto_front,
+    propose,
+    read_candidates,
+    search_info,
+    write_candidates,
 )
 
 
@@ -71,9 +81,15 @@ def _brute_force_front(p: np.ndarray) -> np.ndarray:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(1, 3).flatmap(lambda k: st.lists(
-    st.lists(st.one_of(st.integers(0, 4).map(float), st.just(float("nan"))), min_size=k, max_size=k),
-    min_size=1, max_size=25)))
+@given(
+    st.integers(1, 3).flatmap(
+        lambda k: st.lists(
+            st.lists(st.one_of(st.integers(0, 4).map(float), st.just(float("nan"))), min_size=k, max_size=k),
+            min_size=1,
+            max_size=25,
+        )
+    )
+)
 def test_pareto_front_is_exactly_the_non_dominated_points(points):
     p = np.array(points, float)
     front = pareto_front(p)
@@ -124,8 +140,17 @@ def test_basin_hopping_lowers_the_energy_of_a_rattled_lj_cluster():
     start = lj13()
     start.calc = LennardJones(rc=2.5)
     e_start = start.get_potential_energy()
-    result = basin_hopping(start, LennardJones(rc=2.5), steps=8, kT=0.8, moves={"rattle": 1}, rattle=0.35,
-                           relax_steps=300, seed=0, progress=False)
+    result = basin_hopping(
+        start,
+        LennardJones(rc=2.5),
+        steps=8,
+        kT=0.8,
+        moves={"rattle": 1},
+        rattle=0.35,
+        relax_steps=300,
+        seed=0,
+        progress=False,
+    )
     first_minimum = [c for c in result.candidates if c.info["search_step"] == 0][0]
     best = result.best.info["energy_per_atom"] * len(start)
     assert best < first_minimum.info["energy_per_atom"] * len(start) < e_start
@@ -135,8 +160,17 @@ def test_basin_hopping_lowers_the_energy_of_a_rattled_lj_cluster():
 
 @pytest.mark.parametrize("kT", [0.05, 1e-9])
 def test_basin_hopping_follows_the_metropolis_rule(kT):
-    result = basin_hopping(cuau(), EMT(), steps=12, kT=kT, moves={"swap": 1, "rattle": 1}, rattle=0.05,
-                           relax_steps=3, seed=7, progress=False)
+    result = basin_hopping(
+        cuau(),
+        EMT(),
+        steps=12,
+        kT=kT,
+        moves={"swap": 1, "rattle": 1},
+        rattle=0.05,
+        relax_steps=3,
+        seed=7,
+        progress=False,
+    )
     current = None
     for h in result.history:
         d = h["objective_new"] - h["objective_old"]
@@ -148,8 +182,17 @@ def test_basin_hopping_follows_the_metropolis_rule(kT):
         current = h["objective_new"] if h["accepted"] else h["objective_old"]
     if kT > 1e-6:
         assert any(h["accepted"] and h["objective_new"] > h["objective_old"] for h in result.history)
-    again = basin_hopping(cuau(), EMT(), steps=12, kT=kT, moves={"swap": 1, "rattle": 1}, rattle=0.05,
-                          relax_steps=3, seed=7, progress=False)
+    again = basin_hopping(
+        cuau(),
+        EMT(),
+        steps=12,
+        kT=kT,
+        moves={"swap": 1, "rattle": 1},
+        rattle=0.05,
+        relax_steps=3,
+        seed=7,
+        progress=False,
+    )
     assert json.dumps(again.history) == json.dumps(result.history)
 
 
@@ -202,8 +245,18 @@ def test_multi_objective_ga_puts_the_target_configuration_on_the_front_at_zero_m
     objective = ImageObjective(image, conditions)
     assert objective(start) > 0.1
     assert math.isnan(ImageObjective(np.zeros((64, 64)) + np.eye(64), conditions)(start))  # cell < field of view
-    result = genetic_search(start, toy_lj(), generations=3, population=6, relax_steps=0, mutations={"vacancy": 1},
-                            image=objective, seed=0, output_dir=tmp_path, progress=False)
+    result = genetic_search(
+        start,
+        toy_lj(),
+        generations=3,
+        population=6,
+        relax_steps=0,
+        mutations={"vacancy": 1},
+        image=objective,
+        seed=0,
+        output_dir=tmp_path,
+        progress=False,
+    )
     front = result.pareto()
     assert front and all(a.info["pareto"] for a in front)
     best_fit = min(front, key=lambda a: a.info["mismatch"])
@@ -231,8 +284,16 @@ def test_candidates_round_trip_and_export_for_the_library(tmp_path):
     out = export_for_library(back, tmp_path / "for_library.extxyz", top=2)
     lib = read_candidates(out)
     assert len(lib) == 2 and lib[0].info["energy_per_atom"] <= lib[1].info["energy_per_atom"]
-    assert set(lib[0].info) <= {"config_id", "family", "params", "zone_axis", "energy_per_atom", "energy_model",
-                                "mismatch", "energy"}
+    assert set(lib[0].info) <= {
+        "config_id",
+        "family",
+        "params",
+        "zone_axis",
+        "energy_per_atom",
+        "energy_model",
+        "mismatch",
+        "energy",
+    }
     assert lib[0].info["zone_axis"] == [0, 0, 1]
     text = (tmp_path / "c.extxyz").read_text().replace(back[0].info["config_id"], "0123456789abcdef", 1)
     (tmp_path / "edited.extxyz").write_text(text)
@@ -252,13 +313,20 @@ def test_cli_config_runs_a_multi_objective_ga_and_writes_library_input(tmp_path)
     from surrogate.search.cli import run_search
 
     small = "{kind: defect, material: {name: CdTe}, zone_axis: [1,1,0], thickness: 8.0, fov: [6.4,6.4], seed: 0, "
-    cfg = _compose([
-        f"output_dir={tmp_path}", "progress=false", "search=ga", "search.generations=2", "search.population=4",
-        "search.relax_steps=0", "search.mutations.antisite=0",
-        "structure=" + small + "defects: [{kind: vacancy, species: Te, position: [0.75, 0.75]}]}",
-        "target.from_structure=" + small + "defects: [{kind: vacancy, species: Te, position: [0.25, 0.25]}]}",
-        "target.weight=0.05",
-    ])
+    cfg = _compose(
+        [
+            f"output_dir={tmp_path}",
+            "progress=false",
+            "search=ga",
+            "search.generations=2",
+            "search.population=4",
+            "search.relax_steps=0",
+            "search.mutations.antisite=0",
+            "structure=" + small + "defects: [{kind: vacancy, species: Te, position: [0.75, 0.75]}]}",
+            "target.from_structure=" + small + "defects: [{kind: vacancy, species: Te, position: [0.25, 0.25]}]}",
+            "target.weight=0.05",
+        ]
+    )
     result = run_search(cfg)
     assert (tmp_path / "target.npy").is_file() and np.load(tmp_path / "target.npy").shape == (32, 32)
     lib = read_candidates(tmp_path / "for_library.extxyz")
@@ -273,8 +341,18 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "surrogate.search", f"output_dir={tmp_path}",
-                           f"structure_file={tmp_path / 'missing.extxyz'}"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "surrogate.search",
+            f"output_dir={tmp_path}",
+            f"structure_file={tmp_path / 'missing.extxyz'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: structure_file not found")
     assert "Traceback" not in proc.stderr
 
@@ -283,9 +361,14 @@ def test_every_search_config_composes_and_its_calculator_builds(tmp_path):
     import hydra
 
     (tmp_path / "Si.tersoff").write_text(
-        "Si Si Si 3.0 1.0 0.0 1.0039e5 16.217 -0.59825 0.78734 1.1e-6 1.7322 471.18 2.85 0.15 2.4799 1830.8\n")
+        "Si Si Si 3.0 1.0 0.0 1.0039e5 16.217 -0.59825 0.78734 1.1e-6 1.7322 471.18 2.85 0.15 2.4799 1830.8\n"
+    )
     for method in ("basin", "ga"):
-        for calc, extra in (("lj", []), ("emt", []), ("tersoff", [f"calculator.potential_file={tmp_path / 'Si.tersoff'}"])):
+        for calc, extra in (
+            ("lj", []),
+            ("emt", []),
+            ("tersoff", [f"calculator.potential_file={tmp_path / 'Si.tersoff'}"]),
+        ):
             cfg = _compose([f"search={method}", f"search/calculator={calc}", *extra])
             assert cfg.search.method == method
             assert hasattr(hydra.utils.instantiate(cfg.calculator), "get_potential_energy")

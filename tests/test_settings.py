@@ -38,20 +38,23 @@ def test_the_settings_classes_are_the_only_home_of_the_stage_defaults():
     assert (s.refine.top, s.retrieval.k, s.lattice_check.tolerance) == (0, 4, 0.2)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"retrieval": {"k": 0}}, "retrieval.k=0 must be >= 1"),
-    ({"retrieval": {"kk": 3}}, "retrieval.kk"),
-    ({"retrieval": {"k": "many"}}, "retrieval.k"),
-    ({"retrieval": {"elements": ["Cd", "Xx"]}}, "unknown element"),
-    ({"retrieval": {"mode": "stem"}}, "choose one of"),
-    ({"lattice_check": {"mode": "strict"}}, "lattice_check.mode"),
-    ({"lattice_check": {"tolerance": 0}}, "lattice_check.tolerance"),
-    ({"refine": {"score": "ssim"}}, "refine.score"),
-    ({"refine": {"window": "left"}}, "refine.window"),
-    ({"refine": {"relax": True}}, "refine.potential"),
-    ({"preprocess": {"denoise": "median"}}, "preprocess.denoise"),
-    ({"method": "orb"}, "unknown method"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"retrieval": {"k": 0}}, "retrieval.k=0 must be >= 1"),
+        ({"retrieval": {"kk": 3}}, "retrieval.kk"),
+        ({"retrieval": {"k": "many"}}, "retrieval.k"),
+        ({"retrieval": {"elements": ["Cd", "Xx"]}}, "unknown element"),
+        ({"retrieval": {"mode": "stem"}}, "choose one of"),
+        ({"lattice_check": {"mode": "strict"}}, "lattice_check.mode"),
+        ({"lattice_check": {"tolerance": 0}}, "lattice_check.tolerance"),
+        ({"refine": {"score": "ssim"}}, "refine.score"),
+        ({"refine": {"window": "left"}}, "refine.window"),
+        ({"refine": {"relax": True}}, "refine.potential"),
+        ({"preprocess": {"denoise": "median"}}, "preprocess.denoise"),
+        ({"method": "orb"}, "unknown method"),
+    ],
+)
 def test_a_bad_setting_is_one_config_error_naming_its_key(overrides, message):
     from surrogate.inference.settings import InferenceSettings
 
@@ -62,7 +65,10 @@ def test_a_bad_setting_is_one_config_error_naming_its_key(overrides, message):
 def test_cli_type_errors_are_one_line(capsys):
     from surrogate.inference.cli import main
 
-    for arg, message in (("retrieval.k=many", "retrieval.k=many must be an integer"), ("pixel_size=abc", "not a number")):
+    for arg, message in (
+        ("retrieval.k=many", "retrieval.k=many must be an integer"),
+        ("pixel_size=abc", "not a number"),
+    ):
         with pytest.raises(SystemExit) as exit_:
             main(["image=x.npy", arg])
         err = capsys.readouterr().err.strip().splitlines()
@@ -78,8 +84,16 @@ def test_the_console_shows_the_result_and_the_log_file_keeps_the_library_logs(ti
     np.save(tmp_path / "q.npy", np.tile(lib.image(4), (2, 2)))
 
     def run(*extra):
-        args = [sys.executable, str(REPO / "infer.py"), f"image={tmp_path / 'q.npy'}", f"library_dir={tiny_library}",
-                f"checkpoint={embedder_ckpt}", "pixel_size=0.2", "refine.top=0", *extra]
+        args = [
+            sys.executable,
+            str(REPO / "infer.py"),
+            f"image={tmp_path / 'q.npy'}",
+            f"library_dir={tiny_library}",
+            f"checkpoint={embedder_ckpt}",
+            "pixel_size=0.2",
+            "refine.top=0",
+            *extra,
+        ]
         return subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
 
     quiet = run(f"hydra.run.dir={tmp_path / 'quiet'}")

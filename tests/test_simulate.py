@@ -22,7 +22,7 @@ def three_columns(symbols=("Si", "Cd", "Te"), spacing=4.0, lz=8.0, period=2.0):
 def column_intensity(image, x, sampling=0.2, lx=12.0):
     """Peak intensity near the column at x [Å] (image centred on the cell)."""
     col = int(round((x - (lx - image.shape[1] * sampling) / 2) / sampling - 0.5))
-    return image[:, max(col - 2, 0): col + 3].max()
+    return image[:, max(col - 2, 0) : col + 3].max()
 
 
 @pytest.mark.parametrize("mode, method", [("haadf", "multislice"), ("haadf", "incoherent")])
@@ -37,15 +37,21 @@ def test_haadf_column_intensity_rises_with_z(mode, method):
 
 @pytest.mark.parametrize(
     "condition",
-    [ImagingConditions(mode="haadf", method="incoherent"),
-     ImagingConditions(mode="hrtem", method="multislice", defocus=50, cs=-1e4, semiangle=20),
-     ImagingConditions(mode="abf", method="multislice", inner=11, outer=22)],
+    [
+        ImagingConditions(mode="haadf", method="incoherent"),
+        ImagingConditions(mode="hrtem", method="multislice", defocus=50, cs=-1e4, semiangle=20),
+        ImagingConditions(mode="abf", method="multislice", inner=11, outer=22),
+    ],
     ids=["incoherent", "hrtem", "abf"],
 )
 def test_mirror_symmetric_structure_gives_mirror_symmetric_image(condition):
     lx = 8.0
-    atoms = Atoms("Te2Cd", positions=[[lx / 2 - 1.6, 2.0, 0.0], [lx / 2 + 1.6, 2.0, 0.0], [lx / 2, 2.0, 1.0]],
-                  cell=[lx, 4.0, 2.0], pbc=True)
+    atoms = Atoms(
+        "Te2Cd",
+        positions=[[lx / 2 - 1.6, 2.0, 0.0], [lx / 2 + 1.6, 2.0, 0.0], [lx / 2, 2.0, 1.0]],
+        cell=[lx, 4.0, 2.0],
+        pbc=True,
+    )
     image = render(atoms, [condition], shape=(20, 40), settings=SETTINGS)[0]
     assert np.allclose(image, image[:, ::-1], atol=1e-3 * np.abs(image).max())
     assert not np.allclose(image, image[::-1, :][::-1, :].mean(), atol=1e-3 * np.abs(image).max())  # not flat
@@ -60,8 +66,12 @@ def test_detector_beyond_the_simulated_angle_is_an_error():
 
 def test_unconverged_sampling_is_an_error():
     with pytest.raises(SimulationError, match="unconverged sampling"):
-        render(three_columns(), [ImagingConditions(mode="hrtem", method="multislice", semiangle=40)],
-               shape=(16, 16), settings=SimulationSettings(potential_sampling=0.2))
+        render(
+            three_columns(),
+            [ImagingConditions(mode="hrtem", method="multislice", semiangle=40)],
+            shape=(16, 16),
+            settings=SimulationSettings(potential_sampling=0.2),
+        )
 
 
 def test_field_of_view_larger_than_cell_is_an_error():
@@ -82,15 +92,20 @@ def test_incoherent_matches_multislice_haadf():
 def test_prism_equals_multislice_at_interpolation_one():
     atoms = three_columns(lz=4.0)
     conds = [ImagingConditions(method="multislice", outer=150), ImagingConditions(method="prism", outer=150)]
-    ms, prism = render(atoms, conds, shape=(16, 56), settings=SimulationSettings(potential_sampling=0.05, prism_interpolation=1))
+    ms, prism = render(
+        atoms, conds, shape=(16, 56), settings=SimulationSettings(potential_sampling=0.05, prism_interpolation=1)
+    )
     assert np.allclose(ms, prism, rtol=1e-3, atol=1e-3 * ms.max())
 
 
 def test_one_scan_serves_all_detectors_consistently():
     atoms = three_columns(lz=4.0)
     base = dict(method="multislice", energy=200e3, semiangle=20)
-    conds = [ImagingConditions(mode="bf", inner=0, outer=10, **base), ImagingConditions(mode="abf", inner=10, outer=20, **base),
-             ImagingConditions(mode="haadf", inner=20, outer=160, **base)]
+    conds = [
+        ImagingConditions(mode="bf", inner=0, outer=10, **base),
+        ImagingConditions(mode="abf", inner=10, outer=20, **base),
+        ImagingConditions(mode="haadf", inner=20, outer=160, **base),
+    ]
     bf, abf, adf = render(atoms, conds, shape=(16, 56), settings=SETTINGS)
     # the three rings partition the beam up to 160 mrad: total close to 1
     assert np.allclose(bf + abf + adf, 1.0, atol=0.05)
@@ -124,11 +139,13 @@ def test_conditions_round_trip_and_sampling_is_deterministic():
 
 @pytest.mark.parametrize(
     "ranges, modes, match",
-    [({"defocus": [50, -50]}, [{"mode": "haadf"}], "empty range"),
-     ({}, [], "no imaging modes"),
-     ({"energy": {"choices": []}}, [{"mode": "haadf"}], "empty choices"),
-     ({}, [{"mode": "dark"}], "unknown imaging mode"),
-     ({}, [{"mode": "abf", "method": "incoherent"}], "incoherent method models HAADF only")],
+    [
+        ({"defocus": [50, -50]}, [{"mode": "haadf"}], "empty range"),
+        ({}, [], "no imaging modes"),
+        ({"energy": {"choices": []}}, [{"mode": "haadf"}], "empty choices"),
+        ({}, [{"mode": "dark"}], "unknown imaging mode"),
+        ({}, [{"mode": "abf", "method": "incoherent"}], "incoherent method models HAADF only"),
+    ],
 )
 def test_bad_condition_ranges_are_clear_errors(ranges, modes, match):
     with pytest.raises(ConfigError, match=match):
@@ -143,18 +160,27 @@ def test_overlapping_atoms_are_refused_before_simulation():
 
 # --- one expensive pass per structure (issue 9) ---------------------------------------------------
 
+
 def _abtem_prism_reference(atoms, c, scan_sampling, shape):
     """abTEM's own per-image PRISM: an S-matrix for this probe alone, an annular detector."""
     import abtem
+
     from surrogate.simulate import to_canonical
 
     with abtem.config.set({"dask.lazy": False}):
-        potential = abtem.Potential(atoms, sampling=SETTINGS.potential_sampling, slice_thickness=2.0,
-                                    projection="infinite", parametrization="lobato").build()
-        smatrix = abtem.SMatrix(potential=potential, energy=c.energy, semiangle_cutoff=c.semiangle, interpolation=1,
-                                downsample=False)
-        scan = abtem.GridScan(start=(0, 0), end=(1, 1), fractional=True, endpoint=False, sampling=scan_sampling,
-                              potential=potential)
+        potential = abtem.Potential(
+            atoms,
+            sampling=SETTINGS.potential_sampling,
+            slice_thickness=2.0,
+            projection="infinite",
+            parametrization="lobato",
+        ).build()
+        smatrix = abtem.SMatrix(
+            potential=potential, energy=c.energy, semiangle_cutoff=c.semiangle, interpolation=1, downsample=False
+        )
+        scan = abtem.GridScan(
+            start=(0, 0), end=(1, 1), fractional=True, endpoint=False, sampling=scan_sampling, potential=potential
+        )
         ctf = abtem.CTF(semiangle_cutoff=c.semiangle, defocus=c.defocus, Cs=c.cs, energy=c.energy)
         arr = np.asarray(smatrix.scan(scan=scan, detectors=abtem.AnnularDetector(c.inner, c.outer), ctf=ctf).array)
     return to_canonical(arr, (atoms.cell[0, 0] / arr.shape[0], atoms.cell[1, 1] / arr.shape[1]), shape, c.sampling)
@@ -164,8 +190,11 @@ def test_one_smatrix_serves_every_probe_and_detector_as_abtem_per_image_prism():
     from surrogate.simulate.images import _scan_sampling
 
     atoms = three_columns(lz=4.0)
-    conds = [ImagingConditions(mode=m, method="prism", semiangle=a, defocus=d, inner=i, outer=o)
-             for a, d in ((20, 0.0), (15, 30.0), (20, -25.0)) for m, i, o in (("haadf", 50, 150), ("bf", 0, 10))]
+    conds = [
+        ImagingConditions(mode=m, method="prism", semiangle=a, defocus=d, inner=i, outer=o)
+        for a, d in ((20, 0.0), (15, 30.0), (20, -25.0))
+        for m, i, o in (("haadf", 50, 150), ("bf", 0, 10))
+    ]
     shared = render(atoms, conds, shape=(16, 56), settings=replace_settings(prism_interpolation=1))
     scan_sampling = _scan_sampling(conds[0], SETTINGS)  # the widest probe sets the scan step
     for image, c in zip(shared, conds):
@@ -181,14 +210,24 @@ def replace_settings(**changes):
     return replace(SETTINGS, **changes)
 
 
-@pytest.mark.parametrize("mode, method, vary", [
-    ("hrtem", "multislice", dict(defocus=[0.0, 60.0, -80.0], cs=[0.0, 2e4, -3e4], focal_spread=[0.0, 0.0, 20.0])),
-    ("haadf", "incoherent", dict(defocus=[0.0, 15.0, -30.0], source_size=[0.0, 0.3, 0.6], outer=[150.0, 180.0, 200.0])),
-], ids=["hrtem", "incoherent"])
+@pytest.mark.parametrize(
+    "mode, method, vary",
+    [
+        ("hrtem", "multislice", dict(defocus=[0.0, 60.0, -80.0], cs=[0.0, 2e4, -3e4], focal_spread=[0.0, 0.0, 20.0])),
+        (
+            "haadf",
+            "incoherent",
+            dict(defocus=[0.0, 15.0, -30.0], source_size=[0.0, 0.3, 0.6], outer=[150.0, 180.0, 200.0]),
+        ),
+    ],
+    ids=["hrtem", "incoherent"],
+)
 def test_shared_pass_equals_one_render_per_condition(mode, method, vary):
     atoms = three_columns(lz=4.0)
-    conds = [ImagingConditions(mode=mode, method=method, semiangle=20, **{k: v[j] for k, v in vary.items()})
-             for j in range(3)]
+    conds = [
+        ImagingConditions(mode=mode, method=method, semiangle=20, **{k: v[j] for k, v in vary.items()})
+        for j in range(3)
+    ]
     shared = render(atoms, conds, shape=(16, 56), settings=SETTINGS)
     alone = np.stack([render(atoms, [c], shape=(16, 56), settings=SETTINGS)[0] for c in conds])
     assert np.allclose(shared, alone, rtol=1e-5, atol=1e-6 * np.abs(alone).max())
@@ -224,7 +263,9 @@ def test_smatrix_over_the_memory_limit_falls_back_to_batched_multislice_under_th
     free = render(atoms, [c], shape=(32, 56), settings=replace_settings(prism_interpolation=1))[0]
     tracemalloc.start()
     try:
-        capped = render(atoms, [c], shape=(32, 56), settings=replace_settings(prism_interpolation=1, memory_limit=cap))[0]
+        capped = render(atoms, [c], shape=(32, 56), settings=replace_settings(prism_interpolation=1, memory_limit=cap))[
+            0
+        ]
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -316,5 +357,9 @@ def test_a_library_records_the_thickness_of_every_image_or_refuses_to_draw_it(tm
     structures = {"materials": ["Si"], "zone_axes": [[1, 1, 0]], "thicknesses": [8.0], "fov": [6.4, 6.4]}
     simulate = {"modes": [{"mode": "hrtem"}], "ranges": {"thickness": [2.0, 8.0]}}
     with pytest.raises(ConfigError, match="no thickness column"):
-        build_library(structures, simulate, {"output_dir": str(tmp_path / "lib"), "shape": [32, 32],
-                                             "scheduler": "synchronous"}, progress=False)
+        build_library(
+            structures,
+            simulate,
+            {"output_dir": str(tmp_path / "lib"), "shape": [32, 32], "scheduler": "synchronous"},
+            progress=False,
+        )

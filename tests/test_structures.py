@@ -4,14 +4,26 @@ from ase import Atoms
 
 from surrogate.errors import StructureError
 from surrogate.structures import (
-    add_defects, bicrystal, columns, config_id, crystal, orient, rattle, shortest_distance, zone_axis_slab,
+    add_defects,
+    bicrystal,
+    columns,
+    config_id,
+    crystal,
+    orient,
+    rattle,
+    shortest_distance,
+    zone_axis_slab,
 )
 
 
 @pytest.mark.parametrize(
     "zone_axis, periods",
-    [((1, 1, 0), (1 / np.sqrt(2), 1, 1 / np.sqrt(2))), ((1, 0, 0), (1, 1, 1)),
-     ((1, 1, 1), (1 / np.sqrt(2), np.sqrt(6) / 2, np.sqrt(3))), ((1, 1, 2), (1 / np.sqrt(2), np.sqrt(3), np.sqrt(6) / 2))],
+    [
+        ((1, 1, 0), (1 / np.sqrt(2), 1, 1 / np.sqrt(2))),
+        ((1, 0, 0), (1, 1, 1)),
+        ((1, 1, 1), (1 / np.sqrt(2), np.sqrt(6) / 2, np.sqrt(3))),
+        ((1, 1, 2), (1 / np.sqrt(2), np.sqrt(3), np.sqrt(6) / 2)),
+    ],
 )
 def test_zone_axis_cells_have_the_lattice_periods(cdte, zone_axis, periods):
     cell = orient(cdte, zone_axis)
@@ -74,8 +86,13 @@ def test_vacancy_antisite_substitution_interstitial_counts(slab):
     assert len(out) == n - 2 and out.info["family"] == "defect"
     out = add_defects(slab, [{"kind": "antisite", "species": "Cd"}])
     assert out.get_chemical_symbols().count("Te") == nat["Te"] + 1
-    out = add_defects(slab, [{"kind": "substitution", "species": "Te", "element": "Se"},
-                             {"kind": "substitution", "species": "Te", "element": "Cl"}])
+    out = add_defects(
+        slab,
+        [
+            {"kind": "substitution", "species": "Te", "element": "Se"},
+            {"kind": "substitution", "species": "Te", "element": "Cl"},
+        ],
+    )
     assert out.get_chemical_symbols().count("Se") == 1 and out.get_chemical_symbols().count("Cl") == 1
     assert out.get_chemical_symbols().count("Te") == nat["Te"] - 2
     out = add_defects(slab, [{"kind": "interstitial", "element": "Cd"}])
@@ -123,11 +140,18 @@ def _grain_misfit(atoms, grain, unit_cell, tilt, origin):
     return best
 
 
-@pytest.mark.parametrize("tilts, flip", [((54.73561, 125.26439), True), ((-19.47, 19.47), False), ((-2.0, 2.0), False),
-                                         ((0.0, 70.5288), False)])  # twin, sigma9, low angle, asymmetric
+@pytest.mark.parametrize(
+    "tilts, flip",
+    [((54.73561, 125.26439), True), ((-19.47, 19.47), False), ((-2.0, 2.0), False), ((0.0, 70.5288), False)],
+)  # twin, sigma9, low angle, asymmetric
 def test_bicrystal_has_the_requested_misorientation(cdte, tilts, flip):
-    gb = bicrystal(cdte, {"zone_axis": (1, 1, 0), "tilt": tilts[0]},
-                   {"zone_axis": (1, 1, 0), "tilt": tilts[1], "flip_species": flip}, fov=(25.6, 25.6), thickness=10)
+    gb = bicrystal(
+        cdte,
+        {"zone_axis": (1, 1, 0), "tilt": tilts[0]},
+        {"zone_axis": (1, 1, 0), "tilt": tilts[1], "flip_species": flip},
+        fov=(25.6, 25.6),
+        thickness=10,
+    )
     p = gb.info["params"]
     assert gb.info["family"] == "gb"
     assert p["misorientation"] == pytest.approx(tilts[1] - tilts[0], abs=1.5)
@@ -175,7 +199,9 @@ def test_any_cif_builds_zone_axis_slabs(tmp_path, si):
     path = tmp_path / "si.cif"
     write(path, si)
     unit = crystal(cif=str(path))
-    assert np.allclose(np.diag(orient(unit, (1, 1, 0)).cell), np.array([1 / np.sqrt(2), 1, 1 / np.sqrt(2)]) * 5.431, atol=1e-3)
+    assert np.allclose(
+        np.diag(orient(unit, (1, 1, 0)).cell), np.array([1 / np.sqrt(2), 1, 1 / np.sqrt(2)]) * 5.431, atol=1e-3
+    )
     (tmp_path / "bad.cif").write_text("data_x\n_cell_length_a oops\n")
     with pytest.raises(StructureError, match="cannot read CIF"):
         crystal(cif=str(tmp_path / "bad.cif"))

@@ -73,8 +73,11 @@ def test_embedding_run_logs_retrieval_table_projection_and_summary(energy_librar
     from train import train
 
     run = tmp_path / "run"
-    train(compose_train(energy_library, run, "data.fractions=[0.5,0.5,0.0]", "trainer.log_every_n_steps=1",
-                        "trainer.max_epochs=2"))
+    train(
+        compose_train(
+            energy_library, run, "data.fractions=[0.5,0.5,0.0]", "trainer.log_every_n_steps=1", "trainer.max_epochs=2"
+        )
+    )
     logs = _version_dir(run)
     assert (logs / "figures" / "val_embedding_projection.png").stat().st_size > 1000
     with open(logs / "tables" / "val_retrieval_table.csv", newline="") as fh:
@@ -100,9 +103,18 @@ def test_potential_run_logs_parity_plots(tmp_path):
     from train import train
 
     data = _write(tmp_path / "si.extxyz", _tiny_frames())
-    over = ["experiment=potential_si", f"dft.files=[{data}]", "dft.val_fraction=0.3", f"paths.output_dir={tmp_path}",
-            "model.net.features=8", "model.net.layers=1", "model.net.cutoff=4.0", "trainer.max_epochs=2",
-            "dft.batch_size=2", "logger=csv"]
+    over = [
+        "experiment=potential_si",
+        f"dft.files=[{data}]",
+        "dft.val_fraction=0.3",
+        f"paths.output_dir={tmp_path}",
+        "model.net.features=8",
+        "model.net.layers=1",
+        "model.net.cutoff=4.0",
+        "trainer.max_epochs=2",
+        "dft.batch_size=2",
+        "logger=csv",
+    ]
     with initialize_config_module(version_base="1.3", config_module="surrogate.configs"):
         train(compose(config_name="train", overrides=over))
     logs = _version_dir(tmp_path)
@@ -116,8 +128,9 @@ def test_library_build_logs_manifest_counts_and_contact_sheet(tmp_path):
     from surrogate.tracking.summary import write_summary
     from tests.conftest import tiny_library_config
 
-    cfg = tiny_library_config(tmp_path / "lib", logger="csv", **{"paths.output_dir": tmp_path / "run",
-                                                                   "structures.defects.per_slab": 0})
+    cfg = tiny_library_config(
+        tmp_path / "lib", logger="csv", **{"paths.output_dir": tmp_path / "run", "structures.defects.per_slab": 0}
+    )
     build(cfg)
     logs = _version_dir(tmp_path / "run")
     with open(logs / "metrics.csv", newline="") as fh:
@@ -141,8 +154,13 @@ def _log_everything(loggers):
     ax.plot([0, 1], [0, 1])
     log_figure(loggers, "parity/energy", fig, step=1)
     image = np.linspace(0, 1, 64).reshape(8, 8)
-    log_table(loggers, "val/retrieval_table", ["query", "top1 config", "top1 distance"],
-              [[image, "0a22b5992227c9f4", 0.125], [image, "8ed13aae1cc0c53f", float("nan")]], step=1)
+    log_table(
+        loggers,
+        "val/retrieval_table",
+        ["query", "top1 config", "top1 distance"],
+        [[image, "0a22b5992227c9f4", 0.125], [image, "8ed13aae1cc0c53f", float("nan")]],
+        step=1,
+    )
 
 
 def test_wandb_offline_run_holds_the_logged_table_beside_csv_and_tensorboard(tmp_path, monkeypatch):
@@ -201,7 +219,11 @@ def test_unknown_loggers_are_skipped_and_folders_get_files(tmp_path):
     _log_everything([Opaque(), Folder()])
     assert (tmp_path / "folder" / "figures" / "parity_energy.png").is_file()
     rows = (tmp_path / "folder" / "tables" / "val_retrieval_table.csv").read_text().splitlines()
-    assert rows == ["top1 config,top1 distance", "0a22b5992227c9f4,0.125", "8ed13aae1cc0c53f,"]  # images dropped, NaN empty
+    assert rows == [
+        "top1 config,top1 distance",
+        "0a22b5992227c9f4,0.125",
+        "8ed13aae1cc0c53f,",
+    ]  # images dropped, NaN empty
     assert log_figure([], "x", __import__("matplotlib.pyplot").pyplot.figure()) is None
 
 
@@ -210,14 +232,18 @@ def test_benchmark_tables_are_logged(tmp_path):
 
     results = tmp_path / "results"
     results.mkdir()
-    (results / "retrieval.md").write_text("# Retrieval\n\n## Accuracy\n\n| method | top-1 |\n|---|---|\n| cnn | 0.31 |\n"
-                                          "| sift | 0.06 |\n")
+    (results / "retrieval.md").write_text(
+        "# Retrieval\n\n## Accuracy\n\n| method | top-1 |\n|---|---|\n| cnn | 0.31 |\n| sift | 0.06 |\n"
+    )
     (results / "speed.json").write_text(json.dumps({"cnn": {"latency_s": 2.6}}))
     tags = run([str(results), "--logger", "csv", "--output-dir", str(tmp_path / "out")])
     assert tags == ["benchmarks/retrieval/accuracy", "benchmarks/speed/values"]
     tables = _version_dir(tmp_path / "out") / "tables"
-    assert (tables / "benchmarks_retrieval_accuracy.csv").read_text().splitlines() == ["method,top-1", "cnn,0.31",
-                                                                                       "sift,0.06"]
+    assert (tables / "benchmarks_retrieval_accuracy.csv").read_text().splitlines() == [
+        "method,top-1",
+        "cnn,0.31",
+        "sift,0.06",
+    ]
     assert "cnn/latency_s,2.6" in (tables / "benchmarks_speed_values.csv").read_text()
     with pytest.raises(TrackingError, match="no benchmark results"):
         run([str(tmp_path), "--output-dir", str(tmp_path / "out2")])
@@ -229,8 +255,13 @@ def test_summary_cli_rejects_a_directory_that_is_not_a_run(tmp_path, make):
     if make == "empty":
         target.mkdir()
         (target / "notes.txt").write_text("not a run")
-    res = subprocess.run([sys.executable, "-m", "surrogate.tracking.summary", str(target)], capture_output=True,
-                         text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
+    res = subprocess.run(
+        [sys.executable, "-m", "surrogate.tracking.summary", str(target)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     expected = "is not a run directory" if make == "empty" else "run directory not found"
     assert res.stderr.startswith("error: ") and expected in res.stderr

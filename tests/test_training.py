@@ -9,10 +9,22 @@ from surrogate.library import Library
 
 def compose_train(library_dir, out, *extra):
     with initialize_config_module(version_base="1.3", config_module="surrogate.configs"):
-        return compose(config_name="train", overrides=[
-            "experiment=embedding_demo", f"library_dir={library_dir}", f"paths.output_dir={out}",
-            "model.net.dim=16", "data.batch_size=4", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
-            "+trainer.limit_val_batches=1", "+trainer.enable_progress_bar=false", "logger=csv", *extra])
+        return compose(
+            config_name="train",
+            overrides=[
+                "experiment=embedding_demo",
+                f"library_dir={library_dir}",
+                f"paths.output_dir={out}",
+                "model.net.dim=16",
+                "data.batch_size=4",
+                "trainer.max_epochs=1",
+                "+trainer.limit_train_batches=2",
+                "+trainer.limit_val_batches=1",
+                "+trainer.enable_progress_bar=false",
+                "logger=csv",
+                *extra,
+            ],
+        )
 
 
 def test_embedding_training_runs_checkpoints_and_resumes(tiny_library, tmp_path):

@@ -66,10 +66,24 @@ def _defect(name, mat, za, mode, defects):
 
 
 def _gb(name, mat, za, mode, misorientation, sigma=None, inclination=0.0, boundary=None):
-    return {"name": name, "kind": "gb", "material": mat, "zone_axis": za, "mode": mode,
-            "misorientation": misorientation, "sigma": sigma, "inclination": inclination,
-            "boundary": boundary or (f"sigma{sigma}" if sigma else f"low_angle_{misorientation:g}deg"
-                                     if misorientation < 15 else f"tilt_{misorientation:g}deg")}
+    return {
+        "name": name,
+        "kind": "gb",
+        "material": mat,
+        "zone_axis": za,
+        "mode": mode,
+        "misorientation": misorientation,
+        "sigma": sigma,
+        "inclination": inclination,
+        "boundary": boundary
+        or (
+            f"sigma{sigma}"
+            if sigma
+            else f"low_angle_{misorientation:g}deg"
+            if misorientation < 15
+            else f"tilt_{misorientation:g}deg"
+        ),
+    }
 
 
 V, A, S = "vacancy", "antisite", "substitution"
@@ -85,24 +99,57 @@ PLAN = [
     _bulk("cdte110_bulk_hrtem", "CdTe", [1, 1, 0], "hrtem"),
     # point defects: partly vacant / substituted columns (a single atom in a 100 Å column is invisible)
     _defect("cdte110_vac_te", "CdTe", [1, 1, 0], "haadf", [{"kind": V, "species": "Te", "fraction": 0.4}]),
-    _defect("cdte110_vac_cd", "CdTe", [1, 1, 0], "haadf",
-            [{"kind": V, "species": "Cd", "fraction": 0.5, "position": [0.5, 0.5]},
-             {"kind": V, "species": "Cd", "fraction": 0.5, "position": [0.5, 0.5]}]),
-    _defect("cdte110_antisite", "CdTe", [1, 1, 0], "haadf",
-            [{"kind": A, "species": "Cd", "fraction": 0.4}, {"kind": A, "species": "Te", "fraction": 0.4}]),
-    _defect("cdte110_se_sub", "CdTe", [1, 1, 0], "haadf",
-            [{"kind": S, "species": "Te", "element": "Se", "fraction": 0.6, "position": [0.45, 0.5]},
-             {"kind": S, "species": "Te", "element": "Se", "fraction": 0.6, "position": [0.45, 0.5]},
-             {"kind": S, "species": "Te", "element": "Se", "fraction": 0.6, "position": [0.45, 0.5]}]),
-    _defect("cdte110_cl_sub", "CdTe", [1, 1, 0], "haadf",
-            [{"kind": S, "species": "Te", "element": "Cl", "fraction": 0.5},
-             {"kind": S, "species": "Te", "element": "Cl", "fraction": 0.5}]),
-    _defect("cdte110_se_sub_abf", "CdTe", [1, 1, 0], "abf",
-            [{"kind": S, "species": "Te", "element": "Se", "fraction": 0.7}]),
-    _defect("cdte100_vac", "CdTe", [1, 0, 0], "haadf", [{"kind": V, "species": "Te", "fraction": 0.5},
-                                                        {"kind": V, "species": "Cd", "fraction": 0.5}]),
-    _defect("cdte100_se_sub", "CdTe", [1, 0, 0], "haadf",
-            [{"kind": S, "species": "Te", "element": "Se", "fraction": 0.6}]),
+    _defect(
+        "cdte110_vac_cd",
+        "CdTe",
+        [1, 1, 0],
+        "haadf",
+        [
+            {"kind": V, "species": "Cd", "fraction": 0.5, "position": [0.5, 0.5]},
+            {"kind": V, "species": "Cd", "fraction": 0.5, "position": [0.5, 0.5]},
+        ],
+    ),
+    _defect(
+        "cdte110_antisite",
+        "CdTe",
+        [1, 1, 0],
+        "haadf",
+        [{"kind": A, "species": "Cd", "fraction": 0.4}, {"kind": A, "species": "Te", "fraction": 0.4}],
+    ),
+    _defect(
+        "cdte110_se_sub",
+        "CdTe",
+        [1, 1, 0],
+        "haadf",
+        [
+            {"kind": S, "species": "Te", "element": "Se", "fraction": 0.6, "position": [0.45, 0.5]},
+            {"kind": S, "species": "Te", "element": "Se", "fraction": 0.6, "position": [0.45, 0.5]},
+            {"kind": S, "species": "Te", "element": "Se", "fraction": 0.6, "position": [0.45, 0.5]},
+        ],
+    ),
+    _defect(
+        "cdte110_cl_sub",
+        "CdTe",
+        [1, 1, 0],
+        "haadf",
+        [
+            {"kind": S, "species": "Te", "element": "Cl", "fraction": 0.5},
+            {"kind": S, "species": "Te", "element": "Cl", "fraction": 0.5},
+        ],
+    ),
+    _defect(
+        "cdte110_se_sub_abf", "CdTe", [1, 1, 0], "abf", [{"kind": S, "species": "Te", "element": "Se", "fraction": 0.7}]
+    ),
+    _defect(
+        "cdte100_vac",
+        "CdTe",
+        [1, 0, 0],
+        "haadf",
+        [{"kind": V, "species": "Te", "fraction": 0.5}, {"kind": V, "species": "Cd", "fraction": 0.5}],
+    ),
+    _defect(
+        "cdte100_se_sub", "CdTe", [1, 0, 0], "haadf", [{"kind": S, "species": "Te", "element": "Se", "fraction": 0.6}]
+    ),
     _defect("si110_vac", "Si", [1, 1, 0], "haadf", [{"kind": V, "fraction": 0.5}, {"kind": V, "fraction": 0.5}]),
     _defect("si100_vac_hrtem", "Si", [1, 0, 0], "hrtem", [{"kind": V, "fraction": 0.6}]),
     # twins
@@ -133,8 +180,14 @@ PLAN = [
 
 #: Entries left out of the shipped set to fit the CPU budget of its generation (2 shared cores);
 #: ``--extra`` makes them too.
-EXTRA_NAMES = ("si100_bulk_abf", "cdte100_se_sub", "cdte110_s9_asym_haadf", "cdte110_la10_haadf", "si110_vac",
-               "cdte110_s33_haadf")
+EXTRA_NAMES = (
+    "si100_bulk_abf",
+    "cdte100_se_sub",
+    "cdte110_s9_asym_haadf",
+    "cdte110_la10_haadf",
+    "si110_vac",
+    "cdte110_s33_haadf",
+)
 ALL = list(PLAN)  # the seed of an entry is 21000 + its index here (stable whatever is left out)
 EXTRA = [s for s in PLAN if s["name"] in EXTRA_NAMES]
 PLAN = [s for s in PLAN if s["name"] not in EXTRA_NAMES]
@@ -179,8 +232,12 @@ def coherent_twin(mat: str, thickness: float, height: float = 26.0, periods: int
         g2.positions[:, 2] *= -1
         g2.wrap()
         g2.positions[:, 0] += L
-        atoms = Atoms(np.concatenate([g1.numbers, g2.numbers]), positions=np.concatenate([g1.positions, g2.positions]),
-                      cell=np.diag([2 * L, ny * ly, nz * lz]), pbc=True)
+        atoms = Atoms(
+            np.concatenate([g1.numbers, g2.numbers]),
+            positions=np.concatenate([g1.positions, g2.positions]),
+            cell=np.diag([2 * L, ny * ly, nz * lz]),
+            pbc=True,
+        )
         atoms.set_tags(np.r_[np.ones(len(g1), int), np.full(len(g2), 2)])
         atoms.wrap()
         i, j, d = neighbor_list("ijd", atoms, 1.12 * bond)
@@ -202,8 +259,17 @@ def build(spec: dict, rng: np.random.Generator):
 
     mat, za = spec["material"], spec["zone_axis"]
     thickness = float(rng.uniform(100.0, 140.0))
-    labels = {"material": mat, "zone_axis": za, "family": "bulk", "boundary": None, "sigma": None,
-              "misorientation": None, "inclination": None, "defect_kind": None, "defect_count": 0}
+    labels = {
+        "material": mat,
+        "zone_axis": za,
+        "family": "bulk",
+        "boundary": None,
+        "sigma": None,
+        "misorientation": None,
+        "inclination": None,
+        "defect_kind": None,
+        "defect_count": 0,
+    }
     kind = spec["kind"]
     unit = crystal(mat)
     if kind in ("bulk", "defect"):
@@ -211,8 +277,11 @@ def build(spec: dict, rng: np.random.Generator):
         if kind == "defect":
             atoms = add_defects(atoms, spec["defects"], seed=int(rng.integers(2**31)))
             recs = atoms.info["params"]["defects"]
-            labels.update(family="defect", defect_kind=spec["defects"][0]["kind"],
-                          defect_count=int(sum(int(r.get("count", 1)) for r in recs)))
+            labels.update(
+                family="defect",
+                defect_kind=spec["defects"][0]["kind"],
+                defect_count=int(sum(int(r.get("count", 1)) for r in recs)),
+            )
         centre = np.diag(atoms.cell.array)[:2] / 2
     elif kind == COH_TWIN:
         atoms, L = coherent_twin(mat, thickness)
@@ -227,8 +296,9 @@ def build(spec: dict, rng: np.random.Generator):
             th, phi = float(spec["misorientation"]), float(spec["inclination"])
             upward = [0, 0, 1] if za == [1, 1, 0] else [0, 1, 0]
             g1, g2 = {"upward": upward, "tilt": -th / 2 + phi}, {"upward": upward, "tilt": th / 2 + phi}
-            labels.update(family="gb", boundary=spec["boundary"], sigma=spec["sigma"], misorientation=th,
-                          inclination=phi)
+            labels.update(
+                family="gb", boundary=spec["boundary"], sigma=spec["sigma"], misorientation=th, inclination=phi
+            )
         g1["zone_axis"] = g2["zone_axis"] = za
         atoms = bicrystal(unit, g1, g2, fov=(18.0, 26.0), thickness=thickness, max_height=40.0, material=mat)
         if kind != "twin112":
@@ -248,10 +318,15 @@ def draw_conditions(mode: str, rng: np.random.Generator) -> dict:
     if mode == "hrtem":
         cs = -float(rng.uniform(1.8e5, 2.5e5))
         lam = _wavelength(ENERGY)
-        c.update(method="multislice", semiangle=float(rng.uniform(28.0, 34.0)), cs=cs,
-                 defocus=-1.2 * math.sqrt(abs(cs) * lam) * float(rng.uniform(0.8, 1.2)),
-                 focal_spread=float(rng.uniform(45.0, 60.0)), frozen_phonons=4,
-                 dose=float(np.exp(rng.uniform(np.log(2e3), np.log(3e4)))))
+        c.update(
+            method="multislice",
+            semiangle=float(rng.uniform(28.0, 34.0)),
+            cs=cs,
+            defocus=-1.2 * math.sqrt(abs(cs) * lam) * float(rng.uniform(0.8, 1.2)),
+            focal_spread=float(rng.uniform(45.0, 60.0)),
+            frozen_phonons=4,
+            dose=float(np.exp(rng.uniform(np.log(2e3), np.log(3e4)))),
+        )
     else:
         alpha = float(rng.uniform(14.5, 17.5))
         if mode == "haadf":
@@ -259,14 +334,25 @@ def draw_conditions(mode: str, rng: np.random.Generator) -> dict:
         else:
             inner, outer = alpha * float(rng.uniform(0.45, 0.55)), alpha
         sgn = lambda: float(rng.choice([-1.0, 1.0]))  # noqa: E731
-        c.update(method="prism", semiangle=alpha, inner=inner, outer=outer,
-                 defocus=float(rng.uniform(-12.0, 12.0)),
-                 aberrations={"C12": float(rng.uniform(1, 5)), "phi12": float(rng.uniform(0, 2 * np.pi)),
-                              "C21": float(rng.uniform(50, 250)), "phi21": float(rng.uniform(0, 2 * np.pi)),
-                              "C23": float(rng.uniform(50, 250)), "phi23": float(rng.uniform(0, 2 * np.pi)),
-                              "C30": sgn() * float(rng.uniform(4e3, 1.2e4))},
-                 source_size=float(rng.uniform(0.08, 0.16)), frozen_phonons=2,
-                 dose=float(np.exp(rng.uniform(np.log(2e4), np.log(6e5)))))
+        c.update(
+            method="prism",
+            semiangle=alpha,
+            inner=inner,
+            outer=outer,
+            defocus=float(rng.uniform(-12.0, 12.0)),
+            aberrations={
+                "C12": float(rng.uniform(1, 5)),
+                "phi12": float(rng.uniform(0, 2 * np.pi)),
+                "C21": float(rng.uniform(50, 250)),
+                "phi21": float(rng.uniform(0, 2 * np.pi)),
+                "C23": float(rng.uniform(50, 250)),
+                "phi23": float(rng.uniform(0, 2 * np.pi)),
+                "C30": sgn() * float(rng.uniform(4e3, 1.2e4)),
+            },
+            source_size=float(rng.uniform(0.08, 0.16)),
+            frozen_phonons=2,
+            dose=float(np.exp(rng.uniform(np.log(2e4), np.log(6e5)))),
+        )
     return c
 
 
@@ -289,12 +375,21 @@ def simulate(atoms, c: dict, seed: int) -> np.ndarray:
     fp = abtem.FrozenPhonons(atoms, num_configs=int(c["frozen_phonons"]), sigmas=sig, seed=seed)
     lz = atoms.cell[2, 2]
     slice_thickness = lz / max(1, round(lz / 4.0))
-    pot = abtem.Potential(fp, sampling=POTENTIAL_SAMPLING, slice_thickness=slice_thickness,
-                          parametrization="kirkland", projection="infinite")
+    pot = abtem.Potential(
+        fp,
+        sampling=POTENTIAL_SAMPLING,
+        slice_thickness=slice_thickness,
+        parametrization="kirkland",
+        projection="infinite",
+    )
     if c["mode"] == "hrtem":
         waves = abtem.PlaneWave(energy=ENERGY).multislice(pot)
-        ctf = abtem.CTF(semiangle_cutoff=c["semiangle"], energy=ENERGY, focal_spread=c["focal_spread"],
-                        aberration_coefficients={"C10": -c["defocus"], "C30": c["cs"]})
+        ctf = abtem.CTF(
+            semiangle_cutoff=c["semiangle"],
+            energy=ENERGY,
+            focal_spread=c["focal_spread"],
+            aberration_coefficients={"C10": -c["defocus"], "C30": c["cs"]},
+        )
         img = waves.apply_ctf(ctf).intensity().compute()
         arr = np.asarray(img.array)
         while arr.ndim > 2:
@@ -302,8 +397,11 @@ def simulate(atoms, c: dict, seed: int) -> np.ndarray:
     else:
         interp = tuple(max(1, round(L / 7.0)) for L in atoms.cell.lengths()[:2])
         S = abtem.SMatrix(semiangle_cutoff=c["semiangle"], energy=ENERGY, potential=pot, interpolation=interp)
-        ctf = abtem.CTF(semiangle_cutoff=c["semiangle"], energy=ENERGY,
-                        aberration_coefficients={"C10": -c["defocus"], **c["aberrations"]})
+        ctf = abtem.CTF(
+            semiangle_cutoff=c["semiangle"],
+            energy=ENERGY,
+            aberration_coefficients={"C10": -c["defocus"], **c["aberrations"]},
+        )
         det = abtem.AnnularDetector(inner=c["inner"], outer=c["outer"])
         nyq = _wavelength(ENERGY) / (4 * c["semiangle"] * 1e-3)
         scan = abtem.GridScan(start=(0, 0), end=(1, 1), fractional=True, sampling=0.9 * nyq, potential=pot)
@@ -329,12 +427,20 @@ def _fourier_resize(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     n0, n1 = a.shape
     m0, m1 = shape
     s0, s1 = m0 // 2 - n0 // 2, m1 // 2 - n1 // 2  # the zero frequency lands on m // 2
-    out[s0:s0 + n0, s1:s1 + n1] = F
+    out[s0 : s0 + n0, s1 : s1 + n1] = F
     return np.real(np.fft.ifft2(np.fft.ifftshift(out))) * (m0 * m1) / (n0 * n1)
 
 
-def make_image(field: np.ndarray, cell: np.ndarray, centre: np.ndarray, pixel: float, rotation: float,
-               jitter: float, drift: float, rng: np.random.Generator) -> np.ndarray:
+def make_image(
+    field: np.ndarray,
+    cell: np.ndarray,
+    centre: np.ndarray,
+    pixel: float,
+    rotation: float,
+    jitter: float,
+    drift: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Scan the periodic field: ``SHAPE``² pixels of ``pixel`` [Å] about ``centre`` (x, y) [Å], the
     structure rotated counter-clockwise by ``rotation`` [deg], with per-line jitter (RMS, [Å]) and a
     linear drift along the fast axis ([Å] per line)."""
@@ -373,10 +479,16 @@ def write_tiff(path: Path, image: np.ndarray, pixel: float, title: str) -> None:
     """Float32 TIFF calibrated in nm (rosettasciio writer, as surrogate.inference.example does)."""
     from rsciio.tiff import file_writer
 
-    axes = [{"name": n, "size": s, "scale": pixel / 10, "units": "nm", "navigate": False, "offset": 0.0}
-            for n, s in zip("yx", image.shape)]
-    signal = {"data": image.astype(np.float32), "axes": axes,
-              "metadata": {"General": {"title": title}, "Signal": {}}, "original_metadata": {}}
+    axes = [
+        {"name": n, "size": s, "scale": pixel / 10, "units": "nm", "navigate": False, "offset": 0.0}
+        for n, s in zip("yx", image.shape)
+    ]
+    signal = {
+        "data": image.astype(np.float32),
+        "axes": axes,
+        "metadata": {"General": {"title": title}, "Signal": {}},
+        "original_metadata": {},
+    }
     tmp = path.with_name(path.name + ".tmp.tif")
     file_writer(str(tmp), signal)
     os.replace(tmp, path)
@@ -385,8 +497,9 @@ def write_tiff(path: Path, image: np.ndarray, pixel: float, title: str) -> None:
 def write_extxyz(path: Path, atoms) -> None:
     """Extended XYZ with positions to 1 mÅ (ASE's writer uses 8 decimals: 2x the size)."""
     lat = " ".join(f"{v:.6f}" for v in atoms.cell.array.ravel())
-    info = " ".join(f"{k}={json.dumps(v).replace(' ', '')}" if not isinstance(v, str) else f"{k}={v}"
-                    for k, v in atoms.info.items())
+    info = " ".join(
+        f"{k}={json.dumps(v).replace(' ', '')}" if not isinstance(v, str) else f"{k}={v}" for k, v in atoms.info.items()
+    )
     lines = [str(len(atoms)), f'Lattice="{lat}" Properties=species:S:1:pos:R:3 {info} pbc="T T T"']
     lines += [f"{s} {x:.3f} {y:.3f} {z:.3f}" for s, (x, y, z) in zip(atoms.get_chemical_symbols(), atoms.positions)]
     tmp = path.with_name(f".{path.name}.tmp")
@@ -418,18 +531,35 @@ def one(spec: dict, index: int, out: Path) -> dict:
     name = spec["name"]
     truth = atoms.copy()
     truth.info = {k: v for k, v in atoms.info.items() if k in ("config_id", "family", "zone_axis")}
-    truth.info.update(heldout_name=name, crop_centre=[float(x) for x in centre], rotation=rotation,
-                      pixel_size=pixel, image_shape=[SHAPE, SHAPE])
+    truth.info.update(
+        heldout_name=name,
+        crop_centre=[float(x) for x in centre],
+        rotation=rotation,
+        pixel_size=pixel,
+        image_shape=[SHAPE, SHAPE],
+    )
     write_extxyz(out / f"{name}.extxyz", truth)
     write_tiff(out / f"{name}.tif", image, pixel, f"held-out {name} ({spec['mode']}), simulated")
     record = {
-        "name": name, "image": f"{name}.tif", "structure": f"{name}.extxyz", "labels": labels,
-        "mode": spec["mode"], "pixel_size": pixel, "rotation": rotation, "dose": c["dose"], "seed": seed,
-        "thickness": float(atoms.cell[2, 2]), "n_atoms": len(atoms), "cell": [float(x) for x in atoms.cell.lengths()],
-        "crop_centre": [float(x) for x in centre], "jitter": jitter, "drift": drift,
+        "name": name,
+        "image": f"{name}.tif",
+        "structure": f"{name}.extxyz",
+        "labels": labels,
+        "mode": spec["mode"],
+        "pixel_size": pixel,
+        "rotation": rotation,
+        "dose": c["dose"],
+        "seed": seed,
+        "thickness": float(atoms.cell[2, 2]),
+        "n_atoms": len(atoms),
+        "cell": [float(x) for x in atoms.cell.lengths()],
+        "crop_centre": [float(x) for x in centre],
+        "jitter": jitter,
+        "drift": drift,
         "conditions": {k: v for k, v in c.items() if k not in ("mode", "dose")},
         "potential": {"sampling": POTENTIAL_SAMPLING, "parametrization": "kirkland", "sigmas": SIGMAS},
-        "simulation_s": round(sim_s, 1), "abtem": __import__("abtem").__version__,
+        "simulation_s": round(sim_s, 1),
+        "abtem": __import__("abtem").__version__,
     }
     write_json(out / f".{name}.json", record)
     return record
@@ -486,8 +616,7 @@ def collect(out: Path) -> None:
             r["labels"] = normalize_labels(r["labels"])
     except ImportError:
         pass
-    write_json(out / "labels.json", {"version": 1, "generator": "benchmarks/heldout/make_heldout.py",
-                                     "images": recs})
+    write_json(out / "labels.json", {"version": 1, "generator": "benchmarks/heldout/make_heldout.py", "images": recs})
 
 
 if __name__ == "__main__":

@@ -84,7 +84,9 @@ class Corrupt:
         x = x - x.amin(dim=(2, 3), keepdim=True)
         x = x / x.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
         x = x ** _uniform(g, b, lo, hi, dev).view(b, 1, 1, 1)
-        yy, xx = torch.meshgrid(torch.linspace(-1, 1, h, device=dev), torch.linspace(-1, 1, w, device=dev), indexing="ij")
+        yy, xx = torch.meshgrid(
+            torch.linspace(-1, 1, h, device=dev), torch.linspace(-1, 1, w, device=dev), indexing="ij"
+        )
         ramp = _uniform(g, b, -1, 1, dev).view(b, 1, 1, 1) * xx + _uniform(g, b, -1, 1, dev).view(b, 1, 1, 1) * yy
         x = x + self.background * ramp
         return (x - x.mean(dim=(2, 3), keepdim=True)) / x.std(dim=(2, 3), keepdim=True).clamp_min(1e-6)
@@ -94,7 +96,11 @@ class Corrupt:
         dev = x.device
         angle = _uniform(g, b, -self.rotation, self.rotation, dev) * math.pi / 180
         s = 1 + _uniform(g, b, -self.scale, self.scale, dev)
-        flip = torch.where(torch.rand(b, generator=g, device=dev) < 0.5, -1.0, 1.0) if self.flip else torch.ones(b, device=dev)
+        flip = (
+            torch.where(torch.rand(b, generator=g, device=dev) < 0.5, -1.0, 1.0)
+            if self.flip
+            else torch.ones(b, device=dev)
+        )
         shear = _uniform(g, b, -self.drift, self.drift, dev)
         cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
         theta = torch.zeros(b, 2, 3, device=dev)

@@ -49,10 +49,16 @@ def _reflections(x: torch.Tensor, band: tuple[float, float], min_separation: flo
         b, _, h, w = x.shape
         dev = x.device
         x = x.float()
-        window = torch.outer(torch.hann_window(h, periodic=False, device=dev), torch.hann_window(w, periodic=False, device=dev))
-        spectrum = torch.fft.fftshift(torch.fft.fft2((x - x.mean(dim=(2, 3), keepdim=True)) * window), dim=(-2, -1))[:, 0]
+        window = torch.outer(
+            torch.hann_window(h, periodic=False, device=dev), torch.hann_window(w, periodic=False, device=dev)
+        )
+        spectrum = torch.fft.fftshift(torch.fft.fft2((x - x.mean(dim=(2, 3), keepdim=True)) * window), dim=(-2, -1))[
+            :, 0
+        ]
         power = spectrum.abs() ** 2
-        oy, ox = torch.meshgrid(torch.arange(h, device=dev) - h // 2, torch.arange(w, device=dev) - w // 2, indexing="ij")
+        oy, ox = torch.meshgrid(
+            torch.arange(h, device=dev) - h // 2, torch.arange(w, device=dev) - w // 2, indexing="ij"
+        )
         ky, kx = oy / h, ox / w
         radius = torch.sqrt(kx**2 + ky**2)
         inside = (radius > band[0]) & (radius < band[1])
@@ -60,16 +66,19 @@ def _reflections(x: torch.Tensor, band: tuple[float, float], min_separation: flo
         peak = torch.where(inside, power, torch.zeros((), device=dev)).flatten(1).argmax(dim=1)
         iy, ix = peak // w, peak % w
         cy, cx = _centroid(power, iy, ix, ky, kx)
-        first = torch.rad2deg(torch.atan2(cy, cx)) % 180.0                 # g1 up to its sign
-        g1 = torch.stack([oy[iy, ix], ox[iy, ix]], 1)                      # integer offsets (row, col)
+        first = torch.rad2deg(torch.atan2(cy, cx)) % 180.0  # g1 up to its sign
+        g1 = torch.stack([oy[iy, ix], ox[iy, ix]], 1)  # integer offsets (row, col)
         along = g1[:, 0] * torch.sin(torch.deg2rad(first)) + g1[:, 1] * torch.cos(torch.deg2rad(first))
-        g1 = torch.where((along < 0)[:, None], -g1, g1)                    # the one pointing along `first`
+        g1 = torch.where((along < 0)[:, None], -g1, g1)  # the one pointing along `first`
         # second reflection: strongest beyond min_separation (mod 180°); its side fixes the mirror
         rel = (torch.rad2deg(torch.atan2(ky, kx))[None] - first[:, None, None] + 90.0) % 180.0 - 90.0  # (B, H, W)
-        j = torch.where(inside[None] & (rel.abs() > min_separation), power,
-                        torch.zeros((), device=dev)).flatten(1).argmax(dim=1)
+        j = (
+            torch.where(inside[None] & (rel.abs() > min_separation), power, torch.zeros((), device=dev))
+            .flatten(1)
+            .argmax(dim=1)
+        )
         g2 = torch.stack([oy.flatten()[j], ox.flatten()[j]], 1)
-        g2 = torch.where(((g1 * g2).sum(1) < 0)[:, None], -g2, g2)          # at an acute angle to g1
+        g2 = torch.where(((g1 * g2).sum(1) < 0)[:, None], -g2, g2)  # at an acute angle to g1
         g3 = g1 + g2
 
         def at(g):
@@ -88,7 +97,7 @@ def _centroid(power, iy, ix, ky, kx):
     b, h, w = power.shape
     rows_b = torch.arange(b, device=power.device)
     offs = torch.arange(-2, 3, device=power.device)
-    rows = (iy[:, None] + offs[None]).clamp(0, h - 1)                  # (B, 5)
+    rows = (iy[:, None] + offs[None]).clamp(0, h - 1)  # (B, 5)
     cols = (ix[:, None] + offs[None]).clamp(0, w - 1)
     patch = power[rows_b[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, 5, 5)
     total = patch.sum(dim=(1, 2)).clamp_min(1e-30)

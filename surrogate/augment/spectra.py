@@ -24,8 +24,9 @@ def hann(shape: tuple[int, int], periodic: bool = False) -> np.ndarray:
     return np.outer(np.hanning(shape[0]), np.hanning(shape[1]))
 
 
-def windowed_spectrum(image: np.ndarray, power: bool = True, subtract_mean: bool = True,
-                      periodic: bool = False) -> np.ndarray:
+def windowed_spectrum(
+    image: np.ndarray, power: bool = True, subtract_mean: bool = True, periodic: bool = False
+) -> np.ndarray:
     """Centred (fftshifted) spectrum of ``image`` times a Hann window: ``|F|**2`` (``power``) or
     ``|F|``; the image's mean is removed first unless ``subtract_mean=False``. The zero frequency
     sits at ``(H // 2, W // 2)``."""
@@ -33,4 +34,4 @@ def windowed_spectrum(image: np.ndarray, power: bool = True, subtract_mean: bool
     if subtract_mean:
         x = x - x.mean()
     f = np.abs(np.fft.fftshift(np.fft.fft2(x * hann(x.shape, periodic))))
-    return f ** 2 if power else f
+    return f**2 if power else f

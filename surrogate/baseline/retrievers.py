@@ -21,8 +21,7 @@ import numpy as np
 
 from surrogate.errors import ConfigError
 
-__all__ = ["Retriever", "PowerSpectrumRetriever", "HOGRetriever", "SIFTRetriever", "make_retriever",
-           "polar_spectrum"]
+__all__ = ["Retriever", "PowerSpectrumRetriever", "HOGRetriever", "SIFTRetriever", "make_retriever", "polar_spectrum"]
 
 
 class Retriever(Protocol):
@@ -112,8 +111,12 @@ class HOGRetriever:
     name = "hog"
 
     def __init__(self, pixels_per_cell: int = 16, cells_per_block: int = 2, orientations: int = 9):
-        self.kw = dict(pixels_per_cell=(pixels_per_cell, pixels_per_cell), cells_per_block=(cells_per_block, cells_per_block),
-                       orientations=orientations, feature_vector=True)
+        self.kw = dict(
+            pixels_per_cell=(pixels_per_cell, pixels_per_cell),
+            cells_per_block=(cells_per_block, cells_per_block),
+            orientations=orientations,
+            feature_vector=True,
+        )
         self._gallery: np.ndarray | None = None
 
     def _descriptor(self, image):

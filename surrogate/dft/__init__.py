@@ -9,5 +9,14 @@ structure list need nothing beyond ASE.
 from surrogate.dft.label import DFTDataError, DFTSettings, done_ids, read_batches, run_job
 from surrogate.dft.structures import FAMILIES, cdte_structures, kpts_for, split_of
 
-__all__ = ["DFTDataError", "DFTSettings", "done_ids", "read_batches", "run_job", "FAMILIES", "cdte_structures",
-           "kpts_for", "split_of"]
+__all__ = [
+    "DFTDataError",
+    "DFTSettings",
+    "done_ids",
+    "read_batches",
+    "run_job",
+    "FAMILIES",
+    "cdte_structures",
+    "kpts_for",
+    "split_of",
+]

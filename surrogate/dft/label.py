@@ -34,8 +34,15 @@ from surrogate.errors import SurrogateError
 from surrogate.io.files import atomic_open
 
 __all__ = [
-    "DFTSettings", "DFTDataError", "read_batches", "done_ids", "label_one", "run_job", "gpaw_calculator",
-    "make_frame", "write_atomic",
+    "DFTSettings",
+    "DFTDataError",
+    "read_batches",
+    "done_ids",
+    "label_one",
+    "run_job",
+    "gpaw_calculator",
+    "make_frame",
+    "write_atomic",
 ]
 
 BATCH_RE = re.compile(r"^batch_(?P<shard>[0-9a-z]+)_(?P<num>\d{4})\.extxyz$")
@@ -132,8 +139,14 @@ def gpaw_calculator(atoms: Atoms, settings: DFTSettings, txt=None):
     from gpaw import GPAW, PW, FermiDirac
 
     kpts = kpts_for(atoms, settings.kpt_density)
-    common = dict(xc=settings.xc, kpts={"size": kpts, "gamma": False}, occupations=FermiDirac(settings.smearing),
-                  maxiter=settings.maxiter, txt=txt, setups=settings.setups)
+    common = dict(
+        xc=settings.xc,
+        kpts={"size": kpts, "gamma": False},
+        occupations=FermiDirac(settings.smearing),
+        maxiter=settings.maxiter,
+        txt=txt,
+        setups=settings.setups,
+    )
     if settings.mode == "pw":
         return GPAW(mode=PW(settings.ecut), **common)
     if settings.mode == "lcao":
@@ -148,8 +161,17 @@ def has_vacuum(atoms: Atoms) -> bool:
     return isinstance(p, dict) and p.get("vacuum_axis") is not None
 
 
-def make_frame(atoms: Atoms, energy: float, forces: np.ndarray, stress, converged: bool, settings: DFTSettings,
-               code_version: str, iterations: int | None = None, wall_s: float | None = None) -> Atoms:
+def make_frame(
+    atoms: Atoms,
+    energy: float,
+    forces: np.ndarray,
+    stress,
+    converged: bool,
+    settings: DFTSettings,
+    code_version: str,
+    iterations: int | None = None,
+    wall_s: float | None = None,
+) -> Atoms:
     """The labelled frame: a plain copy of ``atoms`` with the REF_* results and the settings in ``info``."""
     frame = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
     params = atoms.info.get("params", {})
@@ -207,12 +229,17 @@ def label_one(atoms: Atoms, settings: DFTSettings, txt=None) -> Atoms:
         iterations = int(calc.get_number_of_iterations())
     except Exception:
         pass
-    return make_frame(atoms, energy, forces, stress, converged, settings, gpaw_version(), iterations,
-                      time.perf_counter() - t0)
+    return make_frame(
+        atoms, energy, forces, stress, converged, settings, gpaw_version(), iterations, time.perf_counter() - t0
+    )
 
 
 def _next_batch_path(out: Path, shard: str) -> Path:
-    nums = [int(m["num"]) for p in out.glob(f"batch_{shard}_*.extxyz") if (m := BATCH_RE.match(p.name)) and m["shard"] == shard]
+    nums = [
+        int(m["num"])
+        for p in out.glob(f"batch_{shard}_*.extxyz")
+        if (m := BATCH_RE.match(p.name)) and m["shard"] == shard
+    ]
     return out / f"batch_{shard}_{(max(nums) + 1 if nums else 0):04d}.extxyz"
 
 
@@ -263,9 +290,11 @@ def run_job(
     mine = [a for k, a in enumerate(structures) if k % n_shard == i_shard]
     remaining = [a for a in mine if a.info["config_id"] not in done]
     todo = remaining if max_structures is None else remaining[:max_structures]
-    log(f"surrogate.dft: {len(done)} structures labelled in {out}; shard {i_shard}/{n_shard}: "
+    log(
+        f"surrogate.dft: {len(done)} structures labelled in {out}; shard {i_shard}/{n_shard}: "
         f"{len(mine) - len(remaining)} of {len(mine)} done, labelling {len(todo)} now; "
-        f"settings {json.dumps(settings.describe())}")
+        f"settings {json.dumps(settings.describe())}"
+    )
     labeller = labeller or label_one
     # continue the shard's last batch if it is not full
     from ase.io import read
@@ -287,8 +316,10 @@ def run_job(
             frame = labeller(atoms, settings)
         except Exception as exc:  # a crash of one structure must not end a multi-hour job
             failed.append(atoms.info["config_id"])
-            log(f"{time.strftime('%H:%M:%S')} FAILED {atoms.info['config_id']} {atoms.info['family']} "
-                f"({type(exc).__name__}: {exc}); not recorded, it is retried on the next run")
+            log(
+                f"{time.strftime('%H:%M:%S')} FAILED {atoms.info['config_id']} {atoms.info['family']} "
+                f"({type(exc).__name__}: {exc}); not recorded, it is retried on the next run"
+            )
             continue
         if frame.info["config_id"] != atoms.info["config_id"]:
             raise SurrogateError("labeller returned a frame with another config_id")
@@ -296,10 +327,12 @@ def run_job(
         write_atomic(path, current)
         new.append(frame)
         flag = "" if frame.info["converged"] else "  NOT CONVERGED (flagged converged=False)"
-        log(f"{time.strftime('%H:%M:%S')} {len(done) + len(new):4d} {atoms.info['family']:14s} {len(atoms):3d} atoms "
+        log(
+            f"{time.strftime('%H:%M:%S')} {len(done) + len(new):4d} {atoms.info['family']:14s} {len(atoms):3d} atoms "
             f"k={frame.info['dft_kpts']} E={frame.info['REF_energy']:.4f} eV "
             f"fmax={np.nanmax(np.linalg.norm(frame.arrays['REF_forces'], axis=1)) if frame.info['converged'] else float('nan'):.3f} "
-            f"{time.perf_counter() - t0:.1f} s -> {path.name}{flag}")
+            f"{time.perf_counter() - t0:.1f} s -> {path.name}{flag}"
+        )
         if len(current) >= batch:
             path, current = _next_batch_path(out, label), []
     if failed:

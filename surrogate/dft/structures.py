@@ -41,12 +41,35 @@ from ase import Atoms
 from surrogate.structures import add_defects, bicrystal, crystal, orient, tag
 from surrogate.structures import rattle as _rattle_once
 
-__all__ = ["FAMILIES", "HELD_OUT_FAMILIES", "cdte_structures", "coherent_twin", "kpts_for", "estimated_cost", "split_of", "KPT_DENSITY"]
+__all__ = [
+    "FAMILIES",
+    "HELD_OUT_FAMILIES",
+    "cdte_structures",
+    "coherent_twin",
+    "kpts_for",
+    "estimated_cost",
+    "split_of",
+    "KPT_DENSITY",
+]
 
 FAMILIES = (
-    "bulk", "strain_iso", "strain_shear", "strain_rattle", "rattle8", "rattle16", "hot_rattle",
-    "vacancy", "antisite", "substitution", "alloy_se", "interstitial", "surface110", "gb_twin", "gb_tilt",
-    "twin111", "twin111_4",
+    "bulk",
+    "strain_iso",
+    "strain_shear",
+    "strain_rattle",
+    "rattle8",
+    "rattle16",
+    "hot_rattle",
+    "vacancy",
+    "antisite",
+    "substitution",
+    "alloy_se",
+    "interstitial",
+    "surface110",
+    "gb_twin",
+    "gb_tilt",
+    "twin111",
+    "twin111_4",
 )
 
 #: Families whose frames all go to the test split: physics checks on cells no model trains on.
@@ -172,7 +195,9 @@ def _bulk_families(unit: Atoms) -> dict[str, list[Atoms]]:
     r16 = []
     for seed in range(15):
         for sd in (0.05, 0.10, 0.15):
-            r16.append(_retag(rattle(u16, sd, seed=100 + seed), "rattle16", {"cell": "2x1x1", "stdev": sd, "seed": 100 + seed}))
+            r16.append(
+                _retag(rattle(u16, sd, seed=100 + seed), "rattle16", {"cell": "2x1x1", "stdev": sd, "seed": 100 + seed})
+            )
     fam["rattle16"] = r16
     hot = []
     for seed in range(20):
@@ -180,19 +205,33 @@ def _bulk_families(unit: Atoms) -> dict[str, list[Atoms]]:
             sd = (0.20, 0.25)[seed % 2]
             eps = _sym(np.random.default_rng(2000 + seed), 0.02)
             base = _strained(unit.repeat(rep), eps)
-            hot.append(_retag(rattle(base, sd, seed=2000 + seed), "hot_rattle", {
-                "cell": cell, "stdev": sd, "seed": 2000 + seed, "strain": eps.round(6).tolist(),
-                "note": "stand-in for a high-temperature MD snapshot: Gaussian displacements, not MD"}))
+            hot.append(
+                _retag(
+                    rattle(base, sd, seed=2000 + seed),
+                    "hot_rattle",
+                    {
+                        "cell": cell,
+                        "stdev": sd,
+                        "seed": 2000 + seed,
+                        "strain": eps.round(6).tolist(),
+                        "note": "stand-in for a high-temperature MD snapshot: Gaussian displacements, not MD",
+                    },
+                )
+            )
     fam["hot_rattle"] = hot
     return fam
 
 
 _POINT_DEFECTS = {
     "vacancy": [("V_Cd", {"kind": "vacancy", "species": "Cd"}), ("V_Te", {"kind": "vacancy", "species": "Te"})],
-    "antisite": [("Cd_Te", {"kind": "antisite", "species": "Te", "element": "Cd"}),
-                 ("Te_Cd", {"kind": "antisite", "species": "Cd", "element": "Te"})],
-    "substitution": [("Se_Te", {"kind": "substitution", "species": "Te", "element": "Se"}),
-                     ("Cl_Te", {"kind": "substitution", "species": "Te", "element": "Cl"})],
+    "antisite": [
+        ("Cd_Te", {"kind": "antisite", "species": "Te", "element": "Cd"}),
+        ("Te_Cd", {"kind": "antisite", "species": "Cd", "element": "Te"}),
+    ],
+    "substitution": [
+        ("Se_Te", {"kind": "substitution", "species": "Te", "element": "Se"}),
+        ("Cl_Te", {"kind": "substitution", "species": "Te", "element": "Cl"}),
+    ],
 }
 
 
@@ -201,8 +240,10 @@ def _defect_families(unit: Atoms) -> dict[str, list[Atoms]]:
     for family, defects in _POINT_DEFECTS.items():
         items = []
         for name, spec in defects:
-            for cell, rep, rattles in (("1x1x1", (1, 1, 1), (0.05, 0.10, 0.15)),
-                                       ("2x1x1", (2, 1, 1), (0.05, 0.10, 0.05, 0.10, 0.15, 0.05, 0.10, 0.15))):
+            for cell, rep, rattles in (
+                ("1x1x1", (1, 1, 1), (0.05, 0.10, 0.15)),
+                ("2x1x1", (2, 1, 1), (0.05, 0.10, 0.05, 0.10, 0.15, 0.05, 0.10, 0.15)),
+            ):
                 host = unit.repeat(rep)
                 host.info = {}
                 d = add_defects(host, [{**spec, "depth": 0.5}], seed=0)
@@ -215,13 +256,18 @@ def _defect_families(unit: Atoms) -> dict[str, list[Atoms]]:
     for n_se in (1, 2):
         host = unit.copy()
         host.info = {}
-        d = add_defects(host, [{"kind": "substitution", "species": "Te", "element": "Se", "depth": 0.5}] * n_se, seed=n_se)
+        d = add_defects(
+            host, [{"kind": "substitution", "species": "Te", "element": "Se", "depth": 0.5}] * n_se, seed=n_se
+        )
         for i, sd in enumerate((0.0, 0.05, 0.10, 0.15)):
             a = d.copy() if sd == 0 else rattle(d, sd, seed=400 + i)
             alloy.append(_retag(a, "alloy_se", {"n_se": n_se, "x": n_se / 4, "stdev": sd, "seed": 400 + i}))
     fam["alloy_se"] = alloy
     inter = []
-    for cell, rep, rattles in (("2x1x1", (2, 1, 1), (0.05, 0.10, 0.05, 0.10, 0.15)), ("2x2x1", (2, 2, 1), (0.05, 0.10))):
+    for cell, rep, rattles in (
+        ("2x1x1", (2, 1, 1), (0.05, 0.10, 0.05, 0.10, 0.15)),
+        ("2x2x1", (2, 2, 1), (0.05, 0.10)),
+    ):
         for el in ("Cd", "Te"):
             host = unit.repeat(rep)
             host.info = {}
@@ -229,7 +275,9 @@ def _defect_families(unit: Atoms) -> dict[str, list[Atoms]]:
             base = {"defect": f"{el}_i", "cell": cell}
             inter.append(_retag(d.copy(), "interstitial", {**base, "stdev": 0.0}))
             for i, sd in enumerate(rattles):
-                inter.append(_retag(rattle(d, sd, seed=500 + i), "interstitial", {**base, "stdev": sd, "seed": 500 + i}))
+                inter.append(
+                    _retag(rattle(d, sd, seed=500 + i), "interstitial", {**base, "stdev": sd, "seed": 500 + i})
+                )
     fam["interstitial"] = inter
     return fam
 
@@ -296,8 +344,11 @@ def coherent_twin(a: float, layers: int = 6) -> tuple[Atoms, Atoms]:
             twin.set_cell([g1.cell[0], g1.cell[1], 2 * c])
             twin.wrap()
             first, second, d = neighbor_list("ijd", twin, 1.15 * bond)
-            if (np.bincount(first, minlength=len(twin)) == 4).all() and np.allclose(d, bond, atol=1e-6) \
-                    and (twin.numbers[first] != twin.numbers[second]).all():
+            if (
+                (np.bincount(first, minlength=len(twin)) == 4).all()
+                and np.allclose(d, bond, atol=1e-6)
+                and (twin.numbers[first] != twin.numbers[second]).all()
+            ):
                 assert np.allclose(twin.cell.array, ref.cell.array)
                 return twin, ref
     raise RuntimeError("no coherent stacking of the twinned grain found")  # pragma: no cover
@@ -308,8 +359,12 @@ def _twin111(unit: Atoms) -> dict[str, list[Atoms]]:
     out = {}
     for family, layers in (("twin111", 6), ("twin111_4", 4)):
         twin, ref = coherent_twin(a, layers)
-        base = {"boundary": "Sigma3 (111) coherent twin", "a": a, "bilayers_per_grain": layers,
-                "boundaries_per_cell": 2}
+        base = {
+            "boundary": "Sigma3 (111) coherent twin",
+            "a": a,
+            "bilayers_per_grain": layers,
+            "boundaries_per_cell": 2,
+        }
         out[family] = [_retag(ref, family, {**base, "twin": False}), _retag(twin, family, {**base, "twin": True})]
     return out
 
@@ -322,8 +377,9 @@ def _fair_order(families: dict[str, list[Atoms]]) -> list[Atoms]:
     out: list[Atoms] = []
     order = list(queues)
     while any(queues.values()):
-        best = min((n for n in order if queues[n]),
-                   key=lambda n: (spent[n] + estimated_cost(queues[n][0]), order.index(n)))
+        best = min(
+            (n for n in order if queues[n]), key=lambda n: (spent[n] + estimated_cost(queues[n][0]), order.index(n))
+        )
         a = queues[best].pop(0)
         spent[best] += estimated_cost(a)
         out.append(a)

@@ -25,8 +25,9 @@ def _families(library_root) -> dict[str, str]:
     return {cid: str(r.columns.get("family", "?")) for cid, r in Library(library_root).structures().items()}
 
 
-def retrieval_examples(module, dataset, library_root, n_images: int = 256, n_examples: int = 8, k: int = 5,
-                       seed: int = 0) -> dict:
+def retrieval_examples(
+    module, dataset, library_root, n_images: int = 256, n_examples: int = 8, k: int = 5, seed: int = 0
+) -> dict:
     """Embed up to ``n_images`` images of ``dataset`` clean (the gallery) and corrupted by the
     module's augmentation (the queries), and retrieve the top ``k`` gallery images of each query
     (its own clean copy excluded, as in validation).
@@ -66,7 +67,7 @@ def retrieval_examples(module, dataset, library_root, n_images: int = 256, n_exa
     g = torch.Generator(device=device).manual_seed(int(seed))
     with torch.no_grad():
         for s in range(0, len(images), 64):
-            x = images[s:s + 64].to(device)
+            x = images[s : s + 64].to(device)
             xq = module.augment(x, g)
             zq.append(module(xq).float().cpu())
             zc.append(module(standardise(x.float())).float().cpu())
@@ -94,8 +95,13 @@ def retrieval_examples(module, dataset, library_root, n_images: int = 256, n_exa
             row += [energies.get(cids[j], float("nan"))] if has_energy else []
             row += [cids[j] == cids[q]]
         rows.append(row)
-    return {"columns": columns, "rows": rows, "embeddings": zc.numpy(), "families": families,
-            "top1": float(np.mean([cids[int(top[q, 0])] == cids[q] for q in range(len(zq))]))}
+    return {
+        "columns": columns,
+        "rows": rows,
+        "embeddings": zc.numpy(),
+        "families": families,
+        "top1": float(np.mean([cids[int(top[q, 0])] == cids[q] for q in range(len(zq))])),
+    }
 
 
 class EmbeddingTracker(RunTracker):
@@ -113,8 +119,15 @@ class EmbeddingTracker(RunTracker):
         Seed of the query corruptions.
     """
 
-    def __init__(self, config: Any = None, documents: Mapping[str, Mapping] | None = None, n_images: int = 256,
-                 n_examples: int = 8, k: int = 5, seed: int = 0):
+    def __init__(
+        self,
+        config: Any = None,
+        documents: Mapping[str, Mapping] | None = None,
+        n_images: int = 256,
+        n_examples: int = 8,
+        k: int = 5,
+        seed: int = 0,
+    ):
         super().__init__(config, documents)
         self.n_images, self.n_examples, self.k, self.seed = int(n_images), int(n_examples), int(k), int(seed)
 
@@ -127,6 +140,7 @@ class EmbeddingTracker(RunTracker):
         ex = retrieval_examples(pl_module, ds, dm.library.root, self.n_images, self.n_examples, self.k, self.seed)
         step = trainer.global_step
         log_table(trainer.loggers, "val/retrieval_table", ex["columns"], ex["rows"], step=step)
-        fig = projection_figure(ex["embeddings"], ex["families"],
-                                f"validation embeddings ({len(ex['families'])} images, PCA)")
+        fig = projection_figure(
+            ex["embeddings"], ex["families"], f"validation embeddings ({len(ex['families'])} images, PCA)"
+        )
         log_figure(trainer.loggers, "val/embedding_projection", fig, step=step)

@@ -34,8 +34,16 @@ class FamilyBatchSampler(Sampler[list[int]]):
         from ``rank``, so the processes see disjoint batches and the same number of them.
     """
 
-    def __init__(self, labels: np.ndarray, groups: np.ndarray, classes_per_batch: int = 16, images_per_class: int = 4,
-                 seed: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        labels: np.ndarray,
+        groups: np.ndarray,
+        classes_per_batch: int = 16,
+        images_per_class: int = 4,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         if classes_per_batch < 2 or images_per_class < 1:
             raise ConfigError("the family sampler needs classes_per_batch >= 2 and images_per_class >= 1")
         self.labels, self.groups = np.asarray(labels), np.asarray(groups)
@@ -70,8 +78,11 @@ class FamilyBatchSampler(Sampler[list[int]]):
                     order = [keys[i] for i in rng.permutation(len(keys))]
                 members = [c for c in self.by_group[order.pop()] if c not in batch_classes]
                 batch_classes += [members[i] for i in rng.permutation(len(members))][: self.cpb - len(batch_classes)]
-            batch = [int(i) for c in batch_classes
-                     for i in rng.choice(self.by_class[c], self.ipc, replace=len(self.by_class[c]) < self.ipc)]
+            batch = [
+                int(i)
+                for c in batch_classes
+                for i in rng.choice(self.by_class[c], self.ipc, replace=len(self.by_class[c]) < self.ipc)
+            ]
             if b % self.world_size == self.rank:
                 yield batch
 
@@ -89,9 +100,19 @@ class LibraryDataModule(L.LightningDataModule):
         Split of the library (see :func:`surrogate.library.split_indices`).
     """
 
-    def __init__(self, library_dir: str, batch_size: int = 64, num_workers: int = 0, split_by: str = "condition",
-                 fractions=(0.8, 0.1, 0.1), sampler: str = "random", classes_per_batch: int = 16,
-                 images_per_class: int = 4, seed: int = 0, preload: bool = False):
+    def __init__(
+        self,
+        library_dir: str,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        split_by: str = "condition",
+        fractions=(0.8, 0.1, 0.1),
+        sampler: str = "random",
+        classes_per_batch: int = 16,
+        images_per_class: int = 4,
+        seed: int = 0,
+        preload: bool = False,
+    ):
         super().__init__()
         if sampler not in ("random", "family"):
             raise ConfigError(f"unknown sampler {sampler!r}: choose random or family")
@@ -114,8 +135,15 @@ class LibraryDataModule(L.LightningDataModule):
 
     def _family_sampler(self, rank: int = 0, world_size: int = 1) -> FamilyBatchSampler:
         ds = self.train_set
-        return FamilyBatchSampler(ds.labels[ds.indices], self.class_groups(), self.classes_per_batch, self.images_per_class,
-                                  self.seed, rank=rank, world_size=world_size)
+        return FamilyBatchSampler(
+            ds.labels[ds.indices],
+            self.class_groups(),
+            self.classes_per_batch,
+            self.images_per_class,
+            self.seed,
+            rank=rank,
+            world_size=world_size,
+        )
 
     def _distributed(self) -> tuple[int, int]:
         """``(rank, world_size)`` of the attached Trainer (``(0, 1)`` outside DDP)."""
@@ -126,22 +154,41 @@ class LibraryDataModule(L.LightningDataModule):
         kw = dict(num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
         rank, world = self._distributed()
         if self.sampler == "family":
-            if world > 1 and getattr(getattr(self.trainer, "_accelerator_connector", None), "use_distributed_sampler", False):
-                raise ConfigError("the family sampler shards its own batches under DDP: set trainer.use_distributed_sampler=false "
-                                  "(trainer=ddp and trainer=ddp_cpu do)")
+            if world > 1 and getattr(
+                getattr(self.trainer, "_accelerator_connector", None), "use_distributed_sampler", False
+            ):
+                raise ConfigError(
+                    "the family sampler shards its own batches under DDP: set trainer.use_distributed_sampler=false "
+                    "(trainer=ddp and trainer=ddp_cpu do)"
+                )
             return DataLoader(self.train_set, batch_sampler=self._family_sampler(rank, world), **kw)
         if world > 1:
             from torch.utils.data import DistributedSampler
 
             sampler = DistributedSampler(self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
-            return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler,
-                              drop_last=len(self.train_set) > self.batch_size * world, **kw)
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
-                          drop_last=len(self.train_set) > self.batch_size, **kw)
+            return DataLoader(
+                self.train_set,
+                batch_size=self.batch_size,
+                sampler=sampler,
+                drop_last=len(self.train_set) > self.batch_size * world,
+                **kw,
+            )
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=len(self.train_set) > self.batch_size,
+            **kw,
+        )
 
     def val_dataloader(self):
-        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            self.val_set,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
 
 class _InMemory:

@@ -38,8 +38,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     unreadable, foreign or potential checkpoint is a one-line :class:`LibraryError`."""
     from surrogate.io.checkpoints import EMBEDDING, load_torch_checkpoint
 
-    return load_torch_checkpoint(path, LibraryError, "embedding checkpoint", kind=EMBEDDING,
-                                 hint="train one (python train.py experiment=embedding_demo) or use checkpoints/")
+    return load_torch_checkpoint(
+        path,
+        LibraryError,
+        "embedding checkpoint",
+        kind=EMBEDDING,
+        hint="train one (python train.py experiment=embedding_demo) or use checkpoints/",
+    )
 
 
 def _read(path: Path) -> dict:
@@ -49,7 +54,7 @@ def _read(path: Path) -> dict:
         raise LibraryError(f"{path} records no network config (written before the embedding API): retrain it")
     state = ckpt["state_dict"]
     if ckpt.get("format") != FORMAT:  # Lightning checkpoint: keep the network's weights
-        state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
+        state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
     return {"state_dict": state, "surrogate": rec}
 
 
@@ -70,8 +75,9 @@ class Embedder:
         Path of the checkpoint and the SHA-256 of its bytes (16 hex characters).
     """
 
-    def __init__(self, net, record: dict, checkpoint: str | None = None, checkpoint_hash: str | None = None,
-                 device: str = "cpu"):
+    def __init__(
+        self, net, record: dict, checkpoint: str | None = None, checkpoint_hash: str | None = None, device: str = "cpu"
+    ):
         self.net = net.eval().to(device)
         self.device = device
         self.library_hash = str(record["library_hash"])
@@ -82,8 +88,10 @@ class Embedder:
         self.checkpoint, self.checkpoint_hash = checkpoint, checkpoint_hash
 
     def __repr__(self) -> str:
-        return (f"Embedder({self.config['backbone']}, dim={self.dim}, library={self.library_hash}, "
-                f"sampling={self.sampling} Å/px, image_shape={self.image_shape})")
+        return (
+            f"Embedder({self.config['backbone']}, dim={self.dim}, library={self.library_hash}, "
+            f"sampling={self.sampling} Å/px, image_shape={self.image_shape})"
+        )
 
     def check_library(self, library) -> None:
         """Raise :class:`LibraryError` unless ``library`` (a :class:`surrogate.library.Library`) is the
@@ -125,8 +133,8 @@ class Embedder:
         out = np.zeros((len(images), self.dim), np.float32)
         with torch.inference_mode():
             for s in range(0, len(images), batch_size):
-                x = torch.from_numpy(images[s:s + batch_size])[:, None].to(self.device)
-                out[s:s + batch_size] = self.net(standardise(x)).float().cpu().numpy()
+                x = torch.from_numpy(images[s : s + batch_size])[:, None].to(self.device)
+                out[s : s + batch_size] = self.net(standardise(x)).float().cpu().numpy()
         return out
 
 
@@ -185,8 +193,15 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, out_path: str | os.Pat
     return out
 
 
-def build_index(library_dir: str | os.PathLike, checkpoint_path: str | os.PathLike, out_path: str | os.PathLike,
-                kind: str = "auto", device: str = "cpu", batch_size: int = 256, **index_kw: Any):
+def build_index(
+    library_dir: str | os.PathLike,
+    checkpoint_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    kind: str = "auto",
+    device: str = "cpu",
+    batch_size: int = 256,
+    **index_kw: Any,
+):
     """Embed every image of a library and save a FAISS index of them.
 
     Row ``i`` of the index is library image ``i`` (its configuration is ``Library.config_ids()[i]``).
@@ -203,10 +218,16 @@ def build_index(library_dir: str | os.PathLike, checkpoint_path: str | os.PathLi
     lib = Library(library_dir)
     emb = load_embedder(checkpoint_path, device=device, library=lib)
     chunk = int(lib.manifest.get("images_per_structure", 64)) * 4
-    vecs = np.concatenate([emb.embed(np.asarray(lib.group["images"][s:s + chunk]), batch_size)
-                           for s in range(0, len(lib), chunk)])
-    meta = {"checkpoint": str(Path(checkpoint_path)), "checkpoint_hash": emb.checkpoint_hash,
-            "library_hash": lib.hash, "sampling": lib.sampling, "image_shape": list(emb.image_shape)}
+    vecs = np.concatenate(
+        [emb.embed(np.asarray(lib.group["images"][s : s + chunk]), batch_size) for s in range(0, len(lib), chunk)]
+    )
+    meta = {
+        "checkpoint": str(Path(checkpoint_path)),
+        "checkpoint_hash": emb.checkpoint_hash,
+        "library_hash": lib.hash,
+        "sampling": lib.sampling,
+        "image_shape": list(emb.image_shape),
+    }
     index = EmbeddingIndex(emb.dim, kind=kind, metadata=meta, **index_kw).build(vecs)
     index.save(out_path)
     return index

@@ -16,8 +16,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--library", default="demo_library", help="library directory (default: demo_library)")
     p.add_argument("--checkpoint", required=True, help="embedding checkpoint (Lightning .ckpt or exported .pt)")
     p.add_argument("--out", required=True, help="index file to write (a .json sidecar is written beside it)")
-    p.add_argument("--kind", default="auto", choices=["auto", "flat", "hnsw", "ivf", "ivfpq"],
-                   help="FAISS index kind (ivfpq: compressed, for libraries beyond memory)")
+    p.add_argument(
+        "--kind",
+        default="auto",
+        choices=["auto", "flat", "hnsw", "ivf", "ivfpq"],
+        help="FAISS index kind (ivfpq: compressed, for libraries beyond memory)",
+    )
     p.add_argument("--gpu", action="store_true", help="build on the GPUs when FAISS has them (faiss-gpu)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     a = p.parse_args(argv)

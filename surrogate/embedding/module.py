@@ -15,7 +15,6 @@ examples (query | top 5) goes to every logger.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable
 
 import lightning as L
@@ -59,12 +58,23 @@ class EmbeddingModule(L.LightningModule):
         configuration term contradictory targets; the group term is always learnable.
     """
 
-    def __init__(self, net: torch.nn.Module, optimizer: Callable, scheduler: Callable | None = None,
-                 loss: torch.nn.Module | None = None, miner: torch.nn.Module | None = None,
-                 augment: Corrupt | None = None, clean_fraction: float = 0.25, scheduler_interval: str = "epoch",
-                 examples_every: int = 1, library_hash: str | None = None, sampling: float | None = None,
-                 image_shape: tuple[int, int] | None = None, label_groups: list[int] | None = None,
-                 group_weight: float = 0.0):
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        optimizer: Callable,
+        scheduler: Callable | None = None,
+        loss: torch.nn.Module | None = None,
+        miner: torch.nn.Module | None = None,
+        augment: Corrupt | None = None,
+        clean_fraction: float = 0.25,
+        scheduler_interval: str = "epoch",
+        examples_every: int = 1,
+        library_hash: str | None = None,
+        sampling: float | None = None,
+        image_shape: tuple[int, int] | None = None,
+        label_groups: list[int] | None = None,
+        group_weight: float = 0.0,
+    ):
         super().__init__()
         if group_weight and label_groups is None:
             from surrogate.errors import ConfigError
@@ -119,8 +129,12 @@ class EmbeddingModule(L.LightningModule):
         g = torch.Generator(device=images.device).manual_seed(10_000 + batch_idx)  # same corruption every epoch
         query = self.augment(images, g)
         zq, zc = self(query), self(standardise(images.float()))
-        self.log("val/loss", self._loss(torch.cat([zq, zc]), torch.cat([labels, labels])), prog_bar=True,
-                 batch_size=len(images))
+        self.log(
+            "val/loss",
+            self._loss(torch.cat([zq, zc]), torch.cat([labels, labels])),
+            prog_bar=True,
+            batch_size=len(images),
+        )
         self._val.append((zq.float().cpu(), zc.float().cpu(), labels.cpu(), query.cpu(), images.cpu()))
 
     def on_validation_epoch_end(self) -> None:
@@ -146,21 +160,28 @@ class EmbeddingModule(L.LightningModule):
         from surrogate.embedding.figures import log_figure, retrieval_figure
 
         pick = torch.linspace(0, len(query) - 1, min(n, len(query))).long()
-        fig = retrieval_figure(query[pick, 0].numpy(), clean[top[pick], 0].numpy(),
-                               (y[top[pick]] == y[pick, None]).numpy())
+        fig = retrieval_figure(
+            query[pick, 0].numpy(), clean[top[pick], 0].numpy(), (y[top[pick]] == y[pick, None]).numpy()
+        )
         log_figure(self.trainer, "val/retrieval_examples", fig, self.current_epoch, self.global_step)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer),
-                                                         "interval": self.hparams.scheduler_interval}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": self.scheduler_factory(optimizer=optimizer),
+                "interval": self.hparams.scheduler_interval,
+            },
+        }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         shape = self.hparams.image_shape
         checkpoint["surrogate"] = {
-            "library_hash": self.hparams.library_hash, "sampling": self.hparams.sampling,
+            "library_hash": self.hparams.library_hash,
+            "sampling": self.hparams.sampling,
             "image_shape": None if shape is None else [int(v) for v in shape],
             "net": dict(getattr(self.net, "config", {})),
         }

@@ -13,8 +13,19 @@ from surrogate.errors import ConfigError
 __all__ = ["BACKBONES", "EmbeddingNet"]
 
 #: torchvision architectures accepted as backbones (all built with ``weights=None``).
-BACKBONES = ("resnet18", "resnet34", "resnet50", "convnext_tiny", "efficientnet_b0", "mobilenet_v3_small",
-             "mobilenet_v3_large", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "regnet_x_400mf", "regnet_y_400mf")
+BACKBONES = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "convnext_tiny",
+    "efficientnet_b0",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "shufflenet_v2_x0_5",
+    "shufflenet_v2_x1_0",
+    "regnet_x_400mf",
+    "regnet_y_400mf",
+)
 
 
 def _one_channel(net: nn.Module) -> nn.Module:
@@ -23,8 +34,20 @@ def _one_channel(net: nn.Module) -> nn.Module:
         if isinstance(conv, nn.Conv2d) and conv.in_channels == 3:
             parent_name, _, attr = name.rpartition(".")
             parent = net.get_submodule(parent_name) if parent_name else net
-            setattr(parent, attr, nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                                            conv.dilation, conv.groups, conv.bias is not None))
+            setattr(
+                parent,
+                attr,
+                nn.Conv2d(
+                    1,
+                    conv.out_channels,
+                    conv.kernel_size,
+                    conv.stride,
+                    conv.padding,
+                    conv.dilation,
+                    conv.groups,
+                    conv.bias is not None,
+                ),
+            )
             return net
     raise ConfigError("backbone has no 3-channel input convolution to adapt")
 
@@ -73,8 +96,15 @@ class EmbeddingNet(nn.Module):
         library, the queries and the training views all pass through it.
     """
 
-    def __init__(self, backbone: str = "resnet18", dim: int = 128, hidden: int = 512, input_size: int | None = None,
-                 bn_momentum: float | None = 0.1, canonical: bool = False):
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        dim: int = 128,
+        hidden: int = 512,
+        input_size: int | None = None,
+        bn_momentum: float | None = 0.1,
+        canonical: bool = False,
+    ):
         super().__init__()
         import torchvision.models as tvm
 
@@ -93,8 +123,13 @@ class EmbeddingNet(nn.Module):
         self.input_size = None if input_size is None else int(input_size)
         self.head = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
         self.canonical = bool(canonical)
-        self.config = {"backbone": backbone, "dim": int(dim), "hidden": int(hidden), "input_size": self.input_size,
-                       "canonical": self.canonical}
+        self.config = {
+            "backbone": backbone,
+            "dim": int(dim),
+            "hidden": int(hidden),
+            "input_size": self.input_size,
+            "canonical": self.canonical,
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 1:

@@ -58,15 +58,21 @@ def train_embedding(cfg: DictConfig) -> dict:
     L.seed_everything(int(cfg.seed), workers=True)
     _size_proxy_loss(cfg, len(dm.train_set.classes))
     label_groups = np.unique(dm.class_groups(), return_inverse=True)[1]  # group index of every label
-    model = instantiate(cfg.model, library_hash=lib.hash, sampling=lib.sampling,
-                        image_shape=list(lib.manifest["image_shape"]), label_groups=[int(v) for v in label_groups])
+    model = instantiate(
+        cfg.model,
+        library_hash=lib.hash,
+        sampling=lib.sampling,
+        image_shape=list(lib.manifest["image_shape"]),
+        label_groups=[int(v) for v in label_groups],
+    )
     loggers = make_loggers(cfg.get("logger")) or False
     out = Path(cfg.paths.output_dir)
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor="val/loss", mode="min")
     # last.ckpt after every epoch, improved or not (Lightning's save_last only follows the best), so a
     # killed run resumes from the epoch it reached
-    latest = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1,
-                             enable_version_counter=False)
+    latest = ModelCheckpoint(
+        dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1, enable_version_counter=False
+    )
     tracker = EmbeddingTracker(cfg, documents={"library_manifest": lib.manifest}, **(cfg.get("tracking") or {}))
     trainer = instantiate(cfg.trainer, logger=loggers, callbacks=[checkpoint, latest, tracker])
     trainer.fit(model, dm, ckpt_path=cfg.get("ckpt_path"))

@@ -15,6 +15,15 @@ from surrogate.evaluation.heldout import (
 )
 
 __all__ = [
-    "LEVELS", "HeldoutError", "HeldoutQuery", "read_heldout", "normalize_labels", "library_labels",
-    "level_class", "level_applies", "level_match", "score_labels", "confusion_matrix",
+    "LEVELS",
+    "HeldoutError",
+    "HeldoutQuery",
+    "read_heldout",
+    "normalize_labels",
+    "library_labels",
+    "level_class",
+    "level_applies",
+    "level_match",
+    "score_labels",
+    "confusion_matrix",
 ]

@@ -33,8 +33,18 @@ from typing import Any, Mapping, Sequence
 from surrogate.errors import SurrogateError
 
 __all__ = [
-    "LEVELS", "HeldoutError", "HeldoutQuery", "read_heldout", "normalize_labels", "library_labels",
-    "reduce_misorientation", "level_class", "level_applies", "level_match", "score_labels", "confusion_matrix",
+    "LEVELS",
+    "HeldoutError",
+    "HeldoutQuery",
+    "read_heldout",
+    "normalize_labels",
+    "library_labels",
+    "reduce_misorientation",
+    "level_class",
+    "level_applies",
+    "level_match",
+    "score_labels",
+    "confusion_matrix",
 ]
 
 #: Levels of the class hierarchy, coarse to fine.
@@ -43,8 +53,18 @@ LEVELS = ("material_zone", "family", "boundary", "defect_kind")
 BOUNDARY_FAMILIES = ("twin", "gb")
 #: Largest misorientation about each tilt axis before the lattice symmetry makes it a smaller one [deg].
 FOLD = {"110": 90.0, "100": 45.0}
-_LABEL_KEYS = ("material", "zone_axis", "family", "boundary", "sigma", "misorientation", "inclination",
-               "tilt_axis", "defect_kind", "defect_count")
+_LABEL_KEYS = (
+    "material",
+    "zone_axis",
+    "family",
+    "boundary",
+    "sigma",
+    "misorientation",
+    "inclination",
+    "tilt_axis",
+    "defect_kind",
+    "defect_count",
+)
 _RECORD_KEYS = ("name", "image", "structure", "labels", "pixel_size")
 
 
@@ -97,8 +117,10 @@ class HeldoutQuery:
         try:
             return read_image(self.image)
         except ImageError as exc:
-            raise HeldoutError(f"held-out image {self.image} is unreadable ({exc}): regenerate it with "
-                               "benchmarks/heldout/make_heldout.py") from None
+            raise HeldoutError(
+                f"held-out image {self.image} is unreadable ({exc}): regenerate it with "
+                "benchmarks/heldout/make_heldout.py"
+            ) from None
 
     def atoms(self):
         """The ground-truth configuration (:class:`ase.Atoms`)."""
@@ -107,8 +129,10 @@ class HeldoutQuery:
         try:
             return read(self.structure, format="extxyz")
         except Exception as exc:
-            raise HeldoutError(f"held-out structure {self.structure} is corrupt ({type(exc).__name__}): regenerate it "
-                               "with benchmarks/heldout/make_heldout.py") from None
+            raise HeldoutError(
+                f"held-out structure {self.structure} is corrupt ({type(exc).__name__}): regenerate it "
+                "with benchmarks/heldout/make_heldout.py"
+            ) from None
 
 
 def _zone_label(z) -> str:
@@ -183,30 +207,48 @@ def read_heldout(directory: str | Path = "data/heldout", check_files: bool = Tru
     root = Path(directory)
     path = root / "labels.json"
     if not root.is_dir():
-        raise HeldoutError(f"held-out set {root} not found: make it with python benchmarks/heldout/make_heldout.py --out {root}")
+        raise HeldoutError(
+            f"held-out set {root} not found: make it with python benchmarks/heldout/make_heldout.py --out {root}"
+        )
     if not path.is_file():
-        raise HeldoutError(f"{path} not found: the held-out set is incomplete; rerun benchmarks/heldout/make_heldout.py --out {root}")
+        raise HeldoutError(
+            f"{path} not found: the held-out set is incomplete; rerun benchmarks/heldout/make_heldout.py --out {root}"
+        )
     try:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HeldoutError(f"{path} is not valid JSON ({exc}): regenerate it with benchmarks/heldout/make_heldout.py") from None
+        raise HeldoutError(
+            f"{path} is not valid JSON ({exc}): regenerate it with benchmarks/heldout/make_heldout.py"
+        ) from None
     images = doc.get("images") if isinstance(doc, Mapping) else None
     if not isinstance(images, list) or not images:
-        raise HeldoutError(f"{path} lists no images (expected {{'images': [...]}}): regenerate it with benchmarks/heldout/make_heldout.py")
+        raise HeldoutError(
+            f"{path} lists no images (expected {{'images': [...]}}): regenerate it with benchmarks/heldout/make_heldout.py"
+        )
     out = []
     for i, rec in enumerate(images):
         missing = [k for k in _RECORD_KEYS if not isinstance(rec, Mapping) or k not in rec]
         if missing:
-            raise HeldoutError(f"{path}: record {i} lacks {', '.join(missing)}: regenerate it with benchmarks/heldout/make_heldout.py")
+            raise HeldoutError(
+                f"{path}: record {i} lacks {', '.join(missing)}: regenerate it with benchmarks/heldout/make_heldout.py"
+            )
         q = HeldoutQuery(
-            name=str(rec["name"]), image=root / rec["image"], structure=root / rec["structure"],
-            labels=normalize_labels(rec["labels"]), mode=str(rec.get("mode", "haadf")),
-            pixel_size=float(rec["pixel_size"]), rotation=float(rec.get("rotation", 0.0)),
-            dose=None if rec.get("dose") is None else float(rec["dose"]), seed=int(rec.get("seed", 0)), record=dict(rec),
+            name=str(rec["name"]),
+            image=root / rec["image"],
+            structure=root / rec["structure"],
+            labels=normalize_labels(rec["labels"]),
+            mode=str(rec.get("mode", "haadf")),
+            pixel_size=float(rec["pixel_size"]),
+            rotation=float(rec.get("rotation", 0.0)),
+            dose=None if rec.get("dose") is None else float(rec["dose"]),
+            seed=int(rec.get("seed", 0)),
+            record=dict(rec),
         )
         for f in (q.image, q.structure):
             if not f.is_file():
-                raise HeldoutError(f"{f} (listed in {path}) not found: rerun benchmarks/heldout/make_heldout.py --out {root}")
+                raise HeldoutError(
+                    f"{f} (listed in {path}) not found: rerun benchmarks/heldout/make_heldout.py --out {root}"
+                )
         if check_files:
             q.read_image()
             q.atoms()
@@ -272,8 +314,9 @@ def level_applies(truth: Mapping[str, Any], level: str) -> bool:
     raise HeldoutError(f"unknown level {level!r}: choose one of {', '.join(LEVELS)}")
 
 
-def level_match(truth: Mapping[str, Any], candidate: Mapping[str, Any] | None, level: str,
-                tolerance: float = 2.0) -> bool:
+def level_match(
+    truth: Mapping[str, Any], candidate: Mapping[str, Any] | None, level: str, tolerance: float = 2.0
+) -> bool:
     """Whether ``candidate``'s labels are right at ``level`` (see the module docstring).
 
     Parameters
@@ -305,8 +348,12 @@ def level_match(truth: Mapping[str, Any], candidate: Mapping[str, Any] | None, l
     raise HeldoutError(f"unknown level {level!r}: choose one of {', '.join(LEVELS)}")
 
 
-def score_labels(truths: Sequence[Mapping[str, Any]], ranked: Sequence[Sequence[Mapping[str, Any] | None]],
-                 ks: Sequence[int] = (1, 5), tolerance: float = 2.0) -> dict[str, Any]:
+def score_labels(
+    truths: Sequence[Mapping[str, Any]],
+    ranked: Sequence[Sequence[Mapping[str, Any] | None]],
+    ks: Sequence[int] = (1, 5),
+    tolerance: float = 2.0,
+) -> dict[str, Any]:
     """Top-k accuracy per level.
 
     Parameters
@@ -345,8 +392,12 @@ def score_labels(truths: Sequence[Mapping[str, Any]], ranked: Sequence[Sequence[
     return {"levels": levels, "per_query": per_query}
 
 
-def confusion_matrix(truths: Sequence[Mapping[str, Any]], predicted: Sequence[Mapping[str, Any] | None],
-                     level: str = "family", classes: Sequence[str] | None = None) -> dict[str, Any]:
+def confusion_matrix(
+    truths: Sequence[Mapping[str, Any]],
+    predicted: Sequence[Mapping[str, Any] | None],
+    level: str = "family",
+    classes: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Counts of (true class, top-1 class) at ``level``: ``{"classes": [...], "matrix": [[...]]}``,
     rows the truth, columns the prediction (``"none"``: no candidate)."""
     if len(truths) != len(predicted):

@@ -59,15 +59,29 @@ class EmbeddingIndex:
 
     KINDS = ("auto", "flat", "hnsw", "ivf", "ivfpq")
 
-    def __init__(self, dim: int, kind: str = "auto", exact_max: int = 50_000, hnsw_m: int = 32,
-                 ef_search: int = 128, nlist: int | None = None, nprobe: int = 16, pq_m: int = 16, pq_bits: int = 8,
-                 train_size: int = 200_000, gpu: bool = False, metadata: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        dim: int,
+        kind: str = "auto",
+        exact_max: int = 50_000,
+        hnsw_m: int = 32,
+        ef_search: int = 128,
+        nlist: int | None = None,
+        nprobe: int = 16,
+        pq_m: int = 16,
+        pq_bits: int = 8,
+        train_size: int = 200_000,
+        gpu: bool = False,
+        metadata: dict[str, Any] | None = None,
+    ):
         if kind not in self.KINDS:
             raise ConfigError(f"unknown index kind {kind!r}: choose " + ", ".join(self.KINDS))
         if dim < 1:
             raise ConfigError(f"embedding dimension must be >= 1, got {dim}")
         if kind == "ivfpq" and (pq_m < 1 or dim % pq_m):
-            raise ConfigError(f"pq_m={pq_m} must divide the embedding dimension {dim}: choose e.g. pq_m={max(1, dim // 8)}")
+            raise ConfigError(
+                f"pq_m={pq_m} must divide the embedding dimension {dim}: choose e.g. pq_m={max(1, dim // 8)}"
+            )
         self.dim, self.kind, self.exact_max = int(dim), kind, int(exact_max)
         self.hnsw_m, self.ef_search, self.nlist, self.nprobe = hnsw_m, ef_search, nlist, nprobe
         self.pq_m, self.pq_bits, self.train_size, self.gpu = int(pq_m), int(pq_bits), int(train_size), bool(gpu)
@@ -100,19 +114,29 @@ class EmbeddingIndex:
         else:
             nlist = self.nlist or max(1, int(4 * np.sqrt(n)))
             if n < nlist:
-                raise ConfigError(f"an IVF index with {nlist} lists needs >= {nlist} embeddings, got {n}: use kind=flat")
-            if kind == "ivfpq" and n < 2 ** self.pq_bits:
-                raise ConfigError(f"an IVF-PQ index with {self.pq_bits}-bit codes needs >= {2 ** self.pq_bits} embeddings, "
-                                  f"got {n}: use kind=flat or lower pq_bits")
+                raise ConfigError(
+                    f"an IVF index with {nlist} lists needs >= {nlist} embeddings, got {n}: use kind=flat"
+                )
+            if kind == "ivfpq" and n < 2**self.pq_bits:
+                raise ConfigError(
+                    f"an IVF-PQ index with {self.pq_bits}-bit codes needs >= {2**self.pq_bits} embeddings, "
+                    f"got {n}: use kind=flat or lower pq_bits"
+                )
             quantizer = faiss.IndexFlatIP(self.dim)
             if kind == "ivf":
                 index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
             else:
-                index = faiss.IndexIVFPQ(quantizer, self.dim, nlist, self.pq_m, self.pq_bits, faiss.METRIC_INNER_PRODUCT)
+                index = faiss.IndexIVFPQ(
+                    quantizer, self.dim, nlist, self.pq_m, self.pq_bits, faiss.METRIC_INNER_PRODUCT
+                )
             index.nprobe = self.nprobe
         index = self._to_gpu(index, kind)
         if kind in ("ivf", "ivfpq"):
-            train = x if n <= self.train_size else x[np.sort(np.random.default_rng(0).choice(n, self.train_size, replace=False))]
+            train = (
+                x
+                if n <= self.train_size
+                else x[np.sort(np.random.default_rng(0).choice(n, self.train_size, replace=False))]
+            )
             index.train(train)
         index.add(x)
         self.index, self.built_kind = index, kind
@@ -217,9 +241,13 @@ class EmbeddingIndex:
         except RuntimeError as exc:
             raise LibraryError(f"corrupt index file {path} ({str(exc).splitlines()[0]}): rebuild it") from None
         if index.d != dim or index.ntotal != count:
-            raise LibraryError(f"index {path} holds {index.ntotal} x {index.d} entries but its sidecar says {count} x {dim}: "
-                               "delete both and rebuild")
-        out = cls(dim, kind=kind, gpu=gpu, metadata={k: v for k, v in meta.items() if k not in ("dim", "kind", "count")})
+            raise LibraryError(
+                f"index {path} holds {index.ntotal} x {index.d} entries but its sidecar says {count} x {dim}: "
+                "delete both and rebuild"
+            )
+        out = cls(
+            dim, kind=kind, gpu=gpu, metadata={k: v for k, v in meta.items() if k not in ("dim", "kind", "count")}
+        )
         out.index, out.built_kind = out._to_gpu(index, kind), kind
         if kind in ("ivf", "ivfpq"):
             out.nprobe = int(faiss.extract_index_ivf(index).nprobe)

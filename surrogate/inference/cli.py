@@ -38,9 +38,11 @@ def infer(cfg: DictConfig) -> dict:
     best = result.candidates[0] if result.candidates else None
     if best is not None:
         r = best.refinement
-        print(f"best: {best.family} {best.config_id} distance {best.distance:.3f}"
-              + (f", FOM {r['fom_before']:.3f} -> {r['fom']:.3f}" if r else "")
-              + (" (OUT OF LIBRARY: beyond the calibrated distance)" if result.out_of_library else ""))
+        print(
+            f"best: {best.family} {best.config_id} distance {best.distance:.3f}"
+            + (f", FOM {r['fom_before']:.3f} -> {r['fom']:.3f}" if r else "")
+            + (" (OUT OF LIBRARY: beyond the calibrated distance)" if result.out_of_library else "")
+        )
     if result.classes:
         print(classes_line(result.classes))
     if result.lattice.get("mismatch"):

@@ -35,8 +35,17 @@ from ase import Atoms
 
 from surrogate.errors import ImageError
 
-__all__ = ["Columns", "ColumnMatch", "find_columns", "projected_columns", "match_columns", "window_columns",
-           "score_candidate", "gaussian_image", "structure_to_window"]
+__all__ = [
+    "Columns",
+    "ColumnMatch",
+    "find_columns",
+    "projected_columns",
+    "match_columns",
+    "window_columns",
+    "score_candidate",
+    "gaussian_image",
+    "structure_to_window",
+]
 
 #: exponent of the incoherent (HAADF) Z-contrast used for projected column intensities
 Z_EXPONENT = 1.7
@@ -90,9 +99,15 @@ class Columns:
         out = []
         for i in range(len(self)):
             w = float(self.width[i])
-            out.append({"x": round(float(self.xy[i, 0]), 4), "y": round(float(self.xy[i, 1]), 4),
-                        "intensity": float(self.intensity[i]), "width": None if np.isnan(w) else round(w, 4),
-                        "species": None if self.species is None else self.species[i]})
+            out.append(
+                {
+                    "x": round(float(self.xy[i, 0]), 4),
+                    "y": round(float(self.xy[i, 1]), 4),
+                    "intensity": float(self.intensity[i]),
+                    "width": None if np.isnan(w) else round(w, 4),
+                    "species": None if self.species is None else self.species[i],
+                }
+            )
         return out
 
     def to_csv(self, path: str | Path) -> Path:
@@ -101,8 +116,10 @@ class Columns:
 
         lines = ["x_A,y_A,intensity,width_A,species"]
         for r in self.records():
-            lines.append(f"{r['x']},{r['y']},{r['intensity']:.6g},{'' if r['width'] is None else r['width']},"
-                         f"{r['species'] or ''}")
+            lines.append(
+                f"{r['x']},{r['y']},{r['intensity']:.6g},{'' if r['width'] is None else r['width']},"
+                f"{r['species'] or ''}"
+            )
         path = Path(path)
         atomic_write_text(path, "\n".join(lines) + "\n")
         return path
@@ -122,10 +139,13 @@ class Columns:
         doc = json.loads(Path(path).read_text())
         cols = doc["columns"]
         species = [c["species"] for c in cols]
-        return cls(np.array([[c["x"], c["y"]] for c in cols], float).reshape(-1, 2),
-                   np.array([c["intensity"] for c in cols], float),
-                   np.array([np.nan if c["width"] is None else c["width"] for c in cols], float),
-                   None if (not cols or any(s is None for s in species)) else species, doc.get("meta") or {})
+        return cls(
+            np.array([[c["x"], c["y"]] for c in cols], float).reshape(-1, 2),
+            np.array([c["intensity"] for c in cols], float),
+            np.array([np.nan if c["width"] is None else c["width"] for c in cols], float),
+            None if (not cols or any(s is None for s in species)) else species,
+            doc.get("meta") or {},
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,8 +157,14 @@ def _gauss(params: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
     return b + a * np.exp(-((yy - r0) ** 2 + (xx - c0) ** 2) / (2.0 * s * s))
 
 
-def gaussian_image(shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray, amplitude: np.ndarray,
-                   sigma: np.ndarray, skip: int | None = None) -> np.ndarray:
+def gaussian_image(
+    shape: tuple[int, int],
+    rows: np.ndarray,
+    cols: np.ndarray,
+    amplitude: np.ndarray,
+    sigma: np.ndarray,
+    skip: int | None = None,
+) -> np.ndarray:
     """Sum of isotropic Gaussians (no background) on a ``shape`` grid [px]; ``skip`` leaves one out."""
     out = np.zeros(shape, np.float64)
     for i, (r, c, a, s) in enumerate(zip(rows, cols, amplitude, sigma)):
@@ -176,8 +202,14 @@ def _fit_peaks(signal: np.ndarray, peaks: np.ndarray, radius: int, sigma0: float
         hi = np.array([np.inf, pr + radius, pc + radius, 2.0 * radius + 1.0, np.inf])
         x0 = np.clip(x0, lo + 1e-9, np.where(np.isfinite(hi), hi - 1e-9, np.inf))
         try:
-            res = least_squares(lambda p: (_gauss(p, yy, xx) - patch).ravel(), x0, bounds=(lo, hi), method="trf",
-                                x_scale="jac", max_nfev=200)
+            res = least_squares(
+                lambda p: (_gauss(p, yy, xx) - patch).ravel(),
+                x0,
+                bounds=(lo, hi),
+                method="trf",
+                x_scale="jac",
+                max_nfev=200,
+            )
         except (ValueError, np.linalg.LinAlgError):
             continue
         out[i] = res.x
@@ -186,8 +218,9 @@ def _fit_peaks(signal: np.ndarray, peaks: np.ndarray, radius: int, sigma0: float
     return out, r2
 
 
-def _columns_of(signal: np.ndarray, sampling: float, min_separation: float, threshold: float,
-                refine_passes: int) -> tuple[Columns, float]:
+def _columns_of(
+    signal: np.ndarray, sampling: float, min_separation: float, threshold: float, refine_passes: int
+) -> tuple[Columns, float]:
     """Columns of the bright peaks of ``signal`` and the polarity score (median R², regularity)."""
     from scipy.ndimage import gaussian_filter
     from skimage.feature import peak_local_max
@@ -198,8 +231,12 @@ def _columns_of(signal: np.ndarray, sampling: float, min_separation: float, thre
     if not hi > lo:
         return Columns(np.zeros((0, 2)), np.zeros(0), np.zeros(0)), -np.inf
     scaled = (smooth - lo) / (hi - lo)
-    peaks = peak_local_max(scaled, min_distance=max(1, int(np.floor(sep_px * 0.8))), threshold_abs=threshold,
-                           exclude_border=max(1, int(np.ceil(sep_px / 3))))
+    peaks = peak_local_max(
+        scaled,
+        min_distance=max(1, int(np.floor(sep_px * 0.8))),
+        threshold_abs=threshold,
+        exclude_border=max(1, int(np.ceil(sep_px / 3))),
+    )
     if len(peaks) == 0:
         return Columns(np.zeros((0, 2)), np.zeros(0), np.zeros(0)), -np.inf
     radius = max(2, int(np.ceil(0.55 * sep_px)))
@@ -214,8 +251,10 @@ def _columns_of(signal: np.ndarray, sampling: float, min_separation: float, thre
         new = np.full_like(params, np.nan)
         new_r2 = np.full_like(r2, np.nan)
         for k, i in enumerate(idx):
-            own = gaussian_image(sig.shape, params[i:i + 1, 1], params[i:i + 1, 2], params[i:i + 1, 0], params[i:i + 1, 3])
-            p, q = _fit_peaks(sig - (full - own), centres[k:k + 1], radius, float(params[i, 3]))
+            own = gaussian_image(
+                sig.shape, params[i : i + 1, 1], params[i : i + 1, 2], params[i : i + 1, 0], params[i : i + 1, 3]
+            )
+            p, q = _fit_peaks(sig - (full - own), centres[k : k + 1], radius, float(params[i, 3]))
             new[i], new_r2[i] = p[0], q[0]
         params, r2 = new, new_r2
     ok = np.isfinite(params[:, 0])
@@ -244,8 +283,15 @@ def _columns_of(signal: np.ndarray, sampling: float, min_separation: float, thre
     return cols, score
 
 
-def find_columns(image: np.ndarray, sampling: float, mode: str = "haadf", min_separation: float = 1.0,
-                 threshold: float = 0.2, refine_passes: int = 1, polarity: int | None = None) -> Columns:
+def find_columns(
+    image: np.ndarray,
+    sampling: float,
+    mode: str = "haadf",
+    min_separation: float = 1.0,
+    threshold: float = 0.2,
+    refine_passes: int = 1,
+    polarity: int | None = None,
+) -> Columns:
     """Atom columns of an image, to sub-pixel precision.
 
     Parameters
@@ -300,9 +346,14 @@ def find_columns(image: np.ndarray, sampling: float, mode: str = "haadf", min_se
             best = (score, cols, s)
     assert best is not None
     _, cols, sign = best
-    cols.meta = {"mode": mode, "sampling": float(sampling), "polarity": sign,
-                 "polarity_scores": {str(k): round(v, 4) for k, v in scores.items()}, "frame": "image",
-                 "min_separation": float(min_separation)}
+    cols.meta = {
+        "mode": mode,
+        "sampling": float(sampling),
+        "polarity": sign,
+        "polarity_scores": {str(k): round(v, 4) for k, v in scores.items()},
+        "frame": "image",
+        "min_separation": float(min_separation),
+    }
     return cols
 
 
@@ -326,8 +377,12 @@ def projected_columns(atoms: Atoms, tol: float = 0.3) -> Columns:
         return Columns(np.zeros((0, 2)), np.zeros(0), np.zeros(0), [])
     xy = atoms.positions[:, :2].copy()
     cell = atoms.cell.array
-    periodic = bool(atoms.pbc[0] and atoms.pbc[1]) and np.allclose(cell[:2, :2], np.diag(np.diag(cell[:2, :2])), atol=1e-6) \
-        and cell[0, 0] > 0 and cell[1, 1] > 0
+    periodic = (
+        bool(atoms.pbc[0] and atoms.pbc[1])
+        and np.allclose(cell[:2, :2], np.diag(np.diag(cell[:2, :2])), atol=1e-6)
+        and cell[0, 0] > 0
+        and cell[1, 1] > 0
+    )
     box = None
     if periodic:
         box = np.array([cell[0, 0], cell[1, 1]])
@@ -335,7 +390,11 @@ def projected_columns(atoms: Atoms, tol: float = 0.3) -> Columns:
         xy = np.where(xy >= box, xy - box, xy)
     tree = cKDTree(xy, boxsize=box) if box is not None else cKDTree(xy)
     pairs = tree.query_pairs(tol, output_type="ndarray")
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)) if len(pairs) else coo_matrix((n, n))
+    graph = (
+        coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+        if len(pairs)
+        else coo_matrix((n, n))
+    )
     ncomp, label = connected_components(graph, directed=False)
     order = np.argsort(label, kind="stable")
     starts = np.searchsorted(label[order], np.arange(ncomp + 1))
@@ -345,7 +404,7 @@ def projected_columns(atoms: Atoms, tol: float = 0.3) -> Columns:
     inten = np.zeros(ncomp)
     species = []
     for k in range(ncomp):
-        members = order[starts[k]:starts[k + 1]]
+        members = order[starts[k] : starts[k + 1]]
         p = xy[members]
         if box is not None:  # minimum image about the first member
             d = p - p[0]
@@ -409,13 +468,18 @@ class ColumnMatch:
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready figures (``column_fraction``, ``column_rms`` [Å], ...)."""
-        return {"column_fraction": round(float(self.fraction), 4),
-                "column_rms": None if not np.isfinite(self.rms) else round(float(self.rms), 4),
-                "n_columns": int(self.n_measured), "n_model_columns": int(self.n_model), "matched": int(len(self.pairs)),
-                "species_fraction": None if self.species_fraction is None else round(float(self.species_fraction), 4),
-                "rotation_deg": round(float(self.rotation), 3),
-                "translation_A": [round(float(v), 3) for v in self.translation], "mirror": bool(self.mirror),
-                "tolerance_A": float(self.tolerance)}
+        return {
+            "column_fraction": round(float(self.fraction), 4),
+            "column_rms": None if not np.isfinite(self.rms) else round(float(self.rms), 4),
+            "n_columns": int(self.n_measured),
+            "n_model_columns": int(self.n_model),
+            "matched": int(len(self.pairs)),
+            "species_fraction": None if self.species_fraction is None else round(float(self.species_fraction), 4),
+            "rotation_deg": round(float(self.rotation), 3),
+            "translation_A": [round(float(v), 3) for v in self.translation],
+            "mirror": bool(self.mirror),
+            "tolerance_A": float(self.tolerance),
+        }
 
 
 def _rot(theta_deg: float) -> np.ndarray:
@@ -464,7 +528,9 @@ def _nn_vectors(xy: np.ndarray, k: int = 4, top: int = 6, bin_size: float = 0.25
     _, idx = cKDTree(xy).query(xy, k=k)
     v = (xy[idx[:, 1:]] - xy[:, None, :]).reshape(-1, 2)
     v = v[np.hypot(v[:, 0], v[:, 1]) > 1e-6]
-    keys, inverse, counts = np.unique(np.round(v / bin_size).astype(int), axis=0, return_inverse=True, return_counts=True)
+    keys, inverse, counts = np.unique(
+        np.round(v / bin_size).astype(int), axis=0, return_inverse=True, return_counts=True
+    )
     order = np.argsort(-counts)[:top]
     inverse = inverse.ravel()
     return np.array([v[inverse == o].mean(axis=0) for o in order])
@@ -490,14 +556,17 @@ def _seed_rotations(measured: np.ndarray, model: np.ndarray, max_rotation: float
     return out
 
 
-def _seed_translations(measured: np.ndarray, model_rot: np.ndarray, tol: float, top: int = 4,
-                       n_anchor: int = 40) -> list[np.ndarray]:
+def _seed_translations(
+    measured: np.ndarray, model_rot: np.ndarray, tol: float, top: int = 4, n_anchor: int = 40
+) -> list[np.ndarray]:
     """Translations voted by pairs (central measured column, any model column): the ``top``
     histogram peaks (bins of ``tol``), each averaged over its votes."""
     centre = measured.mean(axis=0)
     anchors = measured[np.argsort(np.hypot(*(measured - centre).T))[:n_anchor]]
     d = (anchors[:, None, :] - model_rot[None, :, :]).reshape(-1, 2)
-    keys, inverse, counts = np.unique(np.floor(d / tol).astype(np.int64), axis=0, return_inverse=True, return_counts=True)
+    keys, inverse, counts = np.unique(
+        np.floor(d / tol).astype(np.int64), axis=0, return_inverse=True, return_counts=True
+    )
     inverse = inverse.ravel()
     # merge each bin with its 8 neighbours (a peak split over bin edges)
     lookup = {tuple(k): c for k, c in zip(keys, counts)}
@@ -514,8 +583,16 @@ def _seed_translations(measured: np.ndarray, model_rot: np.ndarray, tol: float, 
     return out
 
 
-def _icp(measured: np.ndarray, model: np.ndarray, theta: float, t: np.ndarray, tol: float,
-         iterations: int = 12, fix_rotation: bool = False, max_rotation: float | None = None) -> tuple[float, np.ndarray]:
+def _icp(
+    measured: np.ndarray,
+    model: np.ndarray,
+    theta: float,
+    t: np.ndarray,
+    tol: float,
+    iterations: int = 12,
+    fix_rotation: bool = False,
+    max_rotation: float | None = None,
+) -> tuple[float, np.ndarray]:
     """Iterative closest points (mutual nearest pairs within 2 x ``tol``, then ``tol``), rigid."""
     from scipy.spatial import cKDTree
 
@@ -541,8 +618,9 @@ def _icp(measured: np.ndarray, model: np.ndarray, theta: float, t: np.ndarray, t
     return float(theta), t
 
 
-def _intensity_species(measured: Columns, model_species: list[str], model_intensity: np.ndarray,
-                       pairs: np.ndarray) -> list[str | None]:
+def _intensity_species(
+    measured: Columns, model_species: list[str], model_intensity: np.ndarray, pairs: np.ndarray
+) -> list[str | None]:
     """Species of the matched measured columns inferred from their intensity (HAADF Z contrast):
     ranked by intensity and split in the proportions of the matched model species, brightest to the
     species with the brightest model columns."""
@@ -555,15 +633,22 @@ def _intensity_species(measured: Columns, model_species: list[str], model_intens
     start = 0
     for name in names:
         k = int((sp == name).sum())
-        for i in order[start:start + k]:
+        for i in order[start : start + k]:
             out[int(i)] = name
         start += k
     return out
 
 
-def match_columns(measured: Columns, model: Columns, tolerance: float = 0.3, mirror: bool = True,
-                  species: bool = False, max_rotation: float | None = None, search: bool = True,
-                  region_margin: float = 1.0) -> ColumnMatch:
+def match_columns(
+    measured: Columns,
+    model: Columns,
+    tolerance: float = 0.3,
+    mirror: bool = True,
+    species: bool = False,
+    max_rotation: float | None = None,
+    search: bool = True,
+    region_margin: float = 1.0,
+) -> ColumnMatch:
     """Align ``model`` onto ``measured`` rigidly and count the columns it explains.
 
     The alignment (rotation, translation, and a mirror ``y -> -y`` when ``mirror``) is seeded
@@ -595,7 +680,9 @@ def match_columns(measured: Columns, model: Columns, tolerance: float = 0.3, mir
     A = measured.xy
     B = model.xy
     if len(A) == 0 or len(B) == 0:
-        return ColumnMatch(0.0, float("nan"), 0.0, (0.0, 0.0), False, np.zeros((0, 2), int), len(A), len(B), None, tolerance)
+        return ColumnMatch(
+            0.0, float("nan"), 0.0, (0.0, 0.0), False, np.zeros((0, 2), int), len(A), len(B), None, tolerance
+        )
     candidates: list[tuple[float, float, np.ndarray, bool]] = []
     mirrors = (False, True) if (mirror and search) else (False,)
     for mir in mirrors:
@@ -613,8 +700,9 @@ def match_columns(measured: Columns, model: Columns, tolerance: float = 0.3, mir
     tree = cKDTree(A)
     for _, theta, t, mir in candidates:
         Bm = B * np.array([1.0, -1.0]) if mir else B
-        theta, t = _icp(A, Bm, theta, t, tolerance, max_rotation=max_rotation if search else 1.0,
-                        iterations=12 if search else 6)
+        theta, t = _icp(
+            A, Bm, theta, t, tolerance, max_rotation=max_rotation if search else 1.0, iterations=12 if search else 6
+        )
         cur = Bm @ _rot(theta).T + t
         pairs, d = _mutual_pairs(A, cur, tolerance, cKDTree(cur))
         rms = float(np.sqrt(np.mean(d**2))) if len(d) else np.inf
@@ -628,23 +716,43 @@ def match_columns(measured: Columns, model: Columns, tolerance: float = 0.3, mir
     n_model = int(((cur >= lo) & (cur <= hi)).all(axis=1).sum())
     species_fraction = None
     if model.species is not None and len(pairs):
-        msp = measured.species if measured.species is not None else _intensity_species(measured, model.species, model.intensity, pairs)
+        msp = (
+            measured.species
+            if measured.species is not None
+            else _intensity_species(measured, model.species, model.intensity, pairs)
+        )
         agree = np.array([msp[i] == model.species[j] for i, j in pairs])
         species_fraction = float(agree.mean())
         if species:
             pairs, d = pairs[agree], d[agree]
     del tree
     rms = float(np.sqrt(np.mean(d**2))) if len(d) else float("nan")
-    return ColumnMatch(len(pairs) / len(A), rms, float((theta + 180.0) % 360.0 - 180.0), (float(t[0]), float(t[1])),
-                       bool(mir), pairs, len(A), n_model, species_fraction, tolerance)
+    return ColumnMatch(
+        len(pairs) / len(A),
+        rms,
+        float((theta + 180.0) % 360.0 - 180.0),
+        (float(t[0]), float(t[1])),
+        bool(mir),
+        pairs,
+        len(A),
+        n_model,
+        species_fraction,
+        tolerance,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # candidates placed by a refinement pose
 
 
-def structure_to_window(xy: np.ndarray, extent: tuple[float, float], sampling: float, shape: tuple[int, int],
-                        margin: float, pose: dict[str, float]) -> np.ndarray:
+def structure_to_window(
+    xy: np.ndarray,
+    extent: tuple[float, float],
+    sampling: float,
+    shape: tuple[int, int],
+    margin: float,
+    pose: dict[str, float],
+) -> np.ndarray:
     """Structure-frame positions ``xy`` [Å] -> window image frame [Å] (``x = col x sampling``,
     ``y = row x sampling``), for a cell of lateral ``extent`` [Å] simulated over ``margin`` x the
     window and moved by the refinement ``pose`` (:func:`surrogate.inference.refine.transform`)."""
@@ -657,15 +765,27 @@ def structure_to_window(xy: np.ndarray, extent: tuple[float, float], sampling: f
     xy = np.asarray(xy, float).reshape(-1, 2)
     c_f = (xy[:, 0] - x0) / s - 0.5
     r_f = big[0] - 0.5 - (xy[:, 1] - y0) / s
-    m = _matrix(pose.get("angle", 0.0), float(np.exp(pose.get("log_scale", 0.0))), pose.get("shear", 0.0), pose.get("stretch", 0.0))
+    m = _matrix(
+        pose.get("angle", 0.0),
+        float(np.exp(pose.get("log_scale", 0.0))),
+        pose.get("shear", 0.0),
+        pose.get("stretch", 0.0),
+    )
     c_out = (np.array(shape) - 1) / 2 + np.array([pose.get("row", 0.0), pose.get("col", 0.0)])
     c_in = (big - 1) / 2
     out = (np.linalg.inv(m) @ (np.stack([r_f, c_f]) - c_in[:, None])) + c_out[:, None]
     return np.stack([out[1] * s, out[0] * s], axis=1)
 
 
-def window_columns(atoms: Atoms, conditions, shape: tuple[int, int], fit=None, margin: float | None = None,
-                   tol: float = 0.3, pose: dict[str, float] | None = None) -> Columns:
+def window_columns(
+    atoms: Atoms,
+    conditions,
+    shape: tuple[int, int],
+    fit=None,
+    margin: float | None = None,
+    tol: float = 0.3,
+    pose: dict[str, float] | None = None,
+) -> Columns:
     """Projected columns of ``atoms`` in a window's image frame [Å] under a refinement pose.
 
     The mapping is the one :func:`surrogate.inference.refine.atom_columns` uses for the overlay: the
@@ -693,9 +813,18 @@ def window_columns(atoms: Atoms, conditions, shape: tuple[int, int], fit=None, m
     return placed.subset(keep)
 
 
-def score_candidate(window: np.ndarray, sampling: float, atoms: Atoms, conditions, fit, mode: str | None = None,
-                    tolerance: float = 0.3, measured: Columns | None = None, species: bool = False,
-                    realign: bool = False) -> dict[str, Any]:
+def score_candidate(
+    window: np.ndarray,
+    sampling: float,
+    atoms: Atoms,
+    conditions,
+    fit,
+    mode: str | None = None,
+    tolerance: float = 0.3,
+    measured: Columns | None = None,
+    species: bool = False,
+    realign: bool = False,
+) -> dict[str, Any]:
     """Column score of a refined candidate on its window.
 
     The window's columns (:func:`find_columns`, or ``measured``) are compared with the candidate's
@@ -720,8 +849,9 @@ def score_candidate(window: np.ndarray, sampling: float, atoms: Atoms, condition
     margin = float(fit.extra.get("margin", 2.0)) if fit is not None else 2.0
     wide = widen_boundary(atoms, margin * max(window.shape) * conditions.sampling)
     model = window_columns(wide, conditions, window.shape, fit, margin)
-    match = match_columns(measured, model, tolerance, mirror=False, species=species, search=realign,
-                          max_rotation=None if realign else 1.0)
+    match = match_columns(
+        measured, model, tolerance, mirror=False, species=species, search=realign, max_rotation=None if realign else 1.0
+    )
     out = match.summary()
     if mode != "haadf":  # intensity does not separate species outside Z contrast
         out["species_fraction"] = None

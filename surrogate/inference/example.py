@@ -17,16 +17,25 @@ __all__ = ["make_example", "EXAMPLE", "TRUTH"]
 EXAMPLE = Path("data/examples/cdte_twin_haadf.tif")
 # the configuration behind the example: the demo config's CdTe twin (no rigid translation)
 TRUTH = {
-    "kind": "gb", "name": "twin_sigma3", "material": {"name": "CdTe", "substituents": ["Se", "Cl"]},
-    "thickness": 20.0, "fov": [25.6, 25.6],
+    "kind": "gb",
+    "name": "twin_sigma3",
+    "material": {"name": "CdTe", "substituents": ["Se", "Cl"]},
+    "thickness": 20.0,
+    "fov": [25.6, 25.6],
     "grain1": {"upward": [0, 0, 1], "tilt": 54.73561},
     "grain2": {"upward": [0, 0, 1], "tilt": 125.26439, "flip_species": True},
     "translation": [0, 0, 0],
 }
 
 
-def make_example(out: str | Path = EXAMPLE, pixel_size: float = 0.18, shape: tuple[int, int] = (192, 192),
-                 rotation: float = 12.0, dose: float = 1e5, seed: int = 7) -> Path:
+def make_example(
+    out: str | Path = EXAMPLE,
+    pixel_size: float = 0.18,
+    shape: tuple[int, int] = (192, 192),
+    rotation: float = 12.0,
+    dose: float = 1e5,
+    seed: int = 7,
+) -> Path:
     """Simulate the example and write it as a float32 TIFF calibrated in nm (as rosettasciio reads it)."""
     from rsciio.tiff import file_writer
 
@@ -38,17 +47,31 @@ def make_example(out: str | Path = EXAMPLE, pixel_size: float = 0.18, shape: tup
     from surrogate.structures.recipes import build_structure
 
     atoms = build_structure(TRUTH)
-    c = ImagingConditions(mode="haadf", method="incoherent", energy=300e3, semiangle=24.0, defocus=15.0,
-                          inner=80.0, outer=190.0, source_size=0.55, sampling=pixel_size)
+    c = ImagingConditions(
+        mode="haadf",
+        method="incoherent",
+        energy=300e3,
+        semiangle=24.0,
+        defocus=15.0,
+        inner=80.0,
+        outer=190.0,
+        source_size=0.55,
+        sampling=pixel_size,
+    )
     field = simulate_field(atoms, c, shape, SimulationSettings(potential_sampling=0.05), margin=1.5)
     image = transform(field, shape, angle=rotation)
     image = apply_dose(np.clip(image, 0, None), dose, pixel_size, seed=seed)
     scale_nm = pixel_size / 10
-    axes = [{"name": n, "size": s, "scale": scale_nm, "units": "nm", "navigate": False, "offset": 0.0}
-            for n, s in zip("yx", shape)]
-    signal = {"data": image.astype(np.float32), "axes": axes,
-              "metadata": {"General": {"title": "CdTe [110] twin, simulated"}, "Signal": {}},
-              "original_metadata": {}}
+    axes = [
+        {"name": n, "size": s, "scale": scale_nm, "units": "nm", "navigate": False, "offset": 0.0}
+        for n, s in zip("yx", shape)
+    ]
+    signal = {
+        "data": image.astype(np.float32),
+        "axes": axes,
+        "metadata": {"General": {"title": "CdTe [110] twin, simulated"}, "Signal": {}},
+        "original_metadata": {},
+    }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.tif")
@@ -60,7 +83,9 @@ def make_example(out: str | Path = EXAMPLE, pixel_size: float = 0.18, shape: tup
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", default=str(EXAMPLE), help="output TIFF (default: %(default)s)")
     p.add_argument("--pixel-size", type=float, default=0.18, help="[Å/px] (default: %(default)s)")
     p.add_argument("--rotation", type=float, default=12.0, help="in-plane rotation [deg] (default: %(default)s)")

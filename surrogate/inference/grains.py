@@ -35,18 +35,42 @@ import numpy as np
 from ase import Atoms
 
 from surrogate.errors import StructureError
-from surrogate.inference.columns import Columns, ColumnMatch, find_columns, match_columns, projected_columns, \
-    structure_to_window, window_columns
+from surrogate.inference.columns import (
+    Columns,
+    find_columns,
+    match_columns,
+    projected_columns,
+    structure_to_window,
+    window_columns,
+)
 
 __all__ = ["GrainFit", "SearchResult", "fit_grains", "local_search", "grain_lattice", "recipe_of"]
 
 #: width of the robust column distance [Å]
 SIGMA = 0.3
 #: parameter names and Nelder-Mead steps: per grain rotation [deg], strain, translation [Å]; boundary offset [Å]
-PARAMS = (("rot1", 0.3), ("strain1", 0.004), ("tx1", 0.2), ("ty1", 0.2),
-          ("rot2", 0.3), ("strain2", 0.004), ("tx2", 0.2), ("ty2", 0.2), ("boundary", 0.5))
-BOUNDS = {"rot1": 6.0, "rot2": 6.0, "strain1": 0.05, "strain2": 0.05, "tx1": 4.0, "ty1": 4.0, "tx2": 4.0, "ty2": 4.0,
-          "boundary": 8.0}
+PARAMS = (
+    ("rot1", 0.3),
+    ("strain1", 0.004),
+    ("tx1", 0.2),
+    ("ty1", 0.2),
+    ("rot2", 0.3),
+    ("strain2", 0.004),
+    ("tx2", 0.2),
+    ("ty2", 0.2),
+    ("boundary", 0.5),
+)
+BOUNDS = {
+    "rot1": 6.0,
+    "rot2": 6.0,
+    "strain1": 0.05,
+    "strain2": 0.05,
+    "tx1": 4.0,
+    "ty1": 4.0,
+    "tx2": 4.0,
+    "ty2": 4.0,
+    "boundary": 8.0,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,8 +88,9 @@ def _periodic_tree(pos: np.ndarray, lz: float):
     return cKDTree(p + off, boxsize=[1e9, 1e9, lz]), off
 
 
-def grain_lattice(atoms: Atoms, region: tuple[float, float], max_length: float = 10.0,
-                  tol: float = 0.2) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def grain_lattice(
+    atoms: Atoms, region: tuple[float, float], max_length: float = 10.0, tol: float = 0.2
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """In-plane lattice of one grain's atoms: two 3-D translations and the basis.
 
     Parameters
@@ -109,7 +134,12 @@ def grain_lattice(atoms: Atoms, region: tuple[float, float], max_length: float =
         if found and abs(found[0][0] * v[1] - found[0][1] * v[0]) < 0.3 * np.hypot(*found[0][:2]) * np.hypot(*v[:2]):
             continue  # parallel (in projection) to the first vector
         moved = pos[test] + v
-        ok = (moved[:, 0] > region[0] + 1.0) & (moved[:, 0] < region[1] - 1.0) & (moved[:, 1] > 1.0) & (moved[:, 1] < ly - 1.0)
+        ok = (
+            (moved[:, 0] > region[0] + 1.0)
+            & (moved[:, 0] < region[1] - 1.0)
+            & (moved[:, 1] > 1.0)
+            & (moved[:, 1] < ly - 1.0)
+        )
         if ok.sum() < 4:
             continue
         q = moved[ok].copy()
@@ -144,10 +174,18 @@ def grain_lattice(atoms: Atoms, region: tuple[float, float], max_length: float =
     return vec, basis, [str(s) for s in sym[inner][keep]], pos[r0, :2].copy()
 
 
-def _tile(vec: np.ndarray, basis: np.ndarray, origin: np.ndarray, xlim: tuple[float, float], ylim: tuple[float, float],
-          lz: float) -> np.ndarray:
+def _tile(
+    vec: np.ndarray,
+    basis: np.ndarray,
+    origin: np.ndarray,
+    xlim: tuple[float, float],
+    ylim: tuple[float, float],
+    lz: float,
+) -> np.ndarray:
     """Basis tiled by the two translations over the rectangle ``xlim`` x ``ylim`` (grown by 6 Å)."""
-    corners = np.array([[xlim[0] - 6, ylim[0] - 6], [xlim[1] + 6, ylim[0] - 6], [xlim[0] - 6, ylim[1] + 6], [xlim[1] + 6, ylim[1] + 6]])
+    corners = np.array(
+        [[xlim[0] - 6, ylim[0] - 6], [xlim[1] + 6, ylim[0] - 6], [xlim[0] - 6, ylim[1] + 6], [xlim[1] + 6, ylim[1] + 6]]
+    )
     frac = np.linalg.solve(vec[:, :2].T, (corners - origin).T).T
     lo, hi = np.floor(frac.min(axis=0)) - 1, np.ceil(frac.max(axis=0)) + 1
     i, j = np.meshgrid(np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1), indexing="ij")
@@ -162,12 +200,12 @@ def _tile(vec: np.ndarray, basis: np.ndarray, origin: np.ndarray, xlim: tuple[fl
 class _Grains:
     """The two grains of a bicrystal as whole crystals over the fitted cell."""
 
-    positions: list[np.ndarray]    # per grain (m, 3) [Å]
-    numbers: list[np.ndarray]      # per grain (m,) atomic numbers
-    columns: list[Columns]         # per grain projected columns (structure frame)
+    positions: list[np.ndarray]  # per grain (m, 3) [Å]
+    numbers: list[np.ndarray]  # per grain (m,) atomic numbers
+    columns: list[Columns]  # per grain projected columns (structure frame)
     boundary_x: float
     pivot: np.ndarray
-    cell: np.ndarray               # (Lx, H, Lz)
+    cell: np.ndarray  # (Lx, H, Lz)
     vectors: list[np.ndarray]
 
 
@@ -198,7 +236,9 @@ def _grains(wide: Atoms, field_xy: tuple[float, float]) -> _Grains:
         a = Atoms(nums, positions=pts, cell=[width + 12, height + 12, lz], pbc=[False, False, True])
         columns.append(projected_columns(a))
         vectors.append(vec)
-    return _Grains(positions, numbers, columns, bx, np.array([bx, 0.5 * height]), np.array([width, height, lz]), vectors)
+    return _Grains(
+        positions, numbers, columns, bx, np.array([bx, 0.5 * height]), np.array([width, height, lz]), vectors
+    )
 
 
 def _similarity(p: np.ndarray, rot: float, strain: float, t: tuple[float, float], pivot: np.ndarray) -> np.ndarray:
@@ -250,8 +290,12 @@ def build_fitted(gr: _Grains, x: Mapping[str, float], collision: float, base: At
     parent = base.info.get("params") or {}
     keep_keys = ("material", "name", "thickness", "misorientation", "sigma")
     params = {k: parent[k] for k in keep_keys if k in parent}
-    params.update(fitted_from=base.info.get("config_id"), grain_fit={k: round(float(v), 5) for k, v in x.items()},
-                  boundary_x=float(bline), removed=removed)
+    params.update(
+        fitted_from=base.info.get("config_id"),
+        grain_fit={k: round(float(v), 5) for k, v in x.items()},
+        boundary_x=float(bline),
+        removed=removed,
+    )
     extra = {k: base.info[k] for k in ("labels",) if k in base.info}
     return tag(atoms, "gb", params, zone_axis=base.info.get("zone_axis"), **extra)
 
@@ -304,10 +348,20 @@ class GrainFit:
     def summary(self) -> dict[str, Any]:
         """JSON-ready record."""
         r = lambda v, n=4: None if v is None or not np.isfinite(v) else round(float(v), n)  # noqa: E731
-        return {"params": {k: round(float(v), 4) for k, v in self.params.items()}, "columns_before": self.before,
-                "columns_after": self.after, "fom_before": r(self.fom_before), "fom": r(self.fom),
-                "ssim_before": r(self.ssim_before), "ssim": r(self.ssim), "simulations": self.simulations,
-                "evaluations": self.evaluations, "seconds": round(self.seconds, 2), "cost": r(self.cost), **self.extra}
+        return {
+            "params": {k: round(float(v), 4) for k, v in self.params.items()},
+            "columns_before": self.before,
+            "columns_after": self.after,
+            "fom_before": r(self.fom_before),
+            "fom": r(self.fom),
+            "ssim_before": r(self.ssim_before),
+            "ssim": r(self.ssim),
+            "simulations": self.simulations,
+            "evaluations": self.evaluations,
+            "seconds": round(self.seconds, 2),
+            "cost": r(self.cost),
+            **self.extra,
+        }
 
 
 def _cost_fn(gr: _Grains, measured_xy: np.ndarray, to_window, counter: list[int]):
@@ -331,8 +385,16 @@ def _cost_fn(gr: _Grains, measured_xy: np.ndarray, to_window, counter: list[int]
     return cost
 
 
-def _seed_grain(gr: _Grains, x: dict[str, float], g: int, measured: Columns, to_window, to_structure,
-                max_rotation: float, tolerance: float) -> dict[str, float]:
+def _seed_grain(
+    gr: _Grains,
+    x: dict[str, float],
+    g: int,
+    measured: Columns,
+    to_window,
+    to_structure,
+    max_rotation: float,
+    tolerance: float,
+) -> dict[str, float]:
     """Align grain ``g`` on the measured columns of its side of the boundary; return updated params."""
     bline = gr.boundary_x + x["boundary"]
     ms = to_structure(measured.xy)
@@ -341,12 +403,19 @@ def _seed_grain(gr: _Grains, x: dict[str, float], g: int, measured: Columns, to_
         return x
     placed = _place(gr, x)[g - 1][0]
     win = to_window(placed)
-    lo, hi = measured.xy[side].min(axis=0) - 10.0, measured.xy[side].max(axis=0) + 10.0  # room for a lattice translation
+    lo, hi = (
+        measured.xy[side].min(axis=0) - 10.0,
+        measured.xy[side].max(axis=0) + 10.0,
+    )  # room for a lattice translation
     near = ((win >= lo) & (win <= hi)).all(axis=1)
     if near.sum() < 6:
         return x
-    model = Columns(win[near], gr.columns[g - 1].intensity[near], np.full(int(near.sum()), np.nan),
-                    [gr.columns[g - 1].species[i] for i in np.flatnonzero(near)] if gr.columns[g - 1].species else None)
+    model = Columns(
+        win[near],
+        gr.columns[g - 1].intensity[near],
+        np.full(int(near.sum()), np.nan),
+        [gr.columns[g - 1].species[i] for i in np.flatnonzero(near)] if gr.columns[g - 1].species else None,
+    )
     m = match_columns(measured.subset(side), model, tolerance, mirror=False, max_rotation=max_rotation)
     if m.fraction < 0.3:
         return x
@@ -371,8 +440,9 @@ def _set_similarity(x: dict[str, float], g: int, src: np.ndarray, dst: np.ndarra
     return out
 
 
-def _polish(gr: _Grains, x: dict[str, float], measured: Columns, to_window, to_structure, tolerance: float,
-            iterations: int = 3) -> dict[str, float]:
+def _polish(
+    gr: _Grains, x: dict[str, float], measured: Columns, to_window, to_structure, tolerance: float, iterations: int = 3
+) -> dict[str, float]:
     """Least-squares refinement of each grain on its matched columns (mutual nearest pairs within
     ``tolerance``), the boundary fixed: the robust cost finds the basin, this finds its bottom."""
     from surrogate.inference.columns import _mutual_pairs
@@ -397,6 +467,7 @@ def _polish(gr: _Grains, x: dict[str, float], measured: Columns, to_window, to_s
 
 def _pose_maps(extent, sampling, shape, margin, pose):
     """structure -> window and window -> structure maps (affine) of a refinement pose."""
+
     def fwd(xy):
         return structure_to_window(xy, extent, sampling, shape, margin, pose)
 
@@ -411,10 +482,21 @@ def _pose_maps(extent, sampling, shape, margin, pose):
     return fwd, back
 
 
-def fit_grains(window: np.ndarray, sampling: float, atoms: Atoms, conditions, fit, settings=None,
-               mode: str | None = None, measured: Columns | None = None, tolerance: float = 0.3,
-               max_rotation: float = 4.0, max_evals: int = 900, simulate: bool = True,
-               margin: float | None = None) -> GrainFit:
+def fit_grains(
+    window: np.ndarray,
+    sampling: float,
+    atoms: Atoms,
+    conditions,
+    fit,
+    settings=None,
+    mode: str | None = None,
+    measured: Columns | None = None,
+    tolerance: float = 0.3,
+    max_rotation: float = 4.0,
+    max_evals: int = 900,
+    simulate: bool = True,
+    margin: float | None = None,
+) -> GrainFit:
     """Fit each grain of a bicrystal candidate onto the window's columns (see the module docstring).
 
     Parameters
@@ -485,9 +567,17 @@ def fit_grains(window: np.ndarray, sampling: float, atoms: Atoms, conditions, fi
             return 3.0
         return cost(xv)
 
-    res = minimize(loss, x0, method="Nelder-Mead",
-                   options={"maxfev": max_evals, "xatol": 1e-3, "fatol": 1e-6,
-                            "initial_simplex": np.vstack([x0, x0 + np.diag(steps)])})
+    res = minimize(
+        loss,
+        x0,
+        method="Nelder-Mead",
+        options={
+            "maxfev": max_evals,
+            "xatol": 1e-3,
+            "fatol": 1e-6,
+            "initial_simplex": np.vstack([x0, x0 + np.diag(steps)]),
+        },
+    )
     if res.fun < best[0]:
         x = dict(zip(names, (float(v) for v in res.x)))
     polished = _polish(gr, dict(x), measured, to_window, to_structure, tolerance)
@@ -498,8 +588,17 @@ def fit_grains(window: np.ndarray, sampling: float, atoms: Atoms, conditions, fi
     fitted = build_fitted(gr, x, collision, atoms)
     after_model = _window_columns_fitted(fitted, conditions, shape, to_window)
     after = match_columns(measured, after_model, tolerance, mirror=False, search=False).summary()
-    out = GrainFit(fitted, x, before, after, fom_before=float(fit.fom), ssim_before=float(fit.ssim),
-                   evaluations=counter[0], cost=final_cost, measured=measured)
+    out = GrainFit(
+        fitted,
+        x,
+        before,
+        after,
+        fom_before=float(fit.fom),
+        ssim_before=float(fit.ssim),
+        evaluations=counter[0],
+        cost=final_cost,
+        measured=measured,
+    )
     if simulate:
         f, _, ssim, image = score_at_pose(window, fitted, conditions, fit, settings, margin)
         out.fom, out.ssim, out.image, out.simulations = float(f), float(ssim), image, 1
@@ -521,7 +620,12 @@ def _window_columns_fitted(fitted: Atoms, conditions, shape, to_window) -> Colum
     cols = projected_columns(fitted)
     xy = to_window(cols.xy)
     s = conditions.sampling
-    keep = (xy[:, 1] >= -0.5 * s) & (xy[:, 1] < (shape[0] - 0.5) * s) & (xy[:, 0] >= -0.5 * s) & (xy[:, 0] < (shape[1] - 0.5) * s)
+    keep = (
+        (xy[:, 1] >= -0.5 * s)
+        & (xy[:, 1] < (shape[0] - 0.5) * s)
+        & (xy[:, 0] >= -0.5 * s)
+        & (xy[:, 0] < (shape[1] - 0.5) * s)
+    )
     return Columns(xy, cols.intensity, cols.width, cols.species).subset(keep)
 
 
@@ -537,13 +641,21 @@ def recipe_of(atoms: Atoms, fov_x: float | None = None) -> dict[str, Any] | None
     fov = list(params.get("fov", [atoms.cell[0, 0], atoms.cell[1, 1]]))
     if fov_x is not None:
         fov[0] = max(float(fov[0]), float(fov_x))
-    base = {"material": {"name": params["material"]}, "thickness": float(params["thickness"]),
-            "fov": [float(v) for v in fov], "translation": [float(v) for v in params.get("translation", [0, 0, 0])]}
+    base = {
+        "material": {"name": params["material"]},
+        "thickness": float(params["thickness"]),
+        "fov": [float(v) for v in fov],
+        "translation": [float(v) for v in params.get("translation", [0, 0, 0])],
+    }
     if "grain1" in params:
         keep = ("zone_axis", "upward", "tilt", "flip_species")
-        return {"kind": "gb", "name": params.get("name", "gb"), **base,
-                "grain1": {k: v for k, v in params["grain1"].items() if k in keep},
-                "grain2": {k: v for k, v in params["grain2"].items() if k in keep}}
+        return {
+            "kind": "gb",
+            "name": params.get("name", "gb"),
+            **base,
+            "grain1": {k: v for k, v in params["grain1"].items() if k in keep},
+            "grain2": {k: v for k, v in params["grain2"].items() if k in keep},
+        }
     if str(params.get("name", "")).startswith("twin") and params.get("construction", "").startswith("rotation 180"):
         return {"kind": "twin", **base}
     return None
@@ -560,8 +672,14 @@ class SearchResult:
     seconds: float
 
     def summary(self) -> dict[str, Any]:
-        return {"best": self.best.summary(), "best_recipe": self.best_recipe, "proposals": len(self.tried),
-                "simulations": self.simulations, "seconds": round(self.seconds, 2), "tried": self.tried}
+        return {
+            "best": self.best.summary(),
+            "best_recipe": self.best_recipe,
+            "proposals": len(self.tried),
+            "simulations": self.simulations,
+            "seconds": round(self.seconds, 2),
+            "tried": self.tried,
+        }
 
 
 def _proposals(recipe: dict[str, Any], tilts, inclinations, translations) -> list[tuple[str, dict]]:
@@ -571,8 +689,11 @@ def _proposals(recipe: dict[str, Any], tilts, inclinations, translations) -> lis
             r = {**recipe, "grain2": dict(recipe["grain2"], tilt=float(recipe["grain2"].get("tilt", 0.0)) + d)}
             out.append((f"misorientation {d:+g}°", r))
         for d in inclinations:
-            r = {**recipe, "grain1": dict(recipe["grain1"], tilt=float(recipe["grain1"].get("tilt", 0.0)) + d),
-                 "grain2": dict(recipe["grain2"], tilt=float(recipe["grain2"].get("tilt", 0.0)) + d)}
+            r = {
+                **recipe,
+                "grain1": dict(recipe["grain1"], tilt=float(recipe["grain1"].get("tilt", 0.0)) + d),
+                "grain2": dict(recipe["grain2"], tilt=float(recipe["grain2"].get("tilt", 0.0)) + d),
+            }
             out.append((f"inclination {d:+g}°", r))
     for tr in translations:
         t0 = np.asarray(recipe.get("translation", [0, 0, 0]), float)
@@ -580,12 +701,30 @@ def _proposals(recipe: dict[str, Any], tilts, inclinations, translations) -> lis
     return out
 
 
-def local_search(window: np.ndarray, sampling: float, atoms: Atoms, conditions, fit, budget: int = 12,
-                 settings=None, mode: str | None = None, measured: Columns | None = None, tolerance: float = 0.3,
-                 tilts=(-2.0, -1.0, 1.0, 2.0), inclinations=(-3.0, 3.0),
-                 translations=((0.0, 0.5, 0.0), (0.0, -0.5, 0.0), (0.0, 1.0, 0.0), (0.0, -1.0, 0.0),
-                               (0.5, 0.0, 0.0), (-0.5, 0.0, 0.0)),
-                 max_proposals: int = 24, start: GrainFit | None = None) -> SearchResult:
+def local_search(
+    window: np.ndarray,
+    sampling: float,
+    atoms: Atoms,
+    conditions,
+    fit,
+    budget: int = 12,
+    settings=None,
+    mode: str | None = None,
+    measured: Columns | None = None,
+    tolerance: float = 0.3,
+    tilts=(-2.0, -1.0, 1.0, 2.0),
+    inclinations=(-3.0, 3.0),
+    translations=(
+        (0.0, 0.5, 0.0),
+        (0.0, -0.5, 0.0),
+        (0.0, 1.0, 0.0),
+        (0.0, -1.0, 0.0),
+        (0.5, 0.0, 0.0),
+        (-0.5, 0.0, 0.0),
+    ),
+    max_proposals: int = 24,
+    start: GrainFit | None = None,
+) -> SearchResult:
     """Nearby boundaries of a bicrystal candidate, fitted per grain and the best kept.
 
     Proposals (built with :func:`surrogate.structures.recipes.build_structure`): grain 2's tilt
@@ -612,14 +751,22 @@ def local_search(window: np.ndarray, sampling: float, atoms: Atoms, conditions, 
         start = fit_grains(window, sampling, atoms, conditions, fit, settings, mode, measured, tolerance)
     sims = start.simulations
     recipe = recipe_of(atoms)
-    tried: list[dict[str, Any]] = [{"proposal": "candidate", "cost": round(start.cost, 4),
-                                    "column_fraction": start.after["column_fraction"], "fom": start.fom}]
+    tried: list[dict[str, Any]] = [
+        {
+            "proposal": "candidate",
+            "cost": round(start.cost, 4),
+            "column_fraction": start.after["column_fraction"],
+            "fom": start.fom,
+        }
+    ]
     fits: list[tuple[GrainFit, dict | None, str]] = []
     if recipe is not None:
         for name, r in _proposals(recipe, tilts, inclinations, translations)[:max_proposals]:
             try:
                 cand = build_structure(r)
-                g = fit_grains(window, sampling, cand, conditions, fit, settings, mode, measured, tolerance, simulate=False)
+                g = fit_grains(
+                    window, sampling, cand, conditions, fit, settings, mode, measured, tolerance, simulate=False
+                )
             except StructureError as exc:
                 tried.append({"proposal": name, "error": str(exc)})
                 continue
@@ -627,7 +774,7 @@ def local_search(window: np.ndarray, sampling: float, atoms: Atoms, conditions, 
             tried.append({"proposal": name, "cost": round(g.cost, 4), "column_fraction": g.after["column_fraction"]})
     fits.sort(key=lambda f: f[0].cost)
     best, best_recipe = start, recipe
-    for g, r, name in fits[:max(0, budget - sims)]:
+    for g, r, name in fits[: max(0, budget - sims)]:
         f, _, ssim, image = score_at_pose(window, g.atoms, conditions, fit, settings)
         sims += 1
         g.fom, g.ssim, g.image, g.simulations = float(f), float(ssim), image, 1

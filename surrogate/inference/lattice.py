@@ -24,8 +24,21 @@ from surrogate.inference.settings import LatticeSettings
 from surrogate.io.files import atomic_open
 from surrogate.library import Library
 
-__all__ = ["ANGLE_WEIGHT", "TOLERANCE", "signatures", "reduce_pair", "mismatch", "pixel_size_factor", "LatticeReference", "describe", "as_dict", "MIN_WINDOW",
-           "lattice_check", "check_signatures", "consistent"]
+__all__ = [
+    "ANGLE_WEIGHT",
+    "TOLERANCE",
+    "signatures",
+    "reduce_pair",
+    "mismatch",
+    "pixel_size_factor",
+    "LatticeReference",
+    "describe",
+    "as_dict",
+    "MIN_WINDOW",
+    "lattice_check",
+    "check_signatures",
+    "consistent",
+]
 
 #: relative spacing error equivalent to one degree of angle between the two reflections (10° ~ 5 %)
 ANGLE_WEIGHT = 0.005
@@ -76,7 +89,7 @@ def signatures(images: np.ndarray, sampling: float, batch: int = 256) -> np.ndar
         images = images[None]
     out = []
     for i in range(0, len(images), batch):
-        d1, d2, angle = lattice_signature(torch.from_numpy(images[i:i + batch])[:, None])
+        d1, d2, angle = lattice_signature(torch.from_numpy(images[i : i + batch])[:, None])
         out.append(reduce_pair(d1.numpy() * sampling, d2.numpy() * sampling, angle.numpy()))
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 3))
 
@@ -129,8 +142,8 @@ class LatticeReference:
     (all of a configuration's images where it has no noise-free one); cached next to the library as
     ``index/lattice_signatures.npz``, keyed by the library hash and the signature version."""
 
-    config_ids: np.ndarray      # (N,) uint64 configuration of each reference image
-    signatures: np.ndarray      # (N, 3)
+    config_ids: np.ndarray  # (N,) uint64 configuration of each reference image
+    signatures: np.ndarray  # (N, 3)
 
     @classmethod
     def of(cls, library: Library) -> "LatticeReference":
@@ -152,12 +165,17 @@ class LatticeReference:
             # whole-image signature may pair one reflection of each; a quadrant mostly sees one grain,
             # as a window of a micrograph away from the boundary does
             for r0, c0 in ((0, 0), (0, w // 2), (h // 2, 0), (h // 2, w // 2)):
-                sig.append(signatures(images[:, r0:r0 + h // 2, c0:c0 + w // 2], library.sampling))
+                sig.append(signatures(images[:, r0 : r0 + h // 2, c0 : c0 + w // 2], library.sampling))
                 ids.append(cids[rows])
         ref = cls(np.concatenate(ids), np.concatenate(sig))
         with atomic_open(path, "wb") as f:
-            np.savez(f, config_ids=ref.config_ids, signatures=ref.signatures, library_hash=np.array(library.hash),
-                     version=np.array(SIGNATURE_VERSION))
+            np.savez(
+                f,
+                config_ids=ref.config_ids,
+                signatures=ref.signatures,
+                library_hash=np.array(library.hash),
+                version=np.array(SIGNATURE_VERSION),
+            )
         return ref
 
     def of_config(self, config_id: str | int) -> np.ndarray:
@@ -181,8 +199,9 @@ def as_dict(sig: np.ndarray) -> dict:
     return {"d1": round(float(sig[0]), 3), "d2": round(float(sig[1]), 3), "angle": round(float(sig[2]), 1)}
 
 
-def lattice_check(library: Library, windows: np.ndarray, ranked: list[Candidate],
-                  settings: LatticeSettings = LatticeSettings()) -> tuple[list[Candidate], dict]:
+def lattice_check(
+    library: Library, windows: np.ndarray, ranked: list[Candidate], settings: LatticeSettings = LatticeSettings()
+) -> tuple[list[Candidate], dict]:
     """Compare the windows' lattice spacings (the pixel size is known) with each candidate's: every
     candidate gets its ``lattice_mismatch``; with ``mode="rerank"`` the consistent ones (mismatch <=
     ``tolerance``) move ahead of the others, each part in its ranked order. Returns the candidates
@@ -193,14 +212,18 @@ def lattice_check(library: Library, windows: np.ndarray, ranked: list[Candidate]
     if mode == "off" or not ranked:
         return ranked, {}
     if min(windows.shape[-2:]) < MIN_WINDOW:
-        return ranked, {"mode": mode, "tolerance": tolerance, "mismatch": False,
-                        "skipped": f"windows of {min(windows.shape[-2:])} px resolve no lattice spacing "
-                                   f"(needs >= {MIN_WINDOW} px)"}
+        return ranked, {
+            "mode": mode,
+            "tolerance": tolerance,
+            "mismatch": False,
+            "skipped": f"windows of {min(windows.shape[-2:])} px resolve no lattice spacing (needs >= {MIN_WINDOW} px)",
+        }
     return check_signatures(LatticeReference.of(library), signatures(windows, library.sampling), ranked, settings)
 
 
-def check_signatures(ref: LatticeReference, sig: np.ndarray, ranked: list[Candidate],
-                     settings: LatticeSettings = LatticeSettings()) -> tuple[list[Candidate], dict]:
+def check_signatures(
+    ref: LatticeReference, sig: np.ndarray, ranked: list[Candidate], settings: LatticeSettings = LatticeSettings()
+) -> tuple[list[Candidate], dict]:
     """:func:`lattice_check` on window signatures ``sig`` (W, 3) already measured (the benchmarks
     measure them with the pixel size they know)."""
     mode, tolerance = settings.mode, float(settings.tolerance)
@@ -213,18 +236,29 @@ def check_signatures(ref: LatticeReference, sig: np.ndarray, ranked: list[Candid
         for i, c in enumerate(ranked, 1):
             c.rank = i
     median = np.median(sig, axis=0)
-    record = {"mode": mode, "tolerance": tolerance, "signature": as_dict(median), "consistent": len(ok),
-              "mismatch": not ok}
+    record = {
+        "mode": mode,
+        "tolerance": tolerance,
+        "signature": as_dict(median),
+        "consistent": len(ok),
+        "mismatch": not ok,
+    }
     if not ok:
         top = ref.of_config(ranked[0].config_id)
         factor, shape = pixel_size_factor(median, top)
-        record.update(pixel_size_factor=round(factor, 3), shape_mismatch=round(shape, 4),
-                      top_signature=as_dict(np.median(top, axis=0)))
+        record.update(
+            pixel_size_factor=round(factor, 3),
+            shape_mismatch=round(shape, 4),
+            top_signature=as_dict(np.median(top, axis=0)),
+        )
     return ranked, record
 
 
 def consistent(ranked: list[Candidate], record: dict) -> list[Candidate]:
     """The candidates whose lattice fits the image (all of them when none fits or the check is off)."""
-    fits = [c for c in ranked if c.lattice_mismatch is not None and c.lattice_mismatch <= record["tolerance"]] \
-        if record else []
+    fits = (
+        [c for c in ranked if c.lattice_mismatch is not None and c.lattice_mismatch <= record["tolerance"]]
+        if record
+        else []
+    )
     return fits or ranked

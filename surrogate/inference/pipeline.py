@@ -32,10 +32,10 @@ __all__ = ["InferenceResult", "run_inference", "read_micrograph"]
 
 @dataclass
 class InferenceResult:
-    image: np.ndarray                   # resampled, normalised experiment
+    image: np.ndarray  # resampled, normalised experiment
     micrograph: Micrograph
     windows: list[Window]
-    window_best: list[str]              # best configuration per window
+    window_best: list[str]  # best configuration per window
     candidates: list[Candidate]
     out_of_library: bool
     threshold: float | None
@@ -57,13 +57,21 @@ class _Timer(dict):
 
 def read_micrograph(image: str | Path | Micrograph, settings: InferenceSettings) -> Micrograph:
     """The micrograph (read with the settings' pixel size, channel and frame), cropped to ``roi``."""
-    micrograph = image if isinstance(image, Micrograph) else read_image(image, settings.pixel_size, settings.channel,
-                                                                         settings.frame)
+    micrograph = (
+        image
+        if isinstance(image, Micrograph)
+        else read_image(image, settings.pixel_size, settings.channel, settings.frame)
+    )
     return crop(micrograph, settings.roi) if settings.roi is not None else micrograph
 
 
-def run_inference(image: str | Path | Micrograph, library_dir: str | Path, settings: InferenceSettings | None = None,
-                  progress: bool = True, **overrides: Any) -> InferenceResult:
+def run_inference(
+    image: str | Path | Micrograph,
+    library_dir: str | Path,
+    settings: InferenceSettings | None = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> InferenceResult:
     """Find the library configurations that best explain one image.
 
     Parameters
@@ -111,11 +119,28 @@ def run_inference(image: str | Path | Micrograph, library_dir: str | Path, setti
             ranked = rerank_refined(ranked, s.refine.top, s.rank.energy_weight, s.refine.score, s.rank.boundary_weight)
     timer["total"] = time.perf_counter() - t0
     info = {
-        "library": str(library.root), "library_hash": library.hash, "method": matcher.name,
-        "checkpoint": str(s.checkpoint) if s.method == "cnn" else None, "energy_model": model,
-        "sampling": library.sampling, "image_shape": list(shape), "n_windows": len(wins),
+        "library": str(library.root),
+        "library_hash": library.hash,
+        "method": matcher.name,
+        "checkpoint": str(s.checkpoint) if s.method == "cnn" else None,
+        "energy_model": model,
+        "sampling": library.sampling,
+        "image_shape": list(shape),
+        "n_windows": len(wins),
         "energies": "potential" if model else "none (run surrogate-annotate-energies)",
-        "elements": sorted(s.retrieval.elements) if s.retrieval.elements else None, "mode": s.retrieval.mode,
+        "elements": sorted(s.retrieval.elements) if s.retrieval.elements else None,
+        "mode": s.retrieval.mode,
     }
-    return InferenceResult(resampled, micrograph, wins, found.window_best, ranked, out_of_library, found.threshold,
-                           dict(timer), info, lattice, classes)
+    return InferenceResult(
+        resampled,
+        micrograph,
+        wins,
+        found.window_best,
+        ranked,
+        out_of_library,
+        found.threshold,
+        dict(timer),
+        info,
+        lattice,
+        classes,
+    )

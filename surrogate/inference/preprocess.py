@@ -12,7 +12,17 @@ from surrogate.errors import ImageError
 from surrogate.inference.settings import PreprocessSettings
 from surrogate.io.readers import Micrograph
 
-__all__ = ["Window", "resample", "normalise", "denoise", "windows", "estimate_rotation", "boundary_score", "crop", "prepare"]
+__all__ = [
+    "Window",
+    "resample",
+    "normalise",
+    "denoise",
+    "windows",
+    "estimate_rotation",
+    "boundary_score",
+    "crop",
+    "prepare",
+]
 
 
 @dataclass
@@ -31,7 +41,9 @@ def resample(image: np.ndarray, sampling: float, target: float) -> np.ndarray:
     factor = sampling / target
     if abs(factor - 1.0) < 1e-3:
         return image.astype(np.float32)
-    return rescale(image.astype(np.float64), factor, order=3, anti_aliasing=factor < 1, mode="reflect").astype(np.float32)
+    return rescale(image.astype(np.float64), factor, order=3, anti_aliasing=factor < 1, mode="reflect").astype(
+        np.float32
+    )
 
 
 def normalise(image: np.ndarray, clip_sigma: float = 8.0) -> np.ndarray:
@@ -60,7 +72,9 @@ def denoise(image: np.ndarray, method: str = "none", sampling: float = 0.2, sigm
         from skimage.restoration import denoise_nl_means, estimate_sigma
 
         s = float(estimate_sigma(image))
-        return denoise_nl_means(image, h=0.8 * s, sigma=s, patch_size=5, patch_distance=6, fast_mode=True).astype(np.float32)
+        return denoise_nl_means(image, h=0.8 * s, sigma=s, patch_size=5, patch_distance=6, fast_mode=True).astype(
+            np.float32
+        )
     raise ImageError(f"unknown denoise method {method!r}; use denoise=none|gaussian|nlmeans")
 
 
@@ -83,7 +97,9 @@ def windows(image: np.ndarray, shape: tuple[int, int], stride: int | None = None
             s.append(n - k)
         return s
 
-    return [Window(image[r:r + h, c:c + w], r, c) for r in starts(image.shape[0], h) for c in starts(image.shape[1], w)]
+    return [
+        Window(image[r : r + h, c : c + w], r, c) for r in starts(image.shape[0], h) for c in starts(image.shape[1], w)
+    ]
 
 
 def _log_polar_spectrum(image: np.ndarray, radius: int) -> np.ndarray:
@@ -124,7 +140,7 @@ def _spectrum(image: np.ndarray) -> np.ndarray:
     """Unit-norm, zero-mean log power spectrum (Hann window, DC removed)."""
     p = windowed_spectrum(image)
     c = np.array(p.shape) // 2
-    p[c[0] - 2:c[0] + 3, c[1] - 2:c[1] + 3] = 0.0
+    p[c[0] - 2 : c[0] + 3, c[1] - 2 : c[1] + 3] = 0.0
     p = np.log1p(p)
     p = (p - p.mean()).ravel()
     return p / (np.linalg.norm(p) or 1.0)
@@ -151,14 +167,17 @@ def crop(micrograph: Micrograph, roi) -> Micrograph:
         raise ConfigError(f"roi={roi!r}: give [row, col, height, width] in pixels of the image") from None
     rows, cols = micrograph.data.shape
     if h <= 0 or w <= 0 or r < 0 or c < 0 or r + h > rows or c + w > cols:
-        raise ConfigError(f"roi={[r, c, h, w]} is not inside the {rows}x{cols} image: give [row, col, height, width] "
-                          "with row + height <= rows and col + width <= cols")
+        raise ConfigError(
+            f"roi={[r, c, h, w]} is not inside the {rows}x{cols} image: give [row, col, height, width] "
+            "with row + height <= rows and col + width <= cols"
+        )
     meta = dict(micrograph.metadata or {}, roi=[r, c, h, w])
-    return dataclasses.replace(micrograph, data=micrograph.data[r:r + h, c:c + w], metadata=meta)
+    return dataclasses.replace(micrograph, data=micrograph.data[r : r + h, c : c + w], metadata=meta)
 
 
-def prepare(micrograph: Micrograph, sampling: float, shape: tuple[int, int],
-            settings: PreprocessSettings = PreprocessSettings()) -> tuple[np.ndarray, list[Window]]:
+def prepare(
+    micrograph: Micrograph, sampling: float, shape: tuple[int, int], settings: PreprocessSettings = PreprocessSettings()
+) -> tuple[np.ndarray, list[Window]]:
     """Resample to ``sampling``, normalise, denoise (``settings.denoise``), and cut into windows of
     ``shape`` every ``settings.stride`` pixels."""
     image = resample(micrograph.data, micrograph.sampling, sampling)

@@ -20,21 +20,23 @@ class Candidate:
     """One retrieved configuration and everything the report says about it."""
 
     config_id: str
-    distance: float                     # best image distance over windows (0 = identical)
-    window: int                         # index of the window where it matched best
-    entry: int                          # library image index of the best match
+    distance: float  # best image distance over windows (0 = identical)
+    window: int  # index of the window where it matched best
+    entry: int  # library image index of the best match
     family: str = ""
     formula: str = ""
-    kind: str = ""                      # boundary name (shared by its rigid translations) or family
-    energy: float | None = None         # energy per atom [eV/atom] from the potential
-    energy_above: float | None = None   # above the lowest candidate of the same kind and elements [eV/atom]
-    score: float = 0.0                  # distance + energy_weight * energy_above
+    kind: str = ""  # boundary name (shared by its rigid translations) or family
+    energy: float | None = None  # energy per atom [eV/atom] from the potential
+    energy_above: float | None = None  # above the lowest candidate of the same kind and elements [eV/atom]
+    score: float = 0.0  # distance + energy_weight * energy_above
     pareto: bool = False
     rank: int = 0
-    votes: int = 0                      # windows whose best match is this configuration
+    votes: int = 0  # windows whose best match is this configuration
     lattice_mismatch: float | None = None  # relative spacing error of its lattice vs the image's (inference.lattice)
-    gb_energy: float | None = None      # grain-boundary energy [mJ/m^2] of a bicrystal (library.energies)
-    gb_energy_above: float | None = None  # above the lowest boundary candidate of the same material + zone axis [mJ/m^2]
+    gb_energy: float | None = None  # grain-boundary energy [mJ/m^2] of a bicrystal (library.energies)
+    gb_energy_above: float | None = (
+        None  # above the lowest boundary candidate of the same material + zone axis [mJ/m^2]
+    )
     # the fit to the image (inference.refine.Refinement) once refined; empty before
     refinement: "Refinement | Mapping[str, Any]" = field(default_factory=dict)
 
@@ -51,7 +53,9 @@ def _boundary_group(c: Candidate) -> tuple:
     return tuple(sorted(Formula(c.formula).count())) if c.formula else ()
 
 
-def rank_candidates(candidates: list[Candidate], energy_weight: float = 1.0, boundary_weight: float = 0.1) -> list[Candidate]:
+def rank_candidates(
+    candidates: list[Candidate], energy_weight: float = 1.0, boundary_weight: float = 0.1
+) -> list[Candidate]:
     """Score each candidate by its image distance plus an energy term, sort, and mark the
     (distance, energy) Pareto front.
 
@@ -84,7 +88,9 @@ def rank_candidates(candidates: list[Candidate], energy_weight: float = 1.0, bou
             c.score = float(c.distance + boundary_weight * c.gb_energy_above / 1000.0)
         else:
             c.gb_energy_above = None
-            c.score = float(c.distance + energy_weight * c.energy_above) if c.energy_above is not None else float(c.distance)
+            c.score = (
+                float(c.distance + energy_weight * c.energy_above) if c.energy_above is not None else float(c.distance)
+            )
     if candidates:
         from surrogate.pareto import pareto_front
 
@@ -104,11 +110,13 @@ def rank_candidates(candidates: list[Candidate], energy_weight: float = 1.0, bou
     return ranked
 
 
-def rerank_refined(ranked: list[Candidate], top: int, energy_weight: float, score: str = "fom",
-                   boundary_weight: float = 0.1) -> list[Candidate]:
+def rerank_refined(
+    ranked: list[Candidate], top: int, energy_weight: float, score: str = "fom", boundary_weight: float = 0.1
+) -> list[Candidate]:
     """Order the first ``top`` (refined) candidates by their refinement ``score`` (``fom`` or
     ``residual``) plus the same energy term as :func:`rank_candidates`; the rest keep their order
     after them. Ranks are renumbered."""
+
     def key(c):
         if c.gb_energy_above is not None:
             return c.refinement[score] + boundary_weight * c.gb_energy_above / 1000.0

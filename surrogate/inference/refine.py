@@ -21,8 +21,19 @@ from ase import Atoms
 from surrogate.simulate.conditions import ImagingConditions
 from surrogate.simulate.images import SimulationSettings, render
 
-__all__ = ["Fit", "Refinement", "fom", "residual", "simulate_field", "transform", "refine", "score_at_pose", "atom_columns",
-           "anchor_window", "refine_candidates"]
+__all__ = [
+    "Fit",
+    "Refinement",
+    "fom",
+    "residual",
+    "simulate_field",
+    "transform",
+    "refine",
+    "score_at_pose",
+    "atom_columns",
+    "anchor_window",
+    "refine_candidates",
+]
 
 
 def _norm(x: np.ndarray) -> np.ndarray:
@@ -42,14 +53,16 @@ def local_shift(a: np.ndarray, b: np.ndarray, max_shift: float = 8.0) -> np.ndar
     xc = np.fft.fftshift(np.fft.ifft2(f).real)
     c = np.array(xc.shape) // 2
     r = int(np.ceil(max_shift))
-    win = xc[c[0] - r:c[0] + r + 1, c[1] - r:c[1] + r + 1]
-    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    win = xc[c[0] - r : c[0] + r + 1, c[1] - r : c[1] + r + 1]
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
     win = np.where(yy**2 + xx**2 <= max_shift**2, win, -np.inf)
     i, j = np.unravel_index(int(np.argmax(win)), win.shape)
     out = np.array([i - r, j - r], dtype=np.float64)
     for axis, (p, n) in enumerate(((i, win.shape[0]), (j, win.shape[1]))):
         if 0 < p < n - 1:
-            lo, mid, hi = (win[p - 1, j], win[p, j], win[p + 1, j]) if axis == 0 else (win[i, p - 1], win[i, p], win[i, p + 1])
+            lo, mid, hi = (
+                (win[p - 1, j], win[p, j], win[p + 1, j]) if axis == 0 else (win[i, p - 1], win[i, p], win[i, p + 1])
+            )
             if np.isfinite(lo) and np.isfinite(hi) and (lo - 2 * mid + hi) < 0:
                 out[axis] += 0.5 * (lo - hi) / (lo - 2 * mid + hi)
     return out
@@ -64,7 +77,9 @@ def _ssim(a: np.ndarray, b: np.ndarray, data_range: float | None = None, normali
     return float(structural_similarity(a, _norm(b) if normalise else b, data_range=rng))
 
 
-def _aligned(experiment: np.ndarray, simulation: np.ndarray, max_shift: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _aligned(
+    experiment: np.ndarray, simulation: np.ndarray, max_shift: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Normalised experiment and normalised simulation moved onto it by the nearest cross-correlation
     peak, both cropped to where both are defined; the shift [px]; the whole normalised experiment."""
     from scipy.ndimage import shift as nd_shift
@@ -101,8 +116,13 @@ def residual(experiment: np.ndarray, simulation: np.ndarray, max_shift: float = 
     return float(r.var() / max(float(y.var()), 1e-12))
 
 
-def simulate_field(atoms: Atoms, conditions: ImagingConditions, shape: tuple[int, int],
-                   settings: SimulationSettings | None = None, margin: float = 2.0) -> np.ndarray:
+def simulate_field(
+    atoms: Atoms,
+    conditions: ImagingConditions,
+    shape: tuple[int, int],
+    settings: SimulationSettings | None = None,
+    margin: float = 2.0,
+) -> np.ndarray:
     """Noise-free image of ``margin`` x ``shape`` pixels (the cell repeated laterally as needed), centred
     like the library's images."""
     big = (int(round(shape[0] * margin)), int(round(shape[1] * margin)))
@@ -126,8 +146,11 @@ def widen_boundary(atoms: Atoms, width: float) -> Atoms:
         return atoms
     keep = ("zone_axis", "upward", "tilt", "flip_species")
     recipe = {
-        "kind": "gb", "name": params.get("name", "gb"), "material": {"name": params["material"]},
-        "thickness": float(params["thickness"]), "fov": [float(width), float(params["fov"][1])],
+        "kind": "gb",
+        "name": params.get("name", "gb"),
+        "material": {"name": params["material"]},
+        "thickness": float(params["thickness"]),
+        "fov": [float(width), float(params["fov"][1])],
         "grain1": {k: v for k, v in params["grain1"].items() if k in keep},
         "grain2": {k: v for k, v in params["grain2"].items() if k in keep},
         "translation": list(params.get("translation", [0, 0, 0])),
@@ -144,9 +167,16 @@ def _matrix(angle: float, scale: float, shear: float = 0.0, stretch: float = 0.0
     return rot @ distort / scale
 
 
-def transform(field: np.ndarray, shape: tuple[int, int], angle: float = 0.0, scale: float = 1.0,
-              shift: tuple[float, float] = (0.0, 0.0), blur: float = 0.0, shear: float = 0.0,
-              stretch: float = 0.0) -> np.ndarray:
+def transform(
+    field: np.ndarray,
+    shape: tuple[int, int],
+    angle: float = 0.0,
+    scale: float = 1.0,
+    shift: tuple[float, float] = (0.0, 0.0),
+    blur: float = 0.0,
+    shear: float = 0.0,
+    stretch: float = 0.0,
+) -> np.ndarray:
     """Window of ``shape`` from ``field``: rotated by ``angle`` [deg], magnified by ``scale``, moved by
     ``shift`` [px, (row, col)], blurred by a Gaussian of ``blur`` px, with scan ``shear`` and ``stretch``."""
     from scipy.ndimage import affine_transform, gaussian_filter
@@ -159,9 +189,18 @@ def transform(field: np.ndarray, shape: tuple[int, int], angle: float = 0.0, sca
     return affine_transform(field, m, offset=c_in - m @ c_out, output_shape=shape, order=1, mode="reflect")
 
 
-def atom_columns(atoms: Atoms, conditions: ImagingConditions, shape: tuple[int, int], margin: float,
-                 angle: float, scale: float, shift: tuple[float, float], shear: float = 0.0, stretch: float = 0.0,
-                 tol: float = 0.3) -> list[dict]:
+def atom_columns(
+    atoms: Atoms,
+    conditions: ImagingConditions,
+    shape: tuple[int, int],
+    margin: float,
+    angle: float,
+    scale: float,
+    shift: tuple[float, float],
+    shear: float = 0.0,
+    stretch: float = 0.0,
+    tol: float = 0.3,
+) -> list[dict]:
     """Projected atom columns [(row, col, symbol)] in window pixels, under the fitted transform."""
     big = np.array([int(round(shape[0] * margin)), int(round(shape[1] * margin))])
     fov = big[::-1] * conditions.sampling  # (x, y) Å
@@ -187,14 +226,14 @@ def atom_columns(atoms: Atoms, conditions: ImagingConditions, shape: tuple[int, 
 
 # the fitted pose: name, start, simplex step, bounds
 POSE = (
-    ("angle", 0.0, 1.0, (-720.0, 720.0)),    # [deg]
+    ("angle", 0.0, 1.0, (-720.0, 720.0)),  # [deg]
     ("log_scale", 0.0, 0.02, (-0.3, 0.3)),
-    ("row", 0.0, 1.0, (-64.0, 64.0)),        # shift [px]
+    ("row", 0.0, 1.0, (-64.0, 64.0)),  # shift [px]
     ("col", 0.0, 1.0, (-64.0, 64.0)),
-    ("blur", 0.5, 0.3, (0.0, 4.0)),          # source size + residual blur [px]
-    ("shear", 0.0, 0.01, (-0.1, 0.1)),       # scan distortions
+    ("blur", 0.5, 0.3, (0.0, 4.0)),  # source size + residual blur [px]
+    ("shear", 0.0, 0.01, (-0.1, 0.1)),  # scan distortions
     ("stretch", 0.0, 0.01, (-0.1, 0.1)),
-    ("gamma", 1.0, 0.05, (0.2, 3.0)),        # detector / incoherent-exponent nonlinearity
+    ("gamma", 1.0, 0.05, (0.2, 3.0)),  # detector / incoherent-exponent nonlinearity
 )
 
 
@@ -229,20 +268,37 @@ class Fit:
     def summary(self) -> dict[str, Any]:
         p = self.pose
         return {
-            "rotation_deg": round(p["angle"], 3), "scale": round(self.scale, 4),
-            "shift_px": [round(float(v), 2) for v in self.shift], "source_blur_px": round(p["blur"], 3),
-            "shear": round(p["shear"], 4), "stretch": round(p["stretch"], 4), "gamma": round(p["gamma"], 3),
-            "defocus_A": round(self.defocus, 1), "fom_before": round(self.fom_before, 4), "fom": round(self.fom, 4),
-            "ssim_before": round(self.ssim_before, 4), "ssim": round(self.ssim, 4),
-            "residual_shift_px": round(self.shift_px, 3), "simulations": self.simulations,
-            "evaluations": self.evaluations, **self.extra,
+            "rotation_deg": round(p["angle"], 3),
+            "scale": round(self.scale, 4),
+            "shift_px": [round(float(v), 2) for v in self.shift],
+            "source_blur_px": round(p["blur"], 3),
+            "shear": round(p["shear"], 4),
+            "stretch": round(p["stretch"], 4),
+            "gamma": round(p["gamma"], 3),
+            "defocus_A": round(self.defocus, 1),
+            "fom_before": round(self.fom_before, 4),
+            "fom": round(self.fom, 4),
+            "ssim_before": round(self.ssim_before, 4),
+            "ssim": round(self.ssim, 4),
+            "residual_shift_px": round(self.shift_px, 3),
+            "simulations": self.simulations,
+            "evaluations": self.evaluations,
+            **self.extra,
         }
 
 
 def render_pose(field: np.ndarray, shape: tuple[int, int], pose: dict[str, float]) -> np.ndarray:
     """The simulated window under a fitted pose."""
-    img = transform(field, shape, pose["angle"], float(np.exp(pose["log_scale"])), (pose["row"], pose["col"]),
-                    pose["blur"], pose["shear"], pose["stretch"])
+    img = transform(
+        field,
+        shape,
+        pose["angle"],
+        float(np.exp(pose["log_scale"])),
+        (pose["row"], pose["col"]),
+        pose["blur"],
+        pose["shear"],
+        pose["stretch"],
+    )
     return np.clip(img, 0, None) ** pose["gamma"]
 
 
@@ -264,8 +320,12 @@ def _fit_pose(window, field, start: dict, names: tuple[str, ...], max_evals: int
 
     x0 = np.array([start[n] for n in names], float)
     simplex = np.vstack([x0, x0 + np.diag([spec[n][0] for n in names])])
-    res = minimize(loss, x0, method="Nelder-Mead",
-                   options={"maxfev": max_evals, "xatol": 1e-4, "fatol": 1e-6, "initial_simplex": simplex})
+    res = minimize(
+        loss,
+        x0,
+        method="Nelder-Mead",
+        options={"maxfev": max_evals, "xatol": 1e-4, "fatol": 1e-6, "initial_simplex": simplex},
+    )
     return dict(start, **dict(zip(names, (float(v) for v in res.x)))), float(res.fun), calls[0]
 
 
@@ -320,17 +380,26 @@ def _initial(window: np.ndarray, field: np.ndarray, starts: int = 3, step: float
         if best[1] is not None:
             moved.append((best[0], best[1]))
     moved.sort(key=lambda x: -x[0])
-    return [pose for _, pose in out[:starts]] + [pose for _, pose in moved[:max(1, starts - 1)]]
+    return [pose for _, pose in out[:starts]] + [pose for _, pose in moved[: max(1, starts - 1)]]
 
 
 RIGID = ("angle", "log_scale", "row", "col", "blur")
 FULL = RIGID + ("shear", "stretch", "gamma")
 
 
-def refine(window: np.ndarray, atoms: Atoms, conditions: ImagingConditions,
-           settings: SimulationSettings | None = None, defocus_steps: tuple[float, ...] = (-30.0, 30.0),
-           max_evals: int = 300, margin: float = 2.0, calculator=None, final_method: str | None = None,
-           fmax: float = 0.05, relax_steps: int = 200) -> Fit:
+def refine(
+    window: np.ndarray,
+    atoms: Atoms,
+    conditions: ImagingConditions,
+    settings: SimulationSettings | None = None,
+    defocus_steps: tuple[float, ...] = (-30.0, 30.0),
+    max_evals: int = 300,
+    margin: float = 2.0,
+    calculator=None,
+    final_method: str | None = None,
+    fmax: float = 0.05,
+    relax_steps: int = 200,
+) -> Fit:
     """Fit ``atoms`` imaged under ``conditions`` to an experimental ``window`` (same sampling).
 
     Stage 1 fits the rigid pose (rotation, magnification, shift) and blur, stage 2 adds scan shear,
@@ -371,7 +440,9 @@ def refine(window: np.ndarray, atoms: Atoms, conditions: ImagingConditions,
         fit.fom, fit.shift_px, fit.ssim = fit.fom_before, before_shift, fit.ssim_before
     fit.extra["margin"] = margin
     if calculator is not None:
-        fit.extra.update(_relax_and_refit(fit, window, atoms, conditions, settings, margin, calculator, fmax, relax_steps, max_evals))
+        fit.extra.update(
+            _relax_and_refit(fit, window, atoms, conditions, settings, margin, calculator, fmax, relax_steps, max_evals)
+        )
     if final_method and final_method != conditions.method:
         c = conditions.replace(method=final_method, defocus=fit.defocus)
         f = simulate_field(fit.extra.get("relaxed_atoms", atoms), c, window.shape, settings, margin)
@@ -380,15 +451,23 @@ def refine(window: np.ndarray, atoms: Atoms, conditions: ImagingConditions,
         fit.evaluations += n
         img = render_pose(f, window.shape, pose).astype(np.float32)
         fom_final, shift_final, ssim_final = fom(window, img)
-        fit.extra.update(final_method=final_method, fom_final_method=round(fom_final, 4), ssim_final_method=round(ssim_final, 4))
+        fit.extra.update(
+            final_method=final_method, fom_final_method=round(fom_final, 4), ssim_final_method=round(ssim_final, 4)
+        )
         if fom_final < fit.fom:
             fit.pose, fit.image, fit.fom, fit.shift_px, fit.ssim = pose, img, fom_final, shift_final, ssim_final
     fit.extra.pop("relaxed_atoms", None)
     return fit
 
 
-def score_at_pose(window: np.ndarray, atoms: Atoms, conditions: ImagingConditions, fit: Fit,
-                  settings: SimulationSettings | None = None, margin: float | None = None) -> tuple[float, float, float, np.ndarray]:
+def score_at_pose(
+    window: np.ndarray,
+    atoms: Atoms,
+    conditions: ImagingConditions,
+    fit: Fit,
+    settings: SimulationSettings | None = None,
+    margin: float | None = None,
+) -> tuple[float, float, float, np.ndarray]:
     """``(FOM, shift [px], SSIM, image)`` of ``atoms`` simulated under ``conditions`` at the defocus
     and pose that ``fit`` found for another candidate, without fitting anew.
 
@@ -399,7 +478,9 @@ def score_at_pose(window: np.ndarray, atoms: Atoms, conditions: ImagingCondition
     """
     margin = float(fit.extra.get("margin", 2.0) if margin is None else margin)
     c = conditions.replace(dose=None, defocus=fit.defocus)
-    field = simulate_field(widen_boundary(atoms, margin * max(window.shape) * c.sampling), c, window.shape, settings, margin)
+    field = simulate_field(
+        widen_boundary(atoms, margin * max(window.shape) * c.sampling), c, window.shape, settings, margin
+    )
     image = render_pose(field, window.shape, fit.pose).astype(np.float32)
     f, shift, ssim = fom(window, image)
     return f, shift, ssim, image
@@ -422,9 +503,14 @@ def _relax_and_refit(fit: Fit, window, atoms, conditions, settings, margin, calc
     fit.evaluations += n
     img = render_pose(f, window.shape, pose).astype(np.float32)
     fom_relaxed, shift, ssim = fom(window, img)
-    out = {"energy_per_atom_unrelaxed": round(e0, 5), "energy_per_atom_relaxed": round(e1, 5),
-           "relax_converged": converged, "relax_max_displacement_A": round(moved, 3),
-           "fom_relaxed": round(fom_relaxed, 4), "relaxed_atoms": relaxed}
+    out = {
+        "energy_per_atom_unrelaxed": round(e0, 5),
+        "energy_per_atom_relaxed": round(e1, 5),
+        "relax_converged": converged,
+        "relax_max_displacement_A": round(moved, 3),
+        "fom_relaxed": round(fom_relaxed, 4),
+        "relaxed_atoms": relaxed,
+    }
     if fom_relaxed < fit.fom:
         fit.pose, fit.image, fit.fom, fit.shift_px, fit.ssim = pose, img, fom_relaxed, shift, ssim
         out["relaxed_model_used"] = True
@@ -439,9 +525,9 @@ class Refinement(Mapping):
 
     fit: Fit
     residual: float
-    conditions: dict[str, Any]          # ImagingConditions.to_dict() at the fitted defocus
-    retrieval_rank: int                 # the candidate's rank before refinement
-    shared_pose_of: str | None = None   # fitted at the pose of this sibling (refine.shared_pose)
+    conditions: dict[str, Any]  # ImagingConditions.to_dict() at the fitted defocus
+    retrieval_rank: int  # the candidate's rank before refinement
+    shared_pose_of: str | None = None  # fitted at the pose of this sibling (refine.shared_pose)
     columns: dict[str, Any] | None = None  # column score (surrogate.inference.columns), where measured
 
     @property
@@ -450,8 +536,9 @@ class Refinement(Mapping):
 
     def record(self) -> dict[str, Any]:
         """The JSON record (``candidates.json``'s ``refinement``)."""
-        out = dict(self.fit.summary(), residual=self.residual, conditions=self.conditions,
-                   retrieval_rank=self.retrieval_rank)
+        out = dict(
+            self.fit.summary(), residual=self.residual, conditions=self.conditions, retrieval_rank=self.retrieval_rank
+        )
         if self.shared_pose_of is not None:
             out["shared_pose_of"] = self.shared_pose_of
         if self.columns is not None:
@@ -512,7 +599,7 @@ def refine_candidates(library, windows, ranked: list, settings, progress: bool =
     fitted: dict[str, tuple[Fit, ImagingConditions, str]] = {}
     anchor = anchor_window(windows, ranked, settings.window)
     win = windows[anchor].image
-    for c in tqdm(ranked[:settings.top], desc="refine", disable=not progress):
+    for c in tqdm(ranked[: settings.top], desc="refine", disable=not progress):
         atoms = library.atoms(c.config_id)
         conditions = library.conditions(c.entry)
         group = group_of.get(int(c.config_id, 16), c.config_id)
@@ -520,11 +607,29 @@ def refine_candidates(library, windows, ranked: list, settings, progress: bool =
         if share and group in fitted:
             fit0, conditions, first = fitted[group]
             f, shift, ssim, image = score_at_pose(win, atoms, conditions, fit0, sim)
-            fit = dataclasses.replace(fit0, fom=f, fom_before=f, ssim=ssim, ssim_before=ssim, shift_px=shift,
-                                      simulations=1, evaluations=0, image=image, extra=dict(fit0.extra))
+            fit = dataclasses.replace(
+                fit0,
+                fom=f,
+                fom_before=f,
+                ssim=ssim,
+                ssim_before=ssim,
+                shift_px=shift,
+                simulations=1,
+                evaluations=0,
+                image=image,
+                extra=dict(fit0.extra),
+            )
         else:
-            fit = refine(win, atoms, conditions, sim, tuple(settings.defocus_steps), settings.max_evals,
-                         calculator=calculator, final_method=settings.final_method)
+            fit = refine(
+                win,
+                atoms,
+                conditions,
+                sim,
+                tuple(settings.defocus_steps),
+                settings.max_evals,
+                calculator=calculator,
+                final_method=settings.final_method,
+            )
             if share:
                 fitted.setdefault(group, (fit, conditions, c.config_id))
         conditions = conditions.replace(defocus=fit.defocus)

@@ -96,12 +96,16 @@ def lattice_warning(record: dict) -> str:
     from surrogate.inference.lattice import describe
 
     sig, top = record["signature"], record.get("top_signature")
-    text = (f"LATTICE MISMATCH: the image's lattice ({describe(sig)}) matches no "
-            f"candidate's within {100 * record['tolerance']:.0f} %")
+    text = (
+        f"LATTICE MISMATCH: the image's lattice ({describe(sig)}) matches no "
+        f"candidate's within {100 * record['tolerance']:.0f} %"
+    )
     if top:
-        text += (f"; the top candidate's is {describe(top)}, which would fit with the pixel "
-                 f"size x {record['pixel_size_factor']:.3f} (shape mismatch {100 * record['shape_mismatch']:.1f} %). "
-                 "Check the pixel size, the material (retrieval.elements) and the zone axis; the library may not hold it")
+        text += (
+            f"; the top candidate's is {describe(top)}, which would fit with the pixel "
+            f"size x {record['pixel_size_factor']:.3f} (shape mismatch {100 * record['shape_mismatch']:.1f} %). "
+            "Check the pixel size, the material (retrieval.elements) and the zone axis; the library may not hold it"
+        )
     return text
 
 
@@ -109,11 +113,23 @@ def _candidate_record(c) -> dict[str, Any]:
     ref = c.refinement.record() if hasattr(c.refinement, "record") else dict(c.refinement)
     ref.pop("image", None)
     return {
-        "rank": c.rank, "config_id": c.config_id, "family": c.family, "formula": c.formula,
-        "distance": round(float(c.distance), 5), "energy_per_atom": c.energy, "energy_above": c.energy_above,
-        "score": round(float(c.score), 5), "pareto": c.pareto, "votes": c.votes, "window": c.window,
-        "library_entry": c.entry, "lattice_mismatch": c.lattice_mismatch,
-        "gb_energy_mJ_m2": c.gb_energy, "gb_energy_above_mJ_m2": c.gb_energy_above, "fom": ref.get("fom"), "refinement": ref or None,
+        "rank": c.rank,
+        "config_id": c.config_id,
+        "family": c.family,
+        "formula": c.formula,
+        "distance": round(float(c.distance), 5),
+        "energy_per_atom": c.energy,
+        "energy_above": c.energy_above,
+        "score": round(float(c.score), 5),
+        "pareto": c.pareto,
+        "votes": c.votes,
+        "window": c.window,
+        "library_entry": c.entry,
+        "lattice_mismatch": c.lattice_mismatch,
+        "gb_energy_mJ_m2": c.gb_energy,
+        "gb_energy_above_mJ_m2": c.gb_energy_above,
+        "fom": ref.get("fom"),
+        "refinement": ref or None,
     }
 
 
@@ -134,11 +150,16 @@ def write_report(result: InferenceResult, out_dir: str | Path) -> dict[str, Path
     files: dict[str, Path] = {}
     records = [_candidate_record(c) for c in result.candidates]
     summary = {
-        "image": result.micrograph.path, "pixel_size": result.micrograph.sampling,
-        "image_metadata": result.micrograph.metadata, **result.info,
-        "out_of_library": result.out_of_library, "threshold": result.threshold, "lattice": result.lattice,
+        "image": result.micrograph.path,
+        "pixel_size": result.micrograph.sampling,
+        "image_metadata": result.micrograph.metadata,
+        **result.info,
+        "out_of_library": result.out_of_library,
+        "threshold": result.threshold,
+        "lattice": result.lattice,
         "classes": result.classes,
-        "timings_s": {k: round(v, 3) for k, v in result.timings.items()}, "candidates": records,
+        "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
+        "candidates": records,
     }
     files["candidates"] = out / "candidates.json"
     # candidates.json is written last: present means this report is complete (every file is atomic,
@@ -167,10 +188,21 @@ def write_report(result: InferenceResult, out_dir: str | Path) -> dict[str, Path
         cond = ImagingConditions.from_dict(r["conditions"])
         shape = result.windows[c.window].image.shape
         shown = widen_boundary(atoms, r["margin"] * max(shape) * cond.sampling)  # the structure refine imaged
-        cols = atom_columns(shown, cond, shape, r["margin"], r["rotation_deg"],
-                            r["scale"], tuple(r["shift_px"]), r["shear"], r["stretch"])
-        title = (f"rank {c.rank} · {c.family} · {c.config_id} · distance {c.distance:.3f} · "
-                 f"FOM {r['fom_before']:.3f} → {r['fom']:.3f} (SSIM {r['ssim']:.3f})")
+        cols = atom_columns(
+            shown,
+            cond,
+            shape,
+            r["margin"],
+            r["rotation_deg"],
+            r["scale"],
+            tuple(r["shift_px"]),
+            r["shear"],
+            r["stretch"],
+        )
+        title = (
+            f"rank {c.rank} · {c.family} · {c.config_id} · distance {c.distance:.3f} · "
+            f"FOM {r['fom_before']:.3f} → {r['fom']:.3f} (SSIM {r['ssim']:.3f})"
+        )
         fig = overlay_figure(result.windows[c.window].image, r["image"], cols, title)
         png = _png(fig)
         plt.close(fig)
@@ -195,8 +227,11 @@ def classes_line(classes: dict) -> str:
     """``CdTe [110] · twin · Σ3(111)`` with each level's vote share, for the console."""
     if not classes:
         return ""
-    top = [(classes[level][0]["class"], classes[level][0]["p"]) for level in ("material_zone", "family", "boundary")
-           if classes.get(level)]
+    top = [
+        (classes[level][0]["class"], classes[level][0]["p"])
+        for level in ("material_zone", "family", "boundary")
+        if classes.get(level)
+    ]
     return "structure: " + " · ".join(f"{name} ({100 * p:.0f} %)" for name, p in top if name != "none")
 
 
@@ -204,24 +239,39 @@ def _classes_html(classes: dict) -> str:
     if not classes:
         return ""
     esc = html.escape
-    names = {"material_zone": "material, zone axis", "family": "family", "boundary": "boundary", "defect_kind": "defect"}
+    names = {
+        "material_zone": "material, zone axis",
+        "family": "family",
+        "boundary": "boundary",
+        "defect_kind": "defect",
+    }
     rows = []
     for level, title in names.items():
         if not classes.get(level):
             continue
         top, rest = classes[level][0], classes[level][1:4]
         others = ", ".join(f"{c['class']} {100 * c['p']:.0f} %" for c in rest)
-        rows.append(f"<tr><td>{title}</td><td><b>{esc(top['class'])}</b></td><td>{100 * top['p']:.0f} %</td>"
-                    f"<td>{esc(others)}</td></tr>")
-    return ("<h2>Which structure</h2><p>Votes of the candidates whose lattice fits, weighted by "
-            "exp(−distance / T); the share of the top class is the level's confidence.</p>"
-            "<table><tr><th>level</th><th>class</th><th>share</th><th>next</th></tr>" + "".join(rows) + "</table>")
+        rows.append(
+            f"<tr><td>{title}</td><td><b>{esc(top['class'])}</b></td><td>{100 * top['p']:.0f} %</td>"
+            f"<td>{esc(others)}</td></tr>"
+        )
+    return (
+        "<h2>Which structure</h2><p>Votes of the candidates whose lattice fits, weighted by "
+        "exp(−distance / T); the share of the top class is the level's confidence.</p>"
+        "<table><tr><th>level</th><th>class</th><th>share</th><th>next</th></tr>" + "".join(rows) + "</table>"
+    )
 
 
 def _html(summary: dict, records: list[dict], blocks: list, window_map: bytes) -> str:
     esc = html.escape
-    flag = ('<p style="color:#b00"><b>Out of library:</b> the best distance is beyond the calibrated threshold '
-            f'({summary["threshold"]:.3f}); treat every candidate as a guess.</p>') if summary["out_of_library"] else ""
+    flag = (
+        (
+            '<p style="color:#b00"><b>Out of library:</b> the best distance is beyond the calibrated threshold '
+            f"({summary['threshold']:.3f}); treat every candidate as a guess.</p>"
+        )
+        if summary["out_of_library"]
+        else ""
+    )
     lattice = summary.get("lattice") or {}
     if lattice.get("mismatch"):
         flag += f'<p style="color:#b00"><b>{esc(lattice_warning(lattice))}.</b></p>'
@@ -229,36 +279,77 @@ def _html(summary: dict, records: list[dict], blocks: list, window_map: bytes) -
         from surrogate.inference.lattice import describe
 
         sig = lattice["signature"]
-        flag += (f'<p>Lattice check: the image\'s lattice is {esc(describe(sig))} at the '
-                 f'given pixel size; {lattice["consistent"]} of {len(records)} candidates match it within '
-                 f'{100 * lattice["tolerance"]:.0f} % and come first.</p>')
+        flag += (
+            f"<p>Lattice check: the image's lattice is {esc(describe(sig))} at the "
+            f"given pixel size; {lattice['consistent']} of {len(records)} candidates match it within "
+            f"{100 * lattice['tolerance']:.0f} % and come first.</p>"
+        )
     elif lattice.get("skipped"):
-        flag += f'<p>Lattice check skipped: {esc(lattice["skipped"])}.</p>'
+        flag += f"<p>Lattice check skipped: {esc(lattice['skipped'])}.</p>"
     flag += _classes_html(summary.get("classes") or {})
-    head = ["rank", "config_id", "family", "formula", "distance", "E/atom [eV]", "ΔE [eV/atom]", "γ_GB [mJ/m²]",
-            "score", "Pareto", "lattice Δ", "FOM", "votes"]
+    head = [
+        "rank",
+        "config_id",
+        "family",
+        "formula",
+        "distance",
+        "E/atom [eV]",
+        "ΔE [eV/atom]",
+        "γ_GB [mJ/m²]",
+        "score",
+        "Pareto",
+        "lattice Δ",
+        "FOM",
+        "votes",
+    ]
     rows = []
     for r in records:
-        e = "" if r["energy_per_atom"] is None else f'{r["energy_per_atom"]:.4f}'
-        de = "" if r["energy_above"] is None else f'{r["energy_above"]:.4f}'
-        fom = "" if r["fom"] is None else f'{r["fom"]:.3f}'
-        lat = "" if r.get("lattice_mismatch") is None else f'{100 * r["lattice_mismatch"]:.1f} %'
-        gb = "" if r.get("gb_energy_mJ_m2") is None else f'{r["gb_energy_mJ_m2"]:.0f}'
-        cells = [r["rank"], r["config_id"], r["family"], r["formula"], f'{r["distance"]:.4f}', e, de, gb, f'{r["score"]:.4f}',
-                 "★" if r["pareto"] else "", lat, fom, r["votes"]]
+        e = "" if r["energy_per_atom"] is None else f"{r['energy_per_atom']:.4f}"
+        de = "" if r["energy_above"] is None else f"{r['energy_above']:.4f}"
+        fom = "" if r["fom"] is None else f"{r['fom']:.3f}"
+        lat = "" if r.get("lattice_mismatch") is None else f"{100 * r['lattice_mismatch']:.1f} %"
+        gb = "" if r.get("gb_energy_mJ_m2") is None else f"{r['gb_energy_mJ_m2']:.0f}"
+        cells = [
+            r["rank"],
+            r["config_id"],
+            r["family"],
+            r["formula"],
+            f"{r['distance']:.4f}",
+            e,
+            de,
+            gb,
+            f"{r['score']:.4f}",
+            "★" if r["pareto"] else "",
+            lat,
+            fom,
+            r["votes"],
+        ]
         rows.append("<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in cells) + "</tr>")
-    table = ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
+    table = "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
     fits = "".join(
         f"<h3>rank {c.rank}: {esc(c.family)} {esc(c.config_id)}</h3>{_img_tag(png)}"
         f"<pre>{esc(json.dumps(_candidate_record(c)['refinement'], indent=1, default=float))}</pre>"
         for c, png in blocks
     )
-    meta = {k: summary[k] for k in ("image", "pixel_size", "library", "library_hash", "method", "checkpoint",
-                                    "energy_model", "energies", "n_windows", "timings_s")}
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>surrogate: {esc(Path(summary['image']).name)}</title>
+    meta = {
+        k: summary[k]
+        for k in (
+            "image",
+            "pixel_size",
+            "library",
+            "library_hash",
+            "method",
+            "checkpoint",
+            "energy_model",
+            "energies",
+            "n_windows",
+            "timings_s",
+        )
+    }
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>surrogate: {esc(Path(summary["image"]).name)}</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}pre{{font-size:11px;background:#f6f6f6}}</style></head><body>
-<h1>Configurations behind {esc(Path(summary['image']).name)}</h1>{flag}
+<h1>Configurations behind {esc(Path(summary["image"]).name)}</h1>{flag}
 <p>Ranked by image distance + an energy term: for boundaries with a boundary energy γ_GB (excess over bulk per
 boundary area), boundary weight × γ_GB above the lowest boundary candidate of any kind; otherwise energy weight × energy
 per atom above the lowest candidate of the same kind and elements (★ = on the distance/energy Pareto front); candidates whose lattice spacings match the image's (lattice Δ, relative
@@ -278,11 +369,25 @@ def log_wandb(result: InferenceResult, files: dict[str, Path]) -> None:
 
         raise ConfigError("wandb=true but wandb is not installed: pip install wandb, or leave wandb=false") from None
     os.environ.setdefault("WANDB_MODE", "offline")
-    run = wandb.init(project="surrogate-infer", config={**result.info, "lattice": result.lattice},
-                     dir=str(files["report"].parent))
+    run = wandb.init(
+        project="surrogate-infer", config={**result.info, "lattice": result.lattice}, dir=str(files["report"].parent)
+    )
     records = [_candidate_record(c) for c in result.candidates]
-    cols: list[str | int] = ["rank", "config_id", "family", "distance", "energy_above", "score", "pareto",
-                             "lattice_mismatch", "fom"]
-    run.log({"candidates": wandb.Table(columns=cols, data=[[r[str(c)] for c in cols] for r in records]),
-             **{k: wandb.Image(str(v)) for k, v in files.items() if v.suffix == ".png"}})
+    cols: list[str | int] = [
+        "rank",
+        "config_id",
+        "family",
+        "distance",
+        "energy_above",
+        "score",
+        "pareto",
+        "lattice_mismatch",
+        "fom",
+    ]
+    run.log(
+        {
+            "candidates": wandb.Table(columns=cols, data=[[r[str(c)] for c in cols] for r in records]),
+            **{k: wandb.Image(str(v)) for k, v in files.items() if v.suffix == ".png"},
+        }
+    )
     run.finish()

@@ -16,7 +16,16 @@ from surrogate.inference.settings import PreprocessSettings, RetrievalSettings
 from surrogate.library import Library
 from surrogate.library.store import int_to_id
 
-__all__ = ["Matcher", "CNNMatcher", "ClassicMatcher", "make_matcher", "keep_allowed", "aggregate", "Retrieval", "retrieve"]
+__all__ = [
+    "Matcher",
+    "CNNMatcher",
+    "ClassicMatcher",
+    "make_matcher",
+    "keep_allowed",
+    "aggregate",
+    "Retrieval",
+    "retrieve",
+]
 
 
 class Matcher(Protocol):
@@ -36,8 +45,14 @@ class CNNMatcher:
 
     name = "cnn"
 
-    def __init__(self, library: Library, checkpoint: str | Path, index_path: str | Path | None = None, device: str = "cpu",
-                 preprocess: PreprocessSettings | None = None):
+    def __init__(
+        self,
+        library: Library,
+        checkpoint: str | Path,
+        index_path: str | Path | None = None,
+        device: str = "cpu",
+        preprocess: PreprocessSettings | None = None,
+    ):
         from surrogate.embedding.embed import build_index, load_embedder
         from surrogate.index import EmbeddingIndex
 
@@ -63,8 +78,14 @@ class CNNMatcher:
         self.index_path = path
         self.threshold = self.calibrate(library, preprocess=preprocess)
 
-    def calibrate(self, library: Library, n: int = 128, dose: tuple[float, float] = (1e3, 1e5),
-                  quantile: float = 0.99, preprocess: PreprocessSettings | None = None) -> float:
+    def calibrate(
+        self,
+        library: Library,
+        n: int = 128,
+        dose: tuple[float, float] = (1e3, 1e5),
+        quantile: float = 0.99,
+        preprocess: PreprocessSettings | None = None,
+    ) -> float:
         """Out-of-library threshold: the ``quantile`` of the distances from library images of
         *held-out imaging conditions* (the library's condition test split), under the training
         corruptions (any rotation, ±20 % scale, drift, blur, background, Poisson dose in ``dose``
@@ -83,7 +104,9 @@ class CNNMatcher:
         from surrogate.library.dataset import split_indices
 
         method = preprocess.denoise if preprocess is not None else "none"
-        path = Path(str(self.index_path) + (f".calibration-{method}.json" if preprocess is not None else ".calibration.json"))
+        path = Path(
+            str(self.index_path) + (f".calibration-{method}.json" if preprocess is not None else ".calibration.json")
+        )
         if path.is_file():
             rec = json.loads(path.read_text())
             if rec.get("method") == "heldout-conditions":
@@ -106,9 +129,21 @@ class CNNMatcher:
         idx, d = self.index.search(self.embedder.embed(noisy.astype(np.float32)), depth)
         nearest = keep_allowed(np.asarray(idx), np.asarray(d), allowed)[1][:, 0]
         threshold = float(np.quantile(nearest, quantile))
-        atomic_write_text(path, json.dumps({"threshold": threshold, "quantile": quantile, "dose": list(dose),
-                                            "n": len(picks), "method": "heldout-conditions", "denoise": method,
-                                            "held_out_images": int(len(held))}, indent=1))
+        atomic_write_text(
+            path,
+            json.dumps(
+                {
+                    "threshold": threshold,
+                    "quantile": quantile,
+                    "dose": list(dose),
+                    "n": len(picks),
+                    "method": "heldout-conditions",
+                    "denoise": method,
+                    "held_out_images": int(len(held)),
+                },
+                indent=1,
+            ),
+        )
         return threshold
 
     def search(self, windows: np.ndarray, k: int):
@@ -148,14 +183,21 @@ def keep_allowed(indices: np.ndarray, distances: np.ndarray, allowed: np.ndarray
     return idx, np.where(idx >= 0, np.take_along_axis(distances, order, 1), np.inf)
 
 
-def make_matcher(method: str, library: Library, checkpoint: str | Path | None = None,
-                 index_path: str | Path | None = None, device: str = "cpu",
-                 preprocess: PreprocessSettings | None = None) -> Matcher:
+def make_matcher(
+    method: str,
+    library: Library,
+    checkpoint: str | Path | None = None,
+    index_path: str | Path | None = None,
+    device: str = "cpu",
+    preprocess: PreprocessSettings | None = None,
+) -> Matcher:
     """The matcher of ``method``; the CNN's out-of-library threshold is calibrated through
     ``preprocess`` (the query's preprocessing), when given."""
     if method == "cnn":
         if checkpoint is None:
-            raise ConfigError("method=cnn needs an embedding checkpoint: pass checkpoint=<file.pt>, or use method=sift|hog|spectrum")
+            raise ConfigError(
+                "method=cnn needs an embedding checkpoint: pass checkpoint=<file.pt>, or use method=sift|hog|spectrum"
+            )
         return CNNMatcher(library, checkpoint, index_path, device, preprocess)
     if method in ("sift", "hog", "spectrum"):
         return ClassicMatcher(library, method)
@@ -217,8 +259,10 @@ def _mode_mask(library: Library, mode: str | None) -> np.ndarray | None:
     mask = codes == MODES.index(mode)
     if not mask.any():
         present = sorted({MODES[c] for c in np.unique(codes)})
-        raise ConfigError(f"the library holds no {mode} images (it has {', '.join(present)}): "
-                          "set retrieval.mode to one of those or null")
+        raise ConfigError(
+            f"the library holds no {mode} images (it has {', '.join(present)}): "
+            "set retrieval.mode to one of those or null"
+        )
     return mask
 
 
@@ -247,7 +291,7 @@ def retrieve(library: Library, matcher: Matcher, windows: np.ndarray, settings: 
         cands = [c for c in cands if set(Formula(c.formula).count()) <= allowed]
         if not cands:
             raise ConfigError(f"no library configuration made of {sorted(allowed)} only was matched: raise retrieval.k")
-    cands = sorted(cands, key=lambda c: c.distance)[:settings.candidates]
+    cands = sorted(cands, key=lambda c: c.distance)[: settings.candidates]
     cids = library.config_ids()
     window_best = [int_to_id(cids[int(i[0])]) for i in indices]
     threshold = settings.threshold if settings.threshold is not None else getattr(matcher, "threshold", None)

@@ -28,8 +28,15 @@ from typing import Any, List, Optional, TypeVar
 from surrogate.errors import ConfigError
 
 __all__ = [
-    "PreprocessSettings", "RetrievalSettings", "LatticeSettings", "RankSettings", "RefineSettings",
-    "InferenceSettings", "InferConfig", "METHODS", "register",
+    "PreprocessSettings",
+    "RetrievalSettings",
+    "LatticeSettings",
+    "RankSettings",
+    "RefineSettings",
+    "InferenceSettings",
+    "InferConfig",
+    "METHODS",
+    "register",
 ]
 
 #: Matchers: the CNN embedding + FAISS, and the classical baselines.
@@ -52,8 +59,8 @@ def _at_least(key: str, value: Any, low: int) -> None:
 class PreprocessSettings:
     """Resampling to the library's canonical sampling, denoising and windowing."""
 
-    denoise: str = "gaussian"          # none | gaussian | nlmeans
-    stride: Optional[int] = None       # window stride [px]; default half a window
+    denoise: str = "gaussian"  # none | gaussian | nlmeans
+    stride: Optional[int] = None  # window stride [px]; default half a window
 
     def __post_init__(self):
         _choice("preprocess.denoise", self.denoise, ("none", "gaussian", "nlmeans"))
@@ -65,12 +72,12 @@ class PreprocessSettings:
 class RetrievalSettings:
     """Which library images each window is matched against, and how many."""
 
-    k: int = 10                                # distinct configurations matched per window
-    candidates: int = 10                       # configurations kept for ranking
-    elements: Optional[List[str]] = None       # what the sample is made of, e.g. [Cd,Te,Se,Cl]
-    mode: Optional[str] = None                 # imaging mode of the image: haadf | abf | bf | hrtem
-    threshold: Optional[float] = None          # out-of-library distance; default: the index calibration
-    vote_temperature: float = 0.02             # distance scale of the class votes: weight exp(-(d - d_min) / T)
+    k: int = 10  # distinct configurations matched per window
+    candidates: int = 10  # configurations kept for ranking
+    elements: Optional[List[str]] = None  # what the sample is made of, e.g. [Cd,Te,Se,Cl]
+    mode: Optional[str] = None  # imaging mode of the image: haadf | abf | bf | hrtem
+    threshold: Optional[float] = None  # out-of-library distance; default: the index calibration
+    vote_temperature: float = 0.02  # distance scale of the class votes: weight exp(-(d - d_min) / T)
 
     def __post_init__(self):
         from ase.data import chemical_symbols
@@ -97,37 +104,41 @@ class RetrievalSettings:
 class LatticeSettings:
     """The lattice-spacing check (:mod:`surrogate.inference.lattice`)."""
 
-    mode: str = "rerank"      # rerank (consistent candidates first) | flag (only flag) | off
-    tolerance: float = 0.10   # relative spacing error within which a candidate's lattice is the image's (Si vs CdTe: 0.17)
+    mode: str = "rerank"  # rerank (consistent candidates first) | flag (only flag) | off
+    tolerance: float = (
+        0.10  # relative spacing error within which a candidate's lattice is the image's (Si vs CdTe: 0.17)
+    )
 
     def __post_init__(self):
         _choice("lattice_check.mode", self.mode, ("rerank", "flag", "off"))
         if not float(self.tolerance) > 0:
-            raise ConfigError(f"lattice_check.tolerance={self.tolerance} must be > 0 (a relative spacing error, e.g. 0.1)")
+            raise ConfigError(
+                f"lattice_check.tolerance={self.tolerance} must be > 0 (a relative spacing error, e.g. 0.1)"
+            )
 
 
 @dataclass
 class RankSettings:
     """Image distance against energy."""
 
-    energy_weight: float = 1.0     # distance per eV/atom above the lowest candidate of the same kind and elements
-    boundary_weight: float = 0.1   # distance per J/m^2 of boundary energy above the lowest boundary candidate (any kind)
+    energy_weight: float = 1.0  # distance per eV/atom above the lowest candidate of the same kind and elements
+    boundary_weight: float = 0.1  # distance per J/m^2 of boundary energy above the lowest boundary candidate (any kind)
 
 
 @dataclass
 class RefineSettings:
     """The fit of the top candidates to one window of the image (:mod:`surrogate.inference.refine`)."""
 
-    top: int = 3                          # candidates refined, then ordered by their score (0 = none)
-    window: str = "top"                   # top (the top candidate's) | boundary (straddles two lattices) | an index
-    potential_sampling: float = 0.08      # [Å] projected-potential sampling of the refinement simulations
+    top: int = 3  # candidates refined, then ordered by their score (0 = none)
+    window: str = "top"  # top (the top candidate's) | boundary (straddles two lattices) | an index
+    potential_sampling: float = 0.08  # [Å] projected-potential sampling of the refinement simulations
     defocus_steps: List[float] = field(default_factory=lambda: [-30.0, 30.0])  # [Å] tried around the library's
-    max_evals: int = 300                  # Nelder-Mead evaluations of each registration stage
-    relax: bool = False                   # relax each candidate with the potential, re-simulate, re-fit
-    potential: Optional[str] = None       # potential checkpoint for relax
-    final_method: Optional[str] = None    # re-simulate the final image with multislice | prism (slow on CPU)
-    score: str = "fom"                    # fom (0.1 x shift + 1 - SSIM) | residual (1 - R^2: sharper for point defects)
-    shared_pose: bool = False             # fit the first candidate of each material + zone axis, score its siblings at its pose
+    max_evals: int = 300  # Nelder-Mead evaluations of each registration stage
+    relax: bool = False  # relax each candidate with the potential, re-simulate, re-fit
+    potential: Optional[str] = None  # potential checkpoint for relax
+    final_method: Optional[str] = None  # re-simulate the final image with multislice | prism (slow on CPU)
+    score: str = "fom"  # fom (0.1 x shift + 1 - SSIM) | residual (1 - R^2: sharper for point defects)
+    shared_pose: bool = False  # fit the first candidate of each material + zone axis, score its siblings at its pose
 
     def __post_init__(self):
         _at_least("refine.top", self.top, 0)
@@ -160,14 +171,14 @@ _S = TypeVar("_S", bound="InferenceSettings")
 class InferenceSettings:
     """Everything :func:`~surrogate.inference.pipeline.run_inference` needs besides the image and library."""
 
-    method: str = "cnn"                 # cnn (embedding + FAISS) | sift | hog | spectrum
-    checkpoint: Optional[str] = None    # embedding checkpoint trained on the library (method=cnn)
-    index: Optional[str] = None         # FAISS index; default <library>/index/<checkpoint hash>.faiss (built once)
-    device: str = "cpu"                 # cpu | cuda | auto
+    method: str = "cnn"  # cnn (embedding + FAISS) | sift | hog | spectrum
+    checkpoint: Optional[str] = None  # embedding checkpoint trained on the library (method=cnn)
+    index: Optional[str] = None  # FAISS index; default <library>/index/<checkpoint hash>.faiss (built once)
+    device: str = "cpu"  # cpu | cuda | auto
     pixel_size: Optional[float] = None  # [Å/px]; overrides the file's calibration, required where it has none
-    channel: Optional[str] = None       # colour images only: gray | r | g | b
-    frame: Optional[int] = None         # image stacks: frame index (default: sum of all frames)
-    roi: Optional[List[int]] = None     # [row, col, height, width] in file pixels: analyse only this region
+    channel: Optional[str] = None  # colour images only: gray | r | g | b
+    frame: Optional[int] = None  # image stacks: frame index (default: sum of all frames)
+    roi: Optional[List[int]] = None  # [row, col, height, width] in file pixels: analyse only this region
     preprocess: PreprocessSettings = field(default_factory=PreprocessSettings)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
     lattice_check: LatticeSettings = field(default_factory=LatticeSettings)
@@ -207,11 +218,11 @@ class InferenceSettings:
 class InferConfig(InferenceSettings):
     """The schema of ``infer.yaml``: the settings plus what the command line adds."""
 
-    image: str = "???"                               # dm3, dm4, emd, ser, mrc, tif, hspy, png, jpg or npy
-    library_dir: str = "demo_library"                # library built by surrogate-build-library
+    image: str = "???"  # dm3, dm4, emd, ser, mrc, tif, hspy, png, jpg or npy
+    library_dir: str = "demo_library"  # library built by surrogate-build-library
     output_dir: str = "${hydra:runtime.output_dir}"  # where the report goes
-    wandb: bool = False                              # also log the report to wandb (offline unless WANDB_MODE says otherwise)
-    verbose: bool = False                            # show library and third-party log lines on the console too
+    wandb: bool = False  # also log the report to wandb (offline unless WANDB_MODE says otherwise)
+    verbose: bool = False  # show library and third-party log lines on the console too
 
 
 def register() -> None:

@@ -20,8 +20,9 @@ def checkpoint_kind(record: dict) -> str:
     return str(record.get("kind") or EMBEDDING)
 
 
-def load_torch_checkpoint(path: str | os.PathLike, error_cls: type[Exception], what: str, kind: str | None = None,
-                          hint: str = "") -> dict:
+def load_torch_checkpoint(
+    path: str | os.PathLike, error_cls: type[Exception], what: str, kind: str | None = None, hint: str = ""
+) -> dict:
     """Load a checkpoint dict with ``torch.load(map_location="cpu", weights_only=True)``.
 
     Parameters
@@ -54,8 +55,14 @@ def load_torch_checkpoint(path: str | os.PathLike, error_cls: type[Exception], w
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        reason = "unsafe or unknown objects in it" if "weights_only" in str(exc) else "truncated, corrupt or not a torch file"
-        raise error_cls(f"cannot read {what} {path} ({type(exc).__name__}: {reason}); is it a surrogate checkpoint?") from None
+        reason = (
+            "unsafe or unknown objects in it"
+            if "weights_only" in str(exc)
+            else "truncated, corrupt or not a torch file"
+        )
+        raise error_cls(
+            f"cannot read {what} {path} ({type(exc).__name__}: {reason}); is it a surrogate checkpoint?"
+        ) from None
     record = ckpt.get("surrogate") if isinstance(ckpt, dict) else None
     if not isinstance(record, dict) or not record or not isinstance(ckpt.get("state_dict"), dict):
         raise error_cls(f"{path} is not a surrogate {what} (no surrogate record or no weights)")

@@ -21,11 +21,21 @@ __all__ = ["Micrograph", "read_image", "check_image", "FORMATS", "MIN_SIZE", "MA
 
 # suffix -> rosettasciio plugin ("image" = imageio, "npy" = numpy)
 FORMATS = {
-    ".dm3": "digitalmicrograph", ".dm4": "digitalmicrograph", ".emd": "emd", ".ser": "tia", ".mrc": "mrc",
-    ".tif": "tiff", ".tiff": "tiff", ".hspy": "hspy", ".png": "image", ".jpg": "image", ".jpeg": "image",
-    ".bmp": "image", ".npy": "npy",
+    ".dm3": "digitalmicrograph",
+    ".dm4": "digitalmicrograph",
+    ".emd": "emd",
+    ".ser": "tia",
+    ".mrc": "mrc",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".hspy": "hspy",
+    ".png": "image",
+    ".jpg": "image",
+    ".jpeg": "image",
+    ".bmp": "image",
+    ".npy": "npy",
 }
-MIN_SIZE = 32            # px: smaller images hold too few columns to match
+MIN_SIZE = 32  # px: smaller images hold too few columns to match
 MAX_PIXELS = 64 * 2**20  # 64 Mpx: beyond this, crop or bin first
 _UNITS_TO_A = {"a": 1.0, "å": 1.0, "angstrom": 1.0, "nm": 10.0, "pm": 0.01, "um": 1e4, "µm": 1e4, "μm": 1e4, "m": 1e10}
 PIXEL_SIZE_RANGE = (0.005, 5.0)  # Å/px that can resolve atomic columns at all
@@ -79,7 +89,9 @@ def _pick_signal(signals: list[dict], name: str, frame: int | None) -> dict:
         raise ImageError(f"{name}: no 2-D image in this file (it holds {len(signals)} non-image signal(s))")
     # prefer a plain 2-D image; else the first stack
     for s in images:
-        if np.asarray(s["data"]).ndim == 2 or (np.asarray(s["data"]).ndim == 3 and np.asarray(s["data"]).shape[-1] in (3, 4)):
+        if np.asarray(s["data"]).ndim == 2 or (
+            np.asarray(s["data"]).ndim == 3 and np.asarray(s["data"]).shape[-1] in (3, 4)
+        ):
             return s
     return images[0]
 
@@ -124,9 +136,7 @@ def check_image(data: np.ndarray, name: str = "image") -> np.ndarray:
     data = data.astype(np.float32)
     bad = ~np.isfinite(data)
     if bad.any():
-        raise ImageError(
-            f"{name}: {int(bad.sum())} NaN/inf pixels: crop them away or fill them before inference"
-        )
+        raise ImageError(f"{name}: {int(bad.sum())} NaN/inf pixels: crop them away or fill them before inference")
     if float(data.max() - data.min()) <= 1e-12 * max(1.0, float(np.abs(data).max())):
         raise ImageError(f"{name}: the image is constant ({float(data.flat[0]):g} everywhere): it holds no contrast")
     return data
@@ -134,7 +144,6 @@ def check_image(data: np.ndarray, name: str = "image") -> np.ndarray:
 
 def _read_rsciio(path: Path, plugin: str) -> list[dict]:
     import importlib
-
     import logging
 
     reader = importlib.import_module(f"rsciio.{plugin}").file_reader
@@ -208,7 +217,9 @@ def read_image(
     except MemoryError:
         raise ImageError(f"{name}: not enough memory to read this file: crop or bin it first") from None
     except Exception as exc:  # corrupt or truncated files surface as many exception types
-        raise ImageError(f"{name}: cannot read this {suffix} file ({type(exc).__name__}: {str(exc)[:80]}); is it truncated or corrupt?") from None
+        raise ImageError(
+            f"{name}: cannot read this {suffix} file ({type(exc).__name__}: {str(exc)[:80]}); is it truncated or corrupt?"
+        ) from None
     data = np.asarray(data)
     if data.dtype.names or (data.ndim == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4):
         data = _rgb_to_gray(data, name, channel)

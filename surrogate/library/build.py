@@ -23,7 +23,12 @@ import numpy as np
 from surrogate import __version__
 from surrogate.errors import ConfigError, LibraryError
 from surrogate.library.store import (
-    FORMAT_VERSION, atomic_write_text, create_images, encode_conditions, id_to_int, open_images,
+    FORMAT_VERSION,
+    atomic_write_text,
+    create_images,
+    encode_conditions,
+    id_to_int,
+    open_images,
 )
 from surrogate.simulate.conditions import MODES, sample_conditions
 from surrogate.simulate.images import SimulationSettings, render
@@ -49,7 +54,9 @@ def _settings(sim: Mapping[str, Any]) -> SimulationSettings:
 
 def unit_conditions(sim: Mapping[str, Any], unit: int, k: int, sampling: float, seed: int):
     """The K imaging conditions of one unit (deterministic in seed and unit index)."""
-    return sample_conditions(k, sim.get("ranges") or {}, sim.get("modes") or [], seed=seed * 1_000_003 + unit, sampling=sampling)
+    return sample_conditions(
+        k, sim.get("ranges") or {}, sim.get("modes") or [], seed=seed * 1_000_003 + unit, sampling=sampling
+    )
 
 
 def run_unit(root: str, unit: int, recipe: dict, sim: dict, k: int, shape, sampling: float, seed: int) -> dict:
@@ -83,7 +90,9 @@ def _write_row(db, atoms, unit: int) -> None:
     # library's own family/material/zone_axis columns keep their meaning
     kvp.update({k: v for k, v in labels_of(atoms).db_columns().items() if k not in kvp})
     if "energy_per_atom" in info and "energy_model" in info:  # configurations from the search carry theirs
-        kvp.update(energy_per_atom=float(info["energy_per_atom"]), energy_model=str(info["energy_model"]), energy_flag="ok")
+        kvp.update(
+            energy_per_atom=float(info["energy_per_atom"]), energy_model=str(info["energy_model"]), energy_flag="ok"
+        )
     db.write(atoms, key_value_pairs=kvp, data={"info": info})
 
 
@@ -95,17 +104,24 @@ def _client(lib: Mapping[str, Any]):
 
     if scheduler == "local":
         cluster = LocalCluster(
-            n_workers=int(lib.get("n_workers") or os.cpu_count() or 1), threads_per_worker=1, processes=True,
-            dashboard_address=lib.get("dashboard_address"), silence_logs=40,
+            n_workers=int(lib.get("n_workers") or os.cpu_count() or 1),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=lib.get("dashboard_address"),
+            silence_logs=40,
         )
         return Client(cluster)
     if "://" not in str(scheduler):
-        raise ConfigError(f"library.scheduler={scheduler!r}: use local, synchronous or a dask scheduler address (tcp://host:8786)")
+        raise ConfigError(
+            f"library.scheduler={scheduler!r}: use local, synchronous or a dask scheduler address (tcp://host:8786)"
+        )
     try:
         return Client(scheduler, timeout=float(lib.get("connect_timeout") or 30))
     except (OSError, TimeoutError) as exc:
-        raise ConfigError(f"cannot reach the dask scheduler {scheduler} ({type(exc).__name__}): start it, "
-                          "check the address, or use library.scheduler=local") from None
+        raise ConfigError(
+            f"cannot reach the dask scheduler {scheduler} ({type(exc).__name__}): start it, "
+            "check the address, or use library.scheduler=local"
+        ) from None
 
 
 def _done_units(done_dir: Path) -> set[int]:
@@ -159,8 +175,12 @@ def build_library(
         )
     recipes = plan_structures(structures)
     n_units = len(recipes)
-    content = {"structures": structures, "simulate": simulate, "seed": seed,
-               "library": {"images_per_structure": k, "shape": list(shape), "sampling": sampling}}
+    content = {
+        "structures": structures,
+        "simulate": simulate,
+        "seed": seed,
+        "library": {"images_per_structure": k, "shape": list(shape), "sampling": sampling},
+    }
     if structures.get("files"):  # an edited structure file makes another library
         from surrogate.io.files import file_hash
 
@@ -173,7 +193,9 @@ def build_library(
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise LibraryError(f"output directory {root} is not writable ({exc.strerror}): choose another library.output_dir") from None
+        raise LibraryError(
+            f"output directory {root} is not writable ({exc.strerror}): choose another library.output_dir"
+        ) from None
     plan_path = root / "plan.json"
     if plan_path.exists():
         old = json.loads(plan_path.read_text())
@@ -184,8 +206,13 @@ def build_library(
             )
     else:
         atomic_write_text(plan_path, json.dumps({"config_hash": chash, "units": n_units, "config": content}, indent=1))
-    create_images(root / "images.zarr", n_units * k, shape, k,
-                  {"canonical_sampling": sampling, "config_hash": chash, "format_version": FORMAT_VERSION})
+    create_images(
+        root / "images.zarr",
+        n_units * k,
+        shape,
+        k,
+        {"canonical_sampling": sampling, "config_hash": chash, "format_version": FORMAT_VERSION},
+    )
     done = _done_units(root / "done")
     todo = [u for u in range(n_units) if u not in done]
     from ase.db import connect
@@ -208,8 +235,22 @@ def build_library(
         else:
             from distributed import as_completed
 
-            futures = [client.submit(run_unit, str(root.resolve()), u, recipes[u], simulate, k, shape, sampling,
-                                     seed, key=f"unit-{chash}-{u}", pure=False) for u in todo]
+            futures = [
+                client.submit(
+                    run_unit,
+                    str(root.resolve()),
+                    u,
+                    recipes[u],
+                    simulate,
+                    k,
+                    shape,
+                    sampling,
+                    seed,
+                    key=f"unit-{chash}-{u}",
+                    pure=False,
+                )
+                for u in todo
+            ]
             for fut in as_completed(futures):
                 record(fut.result())
     finally:
@@ -242,10 +283,14 @@ def write_manifest(root: Path, chash: str, content: dict, n_units: int, k: int, 
     if (cids == 0).any():
         raise LibraryError(f"{int((cids == 0).sum())} empty image slots in {root}: rerun the build to fill them")
     modes = np.asarray(group["conditions"][:, 0]).astype(int)
-    family_of = {row.config_id: row.family for row in connect(root / "structures.db").select(columns=["key_value_pairs"])}
+    family_of = {
+        row.config_id: row.family for row in connect(root / "structures.db").select(columns=["key_value_pairs"])
+    }
     missing = {f"{int(c):016x}" for c in np.unique(cids)} - set(family_of)
     if missing:
-        raise LibraryError(f"{len(missing)} configurations of {root} have images but no structure row: rebuild the library")
+        raise LibraryError(
+            f"{len(missing)} configurations of {root} have images but no structure row: rebuild the library"
+        )
     n_structures = len(family_of)
     per_family_images = Counter(family_of.get(f"{int(c):016x}", "?") for c in cids[::k])
     manifest = {

@@ -20,7 +20,7 @@ def build(cfg: DictConfig):
     from surrogate.library.build import build_library
 
     root = build_library(cfg.structures, cfg.simulate, cfg.library, seed=int(cfg.seed), progress=bool(cfg.progress))
-    summary = (root / "summary.md")
+    summary = root / "summary.md"
     if summary.exists():
         print(summary.read_text())
     print(f"library written to {root.resolve()} (contact sheet: {root / 'contact_sheet.png'})")

@@ -54,11 +54,18 @@ class LibraryDataset:
     lazily in each DataLoader worker. Labels index the library's distinct configurations.
     """
 
-    def __init__(self, root: str | Path, split: str | None = None, by: str = "condition",
-                 fractions: Sequence[float] = (0.8, 0.1, 0.1), transform=None):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str | None = None,
+        by: str = "condition",
+        fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        transform=None,
+    ):
         self.library = Library(root)
-        self.indices = (np.arange(len(self.library)) if split is None
-                        else split_indices(self.library, split, by, fractions))
+        self.indices = (
+            np.arange(len(self.library)) if split is None else split_indices(self.library, split, by, fractions)
+        )
         cids = self.library.config_ids()
         self.classes, labels = np.unique(cids, return_inverse=True)
         self.labels = labels.astype(np.int64)

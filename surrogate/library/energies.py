@@ -52,8 +52,15 @@ from surrogate.errors import ConfigError, LibraryError, exit_on_user_error
 from surrogate.io.files import atomic_write_text
 
 __all__ = [
-    "SIDECAR", "annotate_energies", "read_energies", "read_boundary_energies", "read_formation_energies",
-    "read_compositions", "energy_model", "relative_energies", "main",
+    "SIDECAR",
+    "annotate_energies",
+    "read_energies",
+    "read_boundary_energies",
+    "read_formation_energies",
+    "read_compositions",
+    "energy_model",
+    "relative_energies",
+    "main",
 ]
 
 #: Sidecar recording the model behind a library's energies.
@@ -147,7 +154,8 @@ def annotate_energies(
     from ase.db import connect
     from tqdm.auto import tqdm
 
-    from surrogate.potential.energy import check_structure, relax as relax_atoms, resolve_calculator
+    from surrogate.potential.energy import check_structure, resolve_calculator
+    from surrogate.potential.energy import relax as relax_atoms
 
     if fmax <= 0 or steps < 0:
         raise ConfigError(f"fmax must be > 0 [eV/Å] and steps >= 0, got fmax={fmax}, steps={steps}")
@@ -160,7 +168,9 @@ def annotate_energies(
     else:
         models = [resolve_calculator(calculator, checkpoint=checkpoint, model_id=model_id, elements=elements)]
     db = connect(db_path)  # no `with`: each update commits on its own (resumable)
-    ids = [(row.id, row.key_value_pairs, row.numbers) for row in db.select(columns=["id", "key_value_pairs", "numbers"])]
+    ids = [
+        (row.id, row.key_value_pairs, row.numbers) for row in db.select(columns=["id", "key_value_pairs", "numbers"])
+    ]
     from surrogate.potential.interfaces import relax_candidate
 
     cond_key = _condition_key(condition, mu)
@@ -176,10 +186,26 @@ def annotate_energies(
         problem = check_structure(atoms, model.elements)
         update: dict[str, Any] = {"energy_model": model.model_id}
         data = None
-        stale = [k for k in ("energy_per_atom", "energy_message", "relaxed_energy_per_atom", "relax_converged",
-                             "relax_steps", "relax_energy_drop", "relax_max_displacement", "relax_stopped",
-                             "gb_energy", "gb_energy_relaxed", "formation_energy", "formation_energy_relaxed",
-                             "excess_message", "excess_condition") if k in kvp]
+        stale = [
+            k
+            for k in (
+                "energy_per_atom",
+                "energy_message",
+                "relaxed_energy_per_atom",
+                "relax_converged",
+                "relax_steps",
+                "relax_energy_drop",
+                "relax_max_displacement",
+                "relax_stopped",
+                "gb_energy",
+                "gb_energy_relaxed",
+                "formation_energy",
+                "formation_energy_relaxed",
+                "excess_message",
+                "excess_condition",
+            )
+            if k in kvp
+        ]
         relaxed = None
         if problem is None:
             try:
@@ -194,12 +220,18 @@ def annotate_energies(
                             problem = ("nonfinite", f"non-finite energy during relaxation ({r.energy_after})")
                         else:
                             relaxed = r
-                            update.update(relaxed_energy_per_atom=r.energy_after / len(atoms),
-                                          relax_converged=r.converged, relax_steps=r.steps,
-                                          relax_energy_drop=r.energy_drop, relax_max_displacement=r.max_displacement,
-                                          relax_stopped=r.stopped)
-                            data = {"relaxed_positions": r.atoms.positions.astype(np.float64),
-                                    "relaxed_model": model.model_id}
+                            update.update(
+                                relaxed_energy_per_atom=r.energy_after / len(atoms),
+                                relax_converged=r.converged,
+                                relax_steps=r.steps,
+                                relax_energy_drop=r.energy_drop,
+                                relax_max_displacement=r.max_displacement,
+                                relax_stopped=r.stopped,
+                            )
+                            data = {
+                                "relaxed_positions": r.atoms.positions.astype(np.float64),
+                                "relaxed_model": model.model_id,
+                            }
             except ConfigError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one bad row must not stop the pass; it is flagged
@@ -207,8 +239,9 @@ def annotate_energies(
                 problem = ("unknown_element" if "element" in msg.lower() else "calculator_error", msg)
         if problem is None:
             update["energy_flag"] = "ok"
-            excess, excess_data = _excess_columns(atoms, kvp.get("family"), model.calculator, energy, relaxed,
-                                                  condition, mu)
+            excess, excess_data = _excess_columns(
+                atoms, kvp.get("family"), model.calculator, energy, relaxed, condition, mu
+            )
             update.update(excess)
             if excess:
                 update["excess_condition"] = cond_key
@@ -219,8 +252,17 @@ def annotate_energies(
         db.update(row_id, delete_keys=[k for k in stale if k not in update], data=data, **update)
         computed += 1
     bar.close()
-    summary = _summary(db, models, relax=relax, fmax=fmax, steps=steps, optimizer=optimizer, computed=computed,
-                       condition=cond_key, mu=dict(mu) if mu else None)
+    summary = _summary(
+        db,
+        models,
+        relax=relax,
+        fmax=fmax,
+        steps=steps,
+        optimizer=optimizer,
+        computed=computed,
+        condition=cond_key,
+        mu=dict(mu) if mu else None,
+    )
     _write_sidecar(Path(library_dir), summary)
     return summary
 
@@ -247,8 +289,14 @@ def _excess_columns(atoms, family, calculator, energy: float, relaxed, condition
         value = d.gamma if family == "gb" else d.energy_formation
         limits = d.gamma_limits if family == "gb" else d.limits
         out = {column: float(value)}
-        data = {"column": column, "mu": d.mu, "condition": d.condition, "limits": limits,
-                "excess_atoms": d.excess_atoms, "reference": d.reference}
+        data = {
+            "column": column,
+            "mu": d.mu,
+            "condition": d.condition,
+            "limits": limits,
+            "excess_atoms": d.excess_atoms,
+            "reference": d.reference,
+        }
         if family == "gb":
             data.update(area=d.area, n_boundaries=d.n_boundaries, periodic_y=d.periodic_y)
         if relaxed is not None:
@@ -296,18 +344,33 @@ def _summary(db, models: list, computed: int, **settings) -> dict[str, Any]:
                 unconverged += not kvp.get("relax_converged", False)
         elif flag is not None:
             flags[flag] += 1
-    described = models[0].describe() if len(models) == 1 else {
-        "model_id": "+".join(m.model_id for m in models), "checkpoint": [m.checkpoint for m in models],
-        "models": [m.describe() for m in models]}
+    described = (
+        models[0].describe()
+        if len(models) == 1
+        else {
+            "model_id": "+".join(m.model_id for m in models),
+            "checkpoint": [m.checkpoint for m in models],
+            "models": [m.describe() for m in models],
+        }
+    )
     return {
         "energy_model": "+".join(m.model_id for m in models),
         **described,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "settings": settings,
-        "counts": {"rows": n, "annotated": annotated, "flagged": sum(flags.values()), "flags": dict(flags),
-                   "relaxed": relaxed, "relax_not_converged": unconverged, "computed": computed,
-                   "skipped": n - computed, "other_model": other_model,
-                   "gb_energy": excess["gb_energy"], "formation_energy": excess["formation_energy"]},
+        "counts": {
+            "rows": n,
+            "annotated": annotated,
+            "flagged": sum(flags.values()),
+            "flags": dict(flags),
+            "relaxed": relaxed,
+            "relax_not_converged": unconverged,
+            "computed": computed,
+            "skipped": n - computed,
+            "other_model": other_model,
+            "gb_energy": excess["gb_energy"],
+            "formation_energy": excess["formation_energy"],
+        },
     }
 
 
@@ -317,7 +380,9 @@ def _write_sidecar(root: Path, summary: dict) -> None:
     if path.is_file():
         try:
             old = json.loads(path.read_text())
-            history = old.get("history", []) + [{k: old.get(k) for k in ("energy_model", "checkpoint", "date", "counts")}]
+            history = old.get("history", []) + [
+                {k: old.get(k) for k in ("energy_model", "checkpoint", "date", "counts")}
+            ]
         except json.JSONDecodeError:
             history = []
     atomic_write_text(path, json.dumps({**summary, "history": history[-20:]}, indent=1))
@@ -379,8 +444,9 @@ def _read_column(library_dir, column: str, relaxed: bool, model: str | None) -> 
     return out
 
 
-def read_boundary_energies(library_dir: str | os.PathLike, relaxed: bool = False,
-                           model: str | None = None) -> dict[str, float]:
+def read_boundary_energies(
+    library_dir: str | os.PathLike, relaxed: bool = False, model: str | None = None
+) -> dict[str, float]:
     """Grain-boundary energy [mJ/m^2] of every bicrystal (family ``gb``) of a library, by ``config_id``.
 
     The excess energy over the bulk crystal per boundary area
@@ -392,8 +458,9 @@ def read_boundary_energies(library_dir: str | os.PathLike, relaxed: bool = False
     return _read_column(library_dir, "gb_energy", relaxed, model)
 
 
-def read_formation_energies(library_dir: str | os.PathLike, relaxed: bool = False,
-                            model: str | None = None) -> dict[str, float]:
+def read_formation_energies(
+    library_dir: str | os.PathLike, relaxed: bool = False, model: str | None = None
+) -> dict[str, float]:
     """Formation energy [eV] of every point-defect configuration (family ``defect``), by ``config_id``
     (NaN where missing); the chemical potentials are in ``energies.json`` (``settings.condition``)."""
     return _read_column(library_dir, "formation_energy", relaxed, model)
@@ -404,8 +471,10 @@ def read_compositions(library_dir: str | os.PathLike) -> dict[str, str]:
     from ase.db import connect
     from ase.formula import Formula
 
-    return {row.config_id: Formula(row.formula).reduce()[0].format("hill")
-            for row in connect(_db_path(library_dir)).select()}
+    return {
+        row.config_id: Formula(row.formula).reduce()[0].format("hill")
+        for row in connect(_db_path(library_dir)).select()
+    }
 
 
 def relative_energies(energies: Mapping[str, float], compositions: Mapping[str, str]) -> dict[str, float]:
@@ -446,32 +515,46 @@ def _calculator_from_path(spec: str):
     try:
         return getattr(importlib.import_module(module), name)()
     except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"cannot build calculator {spec!r} ({exc}); give module:Class, e.g. ase.calculators.emt:EMT") from None
+        raise ConfigError(
+            f"cannot build calculator {spec!r} ({exc}); give module:Class, e.g. ase.calculators.emt:EMT"
+        ) from None
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m surrogate.library.energies",
         description="Give every configuration of a library its energy per atom from an interatomic potential "
-                    "(resumable: rows already done by the same model are skipped).",
+        "(resumable: rows already done by the same model are skipped).",
         epilog="Examples: python -m surrogate.library.energies --library demo_library --checkpoint ckpt.ckpt --relax\n"
-               "          surrogate-annotate-energies --library demo_library "
-               "--checkpoint checkpoints/potential_cdte.pt checkpoints/potential_si.pt",
+        "          surrogate-annotate-energies --library demo_library "
+        "--checkpoint checkpoints/potential_cdte.pt checkpoints/potential_si.pt",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--library", required=True, help="library directory (holds structures.db)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", nargs="+", help="potential checkpoint(s) (surrogate.potential); with several, "
-                                                     "each configuration uses the first that knows all its elements")
-    src.add_argument("--calculator", help="an ASE calculator class built without arguments, e.g. ase.calculators.emt:EMT")
-    p.add_argument("--elements", nargs="+", help="elements the model knows (others are flagged unknown_element); "
-                                                 "default: what the calculator declares")
+    src.add_argument(
+        "--checkpoint",
+        nargs="+",
+        help="potential checkpoint(s) (surrogate.potential); with several, "
+        "each configuration uses the first that knows all its elements",
+    )
+    src.add_argument(
+        "--calculator", help="an ASE calculator class built without arguments, e.g. ase.calculators.emt:EMT"
+    )
+    p.add_argument(
+        "--elements",
+        nargs="+",
+        help="elements the model knows (others are flagged unknown_element); default: what the calculator declares",
+    )
     p.add_argument("--relax", action="store_true", help="also relax positions (fixed cell) and store the relaxed copy")
     p.add_argument("--fmax", type=float, default=0.05, help="relaxation force criterion [eV/Å] (default 0.05)")
     p.add_argument("--steps", type=int, default=200, help="largest number of relaxation steps (default 200)")
     p.add_argument("--optimizer", default="FIRE", help="ase.optimize optimiser (FIRE, BFGS, LBFGS)")
-    p.add_argument("--condition", default="mid", help="chemical potentials of gb_energy/formation_energy for a "
-                                                      "compound: mid (default), Cd-rich, Te-rich, ...")
+    p.add_argument(
+        "--condition",
+        default="mid",
+        help="chemical potentials of gb_energy/formation_energy for a compound: mid (default), Cd-rich, Te-rich, ...",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -481,13 +564,24 @@ def run(argv=None) -> dict:
     """Command-line pass (``surrogate-annotate-energies``); returns the summary."""
     args = _parser().parse_args(argv)
     calc = _calculator_from_path(args.calculator) if args.calculator else None
-    summary = annotate_energies(args.library, calc, checkpoint=args.checkpoint, elements=args.elements,
-                                relax=args.relax, fmax=args.fmax, steps=args.steps, optimizer=args.optimizer,
-                                condition=args.condition, progress=not args.no_progress)
+    summary = annotate_energies(
+        args.library,
+        calc,
+        checkpoint=args.checkpoint,
+        elements=args.elements,
+        relax=args.relax,
+        fmax=args.fmax,
+        steps=args.steps,
+        optimizer=args.optimizer,
+        condition=args.condition,
+        progress=not args.no_progress,
+    )
     c = summary["counts"]
-    print(f"energies of {args.library} by model {summary['energy_model']}: {c['annotated']}/{c['rows']} annotated, "
-          f"{c['flagged']} flagged {c['flags'] or ''}, {c['computed']} computed now, {c['relaxed']} relaxed "
-          f"({c['relax_not_converged']} not converged)")
+    print(
+        f"energies of {args.library} by model {summary['energy_model']}: {c['annotated']}/{c['rows']} annotated, "
+        f"{c['flagged']} flagged {c['flags'] or ''}, {c['computed']} computed now, {c['relaxed']} relaxed "
+        f"({c['relax_not_converged']} not converged)"
+    )
     return summary
 
 

@@ -51,14 +51,21 @@ def summary(root: Path, manifest: dict | None = None) -> str:
     """Markdown table of counts per family and per mode; written to ``summary.md`` and returned."""
     manifest = manifest or Library(root).manifest
     c = manifest["counts"]
-    lines = [f"# Library {Path(root).name}", "",
-             f"{c['images']} images of {c['structures']} structures, {manifest['image_shape'][0]}x"
-             f"{manifest['image_shape'][1]} px at {manifest['canonical_sampling']} Å/px; abTEM {manifest['abtem_version']}.", ""]
+    lines = [
+        f"# Library {Path(root).name}",
+        "",
+        f"{c['images']} images of {c['structures']} structures, {manifest['image_shape'][0]}x"
+        f"{manifest['image_shape'][1]} px at {manifest['canonical_sampling']} Å/px; abTEM {manifest['abtem_version']}.",
+        "",
+    ]
     if manifest.get("build", {}).get("elapsed"):
         b = manifest["build"]
         if b.get("new_units"):
-            lines += [f"Build time: {b['elapsed']:.1f} s for {int(b['new_units']) * manifest['images_per_structure']} new images "
-                      f"({int(b['new_units']) * manifest['images_per_structure'] / b['elapsed']:.2f} images/s).", ""]
+            lines += [
+                f"Build time: {b['elapsed']:.1f} s for {int(b['new_units']) * manifest['images_per_structure']} new images "
+                f"({int(b['new_units']) * manifest['images_per_structure'] / b['elapsed']:.2f} images/s).",
+                "",
+            ]
     lines += ["| family | structures | images |", "|---|---:|---:|"]
     for fam, n in sorted(c["per_family_structures"].items()):
         lines.append(f"| {fam} | {n} | {c['per_family_images'].get(fam, 0)} |")

@@ -27,14 +27,37 @@ from surrogate.io.files import atomic_write_text
 from surrogate.simulate.conditions import METHODS, MODES, ImagingConditions
 
 __all__ = [
-    "FORMAT_VERSION", "CONDITION_COLUMNS", "atomic_write_text", "encode_conditions", "decode_conditions",
-    "id_to_int", "int_to_id", "open_images", "create_images", "read_manifest", "Library", "StructureRecord",
+    "FORMAT_VERSION",
+    "CONDITION_COLUMNS",
+    "atomic_write_text",
+    "encode_conditions",
+    "decode_conditions",
+    "id_to_int",
+    "int_to_id",
+    "open_images",
+    "create_images",
+    "read_manifest",
+    "Library",
+    "StructureRecord",
 ]
 
 FORMAT_VERSION = 1
 CONDITION_COLUMNS = (
-    "mode", "method", "energy", "semiangle", "defocus", "cs", "inner", "outer", "source_size",
-    "focal_spread", "sampling", "dose", "rotation", "scale", "seed",
+    "mode",
+    "method",
+    "energy",
+    "semiangle",
+    "defocus",
+    "cs",
+    "inner",
+    "outer",
+    "source_size",
+    "focal_spread",
+    "sampling",
+    "dose",
+    "rotation",
+    "scale",
+    "seed",
 )
 
 
@@ -83,7 +106,10 @@ def create_images(path: Path, n: int, shape: tuple[int, int], chunk: int, attrs:
     group.create_array("images", shape=(n, *shape), chunks=(chunk, *shape), dtype="float32", fill_value=0.0)
     group.create_array("config_id", shape=(n,), chunks=(chunk,), dtype="uint64", fill_value=0)
     cond = group.create_array(
-        "conditions", shape=(n, len(CONDITION_COLUMNS)), chunks=(chunk, len(CONDITION_COLUMNS)), dtype="float64",
+        "conditions",
+        shape=(n, len(CONDITION_COLUMNS)),
+        chunks=(chunk, len(CONDITION_COLUMNS)),
+        dtype="float64",
         fill_value=np.nan,
     )
     cond.attrs["columns"] = list(CONDITION_COLUMNS)
@@ -163,7 +189,7 @@ class StructureRecord:
 
     config_id: str
     family: str
-    formula: str                        # reduced, metals first (CdTe, Si)
+    formula: str  # reduced, metals first (CdTe, Si)
     kind: str
     material: str
     zone_axis: str
@@ -213,7 +239,9 @@ class Library:
 
         path = self.root / "structures.db"
         if not path.exists():
-            raise LibraryError(f"no structures.db in {self.root}: not a finished library; rebuild it with surrogate-build-library")
+            raise LibraryError(
+                f"no structures.db in {self.root}: not a finished library; rebuild it with surrogate-build-library"
+            )
         return connect(path)
 
     @cached_property
@@ -225,10 +253,16 @@ class Library:
                 params = (row.data or {}).get("info", {}).get("params", {}) or {}
                 kind = str(params.get("name") or family) if family == "gb" else family
                 out[row.config_id] = StructureRecord(
-                    config_id=row.config_id, family=family,
-                    formula=row.toatoms().get_chemical_formula(mode="metal", empirical=True), kind=kind,
-                    material=str(row.get("material", "")), zone_axis=str(row.get("zone_axis", "")),
-                    params=params, columns=dict(row.key_value_pairs), info=(row.data or {}).get("info", {}) or {})
+                    config_id=row.config_id,
+                    family=family,
+                    formula=row.toatoms().get_chemical_formula(mode="metal", empirical=True),
+                    kind=kind,
+                    material=str(row.get("material", "")),
+                    zone_axis=str(row.get("zone_axis", "")),
+                    params=params,
+                    columns=dict(row.key_value_pairs),
+                    info=(row.data or {}).get("info", {}) or {},
+                )
         return out
 
     def structures(self) -> dict[str, StructureRecord]:

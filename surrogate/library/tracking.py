@@ -6,7 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from surrogate.library.store import read_manifest
-from surrogate.tracking.loggers import finish, log_dict, log_hyperparams, log_image, log_metrics, log_table, make_loggers
+from surrogate.tracking.loggers import (
+    finish,
+    log_dict,
+    log_hyperparams,
+    log_image,
+    log_metrics,
+    log_table,
+    make_loggers,
+)
 
 __all__ = ["log_library_build"]
 
@@ -31,8 +39,12 @@ def log_library_build(cfg, root: str | Path, loggers: list | None = None) -> lis
             metrics["library/images_per_second"] = new_images / build["elapsed"]
     log_metrics(loggers, metrics, step=0)
     fam_s, fam_i = counts.get("per_family_structures", {}), counts.get("per_family_images", {})
-    log_table(loggers, "library/families", ["family", "structures", "images"],
-              [[f, fam_s.get(f, 0), fam_i.get(f, 0)] for f in sorted(set(fam_s) | set(fam_i))])
+    log_table(
+        loggers,
+        "library/families",
+        ["family", "structures", "images"],
+        [[f, fam_s.get(f, 0), fam_i.get(f, 0)] for f in sorted(set(fam_s) | set(fam_i))],
+    )
     log_table(loggers, "library/modes", ["mode", "images"], sorted(counts.get("per_mode_images", {}).items()))
     sheet = root / "contact_sheet.png"
     if sheet.is_file():

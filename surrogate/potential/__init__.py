@@ -8,8 +8,16 @@ from __future__ import annotations
 from surrogate.lazy import lazy_attributes
 from surrogate.potential.errors import PotentialError
 
-__all__ = ["PotentialError", "Potential", "PotentialCalculator", "load_calculator", "load_potential",
-           "read_frames", "PotentialDataModule", "PotentialModule"]
+__all__ = [
+    "PotentialError",
+    "Potential",
+    "PotentialCalculator",
+    "load_calculator",
+    "load_potential",
+    "read_frames",
+    "PotentialDataModule",
+    "PotentialModule",
+]
 
 _LAZY = {
     "Potential": "surrogate.potential.model",

@@ -19,7 +19,6 @@ __all__ = ["PotentialTracker", "parity_data"]
 def parity_data(net, graphs, batch_size: int = 8, max_frames: int = 1000) -> dict[str, np.ndarray]:
     """Reference and predicted energy per atom [eV/atom] and force components [eV/Å] of ``net``
     on up to ``max_frames`` precomputed graphs."""
-    import torch
 
     from surrogate.potential.data import collate
 
@@ -29,7 +28,7 @@ def parity_data(net, graphs, batch_size: int = 8, max_frames: int = 1000) -> dic
     out = {"energy_ref": [], "energy_pred": [], "forces_ref": [], "forces_pred": []}
     graphs = list(graphs)[:max_frames]
     for s in range(0, len(graphs), batch_size):
-        b = {n: t.to(device) for n, t in collate(graphs[s:s + batch_size], dtype=dtype).items()}
+        b = {n: t.to(device) for n, t in collate(graphs[s : s + batch_size], dtype=dtype).items()}
         pred = net(b, compute_forces=True)
         n_atoms = b["n_atoms"].to(pred["energy"].dtype)
         out["energy_ref"].append((b["energy"] / n_atoms).detach().cpu().numpy())
@@ -55,6 +54,10 @@ class PotentialTracker(RunTracker):
         data = {s: parity_data(pl_module.averaged, g) for s, g in splits.items()}
         step = trainer.global_step
         for key, quantity, unit in (("energy", "energy", "eV/atom"), ("forces", "force component", "eV/Å")):
-            fig = parity_figure({s: d[f"{key}_ref"] for s, d in data.items()},
-                                {s: d[f"{key}_pred"] for s, d in data.items()}, quantity, unit)
+            fig = parity_figure(
+                {s: d[f"{key}_ref"] for s, d in data.items()},
+                {s: d[f"{key}_pred"] for s, d in data.items()},
+                quantity,
+                unit,
+            )
             log_figure(trainer.loggers, f"parity/{key}", fig, step=step)

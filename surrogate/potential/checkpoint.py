@@ -19,9 +19,13 @@ KIND = "surrogate.potential"  # = surrogate.io.checkpoints.POTENTIAL
 def _load(path: str | Path) -> dict:
     from surrogate.io.checkpoints import POTENTIAL, load_torch_checkpoint
 
-    return load_torch_checkpoint(path, PotentialError, "potential checkpoint", kind=POTENTIAL,
-                                 hint="give a potential.pt or a .ckpt of a potential run "
-                                      "(python train.py experiment=potential_si)")
+    return load_torch_checkpoint(
+        path,
+        PotentialError,
+        "potential checkpoint",
+        kind=POTENTIAL,
+        hint="give a potential.pt or a .ckpt of a potential run (python train.py experiment=potential_si)",
+    )
 
 
 def read_record(path: str | Path) -> dict:
@@ -38,12 +42,14 @@ def load_potential(path: str | Path, ema: bool = True) -> Potential:
     prefix = "ema.module." if ema and any(k.startswith("ema.module.") for k in state) else "net."
     if not any(k.startswith(prefix) for k in state):
         prefix = ""
-    sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     try:
         net.load_state_dict(sub)
     except RuntimeError as exc:
-        raise PotentialError(f"weights in {path} do not fit its recorded model config "
-                             f"({str(exc).splitlines()[0]}); the file is damaged or from another version") from None
+        raise PotentialError(
+            f"weights in {path} do not fit its recorded model config "
+            f"({str(exc).splitlines()[0]}); the file is damaged or from another version"
+        ) from None
     return net.eval()
 
 

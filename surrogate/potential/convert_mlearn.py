@@ -62,21 +62,25 @@ def mlearn_to_atoms(item: dict, split: str) -> Atoms:
     out = item["outputs"]
     forces = np.asarray(out["forces"], float)
     if forces.shape != (len(atoms), 3):
-        raise PotentialError(f"mlearn record {item.get('description')!r}: forces of shape {forces.shape} for "
-                             f"{len(atoms)} atoms; the JSON file is damaged: restore it")
+        raise PotentialError(
+            f"mlearn record {item.get('description')!r}: forces of shape {forces.shape} for "
+            f"{len(atoms)} atoms; the JSON file is damaged: restore it"
+        )
     atoms.arrays["REF_forces"] = forces
-    atoms.info.update({
-        "config_id": _config_id(atoms),
-        "split": split,
-        "REF_energy": float(out["energy"]),
-        "REF_stress": virial_to_ase_stress(out["virial_stress"]),
-        "group": str(item["group"]),
-        "description": str(item["description"]),
-        "source": SOURCE,
-        "doi": DOI,
-        "dft_code": "vasp",
-        "dft_xc": "PBE",
-    })
+    atoms.info.update(
+        {
+            "config_id": _config_id(atoms),
+            "split": split,
+            "REF_energy": float(out["energy"]),
+            "REF_stress": virial_to_ase_stress(out["virial_stress"]),
+            "group": str(item["group"]),
+            "description": str(item["description"]),
+            "source": SOURCE,
+            "doi": DOI,
+            "dft_code": "vasp",
+            "dft_xc": "PBE",
+        }
+    )
     return atoms
 
 
@@ -94,7 +98,9 @@ def convert(src: str | Path = DEFAULT_SRC, out: str | Path = DEFAULT_OUT) -> dic
         try:
             items = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PotentialError(f"cannot parse {path} ({exc.__class__.__name__}); restore the original mlearn file") from None
+            raise PotentialError(
+                f"cannot parse {path} ({exc.__class__.__name__}); restore the original mlearn file"
+            ) from None
         frames = [mlearn_to_atoms(item, split) for item in items]
         with atomic_open(out / f"{split}.extxyz") as fh:
             write(fh, frames, format="extxyz")

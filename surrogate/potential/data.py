@@ -19,8 +19,19 @@ from ase import Atoms
 
 from surrogate.potential.errors import PotentialError
 
-__all__ = ["REF_ENERGY", "REF_FORCES", "REF_STRESS", "read_frames", "atoms_to_graph", "collate", "data_hash",
-           "fit_reference_energies", "force_rms", "split_frames", "PotentialDataModule"]
+__all__ = [
+    "REF_ENERGY",
+    "REF_FORCES",
+    "REF_STRESS",
+    "read_frames",
+    "atoms_to_graph",
+    "collate",
+    "data_hash",
+    "fit_reference_energies",
+    "force_rms",
+    "split_frames",
+    "PotentialDataModule",
+]
 
 REF_ENERGY, REF_FORCES, REF_STRESS = "REF_energy", "REF_forces", "REF_stress"
 REPO = Path(__file__).resolve().parents[2]
@@ -56,24 +67,33 @@ def read_frames(patterns: str | Sequence[str]) -> tuple[list[Atoms], int]:
     for pattern in patterns:
         paths = _resolve(str(pattern))
         if not paths:
-            raise PotentialError(f"no DFT data file matches {pattern!r}; check dft.files (run from the repo root "
-                                 "or give absolute paths)")
+            raise PotentialError(
+                f"no DFT data file matches {pattern!r}; check dft.files (run from the repo root or give absolute paths)"
+            )
         for path in paths:
             try:
                 batch = read(path, index=":", format="extxyz")
             except Exception as exc:  # ase raises many types for malformed files
-                raise PotentialError(f"cannot read {path}: {type(exc).__name__}: {exc}; restore or delete the file") from None
+                raise PotentialError(
+                    f"cannot read {path}: {type(exc).__name__}: {exc}; restore or delete the file"
+                ) from None
             for k, a in enumerate(batch):
                 where = f"{path.name} frame {k}"
                 if a.info.get("converged", True) in (False, "F", "False"):
                     flagged += 1
                     continue
                 if REF_ENERGY not in a.info:
-                    raise PotentialError(f"{where} has no {REF_ENERGY}; label it (python -m surrogate.dft) or remove it")
+                    raise PotentialError(
+                        f"{where} has no {REF_ENERGY}; label it (python -m surrogate.dft) or remove it"
+                    )
                 if REF_FORCES not in a.arrays:
-                    raise PotentialError(f"{where} has no {REF_FORCES} (missing forces); label it with forces or remove it")
+                    raise PotentialError(
+                        f"{where} has no {REF_FORCES} (missing forces); label it with forces or remove it"
+                    )
                 if not np.isfinite(a.info[REF_ENERGY]) or not np.isfinite(a.arrays[REF_FORCES]).all():
-                    raise PotentialError(f"{where} has NaN labels but is not flagged converged=False; relabel or remove it")
+                    raise PotentialError(
+                        f"{where} has NaN labels but is not flagged converged=False; relabel or remove it"
+                    )
                 a.info["_source"] = where
                 frames.append(a)
     return frames, flagged
@@ -132,8 +152,10 @@ def atoms_to_graph(atoms: Atoms, elements: Sequence[str], cutoff: float, labels:
     index = {e: k for k, e in enumerate(elements)}
     unknown = sorted(set(atoms.get_chemical_symbols()) - set(index))
     if unknown:
-        raise PotentialError(f"element(s) {', '.join(unknown)} unknown to this potential (trained on "
-                             f"{', '.join(elements)}); use a potential trained on them")
+        raise PotentialError(
+            f"element(s) {', '.join(unknown)} unknown to this potential (trained on "
+            f"{', '.join(elements)}); use a potential trained on them"
+        )
     i, j, S, d = neighbour_list(atoms, cutoff)
     if len(d) and d.min() < MIN_DISTANCE:
         check_overlaps(atoms)  # raises StructureError naming the pair
@@ -242,9 +264,17 @@ class PotentialDataModule(_lightning_base()):
         Folder for a neighbour-list cache keyed by data hash and cutoff (``None``: in memory only).
     """
 
-    def __init__(self, files: Sequence[str], cutoff: float, elements: Sequence[str] | None = None,
-                 val_fraction: float = 0.1, split_key: str = "split", batch_size: int = 4, num_workers: int = 0,
-                 cache_dir: str | None = None):
+    def __init__(
+        self,
+        files: Sequence[str],
+        cutoff: float,
+        elements: Sequence[str] | None = None,
+        val_fraction: float = 0.1,
+        split_key: str = "split",
+        batch_size: int = 4,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+    ):
         super().__init__()
         self.files = [str(f) for f in ([files] if isinstance(files, str) else files)]
         self.cutoff, self.val_fraction, self.split_key = float(cutoff), float(val_fraction), split_key
@@ -258,8 +288,10 @@ class PotentialDataModule(_lightning_base()):
             elements = present
         missing = sorted(set(present) - set(elements))
         if missing:
-            raise PotentialError(f"the data holds {', '.join(missing)}, unknown to the checkpoint's elements "
-                                 f"{', '.join(elements)}; train anew instead of resuming")
+            raise PotentialError(
+                f"the data holds {', '.join(missing)}, unknown to the checkpoint's elements "
+                f"{', '.join(elements)}; train anew instead of resuming"
+            )
         self.elements = list(elements)
         self.data_hash = data_hash(self.frames["train"])
         self.graphs: dict[str, list[dict]] | None = None
@@ -279,8 +311,9 @@ class PotentialDataModule(_lightning_base()):
             return
         import torch
 
-        key = hashlib.sha256(f"{data_hash(sum(self.frames.values(), []))}:{self.cutoff}:{self.elements}:"
-                             f"{self.val_fraction}".encode()).hexdigest()[:16]
+        key = hashlib.sha256(
+            f"{data_hash(sum(self.frames.values(), []))}:{self.cutoff}:{self.elements}:{self.val_fraction}".encode()
+        ).hexdigest()[:16]
         cache = Path(self.cache_dir) / f"graphs_{key}.pt" if self.cache_dir else None
         if cache is not None and cache.is_file():
             try:
@@ -301,8 +334,14 @@ class PotentialDataModule(_lightning_base()):
         from torch.utils.data import DataLoader
 
         self.setup()
-        return DataLoader(_Graphs(self.graphs[split]), batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, collate_fn=collate, drop_last=False)
+        return DataLoader(
+            _Graphs(self.graphs[split]),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            drop_last=False,
+        )
 
     def train_dataloader(self):
         return self._loader("train", True)

@@ -21,7 +21,12 @@ from ase.calculators.calculator import Calculator
 from surrogate.errors import ConfigError, StructureError
 
 __all__ = [
-    "OPTIMIZERS", "EnergyModel", "resolve_calculator", "checkpoint_model_id", "check_structure", "relax",
+    "OPTIMIZERS",
+    "EnergyModel",
+    "resolve_calculator",
+    "checkpoint_model_id",
+    "check_structure",
+    "relax",
 ]
 
 #: Local optimisers from :mod:`ase.optimize`, by name.
@@ -73,9 +78,12 @@ class EnergyModel:
     elements: frozenset[str] | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"model_id": self.model_id, "checkpoint": self.checkpoint,
-                "calculator": type(self.calculator).__name__,
-                "elements": sorted(self.elements) if self.elements is not None else None}
+        return {
+            "model_id": self.model_id,
+            "checkpoint": self.checkpoint,
+            "calculator": type(self.calculator).__name__,
+            "elements": sorted(self.elements) if self.elements is not None else None,
+        }
 
 
 def _declared_elements(calc: Calculator) -> frozenset[str] | None:
@@ -135,16 +143,24 @@ def resolve_calculator(
                 "pass an ASE calculator instead"
             ) from None
         calc = load_calculator(str(checkpoint))
-        return EnergyModel(calc, model_id or mid, str(Path(checkpoint).resolve()),
-                           frozenset(elements) if elements is not None else _declared_elements(calc))
+        return EnergyModel(
+            calc,
+            model_id or mid,
+            str(Path(checkpoint).resolve()),
+            frozenset(elements) if elements is not None else _declared_elements(calc),
+        )
     if calculator is None:
         raise ConfigError("no energy model: pass a calculator or a potential checkpoint")
     is_factory = isinstance(calculator, type) or not hasattr(calculator, "get_potential_energy")
     calc = calculator() if is_factory and callable(calculator) else calculator
     if not hasattr(calc, "get_potential_energy"):
         raise ConfigError(f"{calculator!r} is not an ASE calculator (nor a factory of one)")
-    return EnergyModel(calc, model_id or _calculator_model_id(calc), None,
-                       frozenset(elements) if elements is not None else _declared_elements(calc))
+    return EnergyModel(
+        calc,
+        model_id or _calculator_model_id(calc),
+        None,
+        frozenset(elements) if elements is not None else _declared_elements(calc),
+    )
 
 
 def check_structure(atoms: Atoms, elements: frozenset[str] | None = None, min_distance: float | None = None):
@@ -163,8 +179,9 @@ def check_structure(atoms: Atoms, elements: frozenset[str] | None = None, min_di
     if elements is not None:
         unknown = sorted(set(atoms.get_chemical_symbols()) - set(elements))
         if unknown:
-            return "unknown_element", (f"element(s) {', '.join(unknown)} unknown to the model "
-                                       f"(it knows {', '.join(sorted(elements))})")
+            return "unknown_element", (
+                f"element(s) {', '.join(unknown)} unknown to the model (it knows {', '.join(sorted(elements))})"
+            )
     try:
         check_overlaps(atoms, MIN_DISTANCE if min_distance is None else min_distance)
     except StructureError as exc:
@@ -180,8 +197,9 @@ def _optimizer(name: str):
     return getattr(ase.optimize, name)
 
 
-def relax(atoms: Atoms, calculator: Calculator, fmax: float = 0.05, steps: int = 200,
-          optimizer: str = "FIRE") -> tuple[Atoms, float, bool, int]:
+def relax(
+    atoms: Atoms, calculator: Calculator, fmax: float = 0.05, steps: int = 200, optimizer: str = "FIRE"
+) -> tuple[Atoms, float, bool, int]:
     """Relax atomic positions at fixed cell with an :mod:`ase.optimize` optimiser.
 
     Parameters

@@ -51,9 +51,20 @@ from ase.calculators.calculator import Calculator
 from surrogate.errors import ConfigError, StructureError
 
 __all__ = [
-    "EV_PER_A2_IN_MJ_PER_M2", "BulkReference", "BoundaryEnergy", "FormationEnergy", "RelaxResult",
-    "bulk_reference", "elemental_energy", "chemical_potentials", "boundary_area", "boundary_energy",
-    "boundary_energy_details", "formation_energy", "formation_energy_details", "relax_candidate",
+    "EV_PER_A2_IN_MJ_PER_M2",
+    "BulkReference",
+    "BoundaryEnergy",
+    "FormationEnergy",
+    "RelaxResult",
+    "bulk_reference",
+    "elemental_energy",
+    "chemical_potentials",
+    "boundary_area",
+    "boundary_energy",
+    "boundary_energy_details",
+    "formation_energy",
+    "formation_energy_details",
+    "relax_candidate",
 ]
 
 #: 1 eV/Å² in mJ/m².
@@ -115,7 +126,9 @@ def elemental_energy(symbol: str, calculator: Calculator) -> float:
     (0.90-1.12, refined by a parabola through the three lowest points).
     """
     if symbol not in _ELEMENTAL:
-        raise ConfigError(f"no built-in elemental solid for {symbol}: pass its chemical potential, e.g. mu={{'{symbol}': -1.8}} [eV]")
+        raise ConfigError(
+            f"no built-in elemental solid for {symbol}: pass its chemical potential, e.g. mu={{'{symbol}': -1.8}} [eV]"
+        )
     cache = _cache(calculator)
     key = ("elemental", symbol)
     if key not in cache:
@@ -123,7 +136,7 @@ def elemental_energy(symbol: str, calculator: Calculator) -> float:
         energies = np.array([_energy(_elemental_cell(symbol, s), calculator) for s in scales])
         n = len(_elemental_cell(symbol, 1.0))
         k = int(np.clip(np.argmin(energies), 1, len(scales) - 2))
-        coef = np.polyfit(scales[k - 1:k + 2], energies[k - 1:k + 2], 2)
+        coef = np.polyfit(scales[k - 1 : k + 2], energies[k - 1 : k + 2], 2)
         best = float(energies.min())
         if coef[0] > 0:
             s0 = -coef[1] / (2 * coef[0])
@@ -168,7 +181,9 @@ def _material_of(atoms: Atoms) -> str | None:
     return params.get("material") or (params.get("parent_params") or {}).get("material")
 
 
-def bulk_reference(atoms: Atoms, calculator: Calculator, bulk: Atoms | BulkReference | str | None = None) -> BulkReference:
+def bulk_reference(
+    atoms: Atoms, calculator: Calculator, bulk: Atoms | BulkReference | str | None = None
+) -> BulkReference:
     """The bulk reference of ``atoms``: energy per formula unit of its crystal with ``calculator``.
 
     Parameters
@@ -200,7 +215,9 @@ def bulk_reference(atoms: Atoms, calculator: Calculator, bulk: Atoms | BulkRefer
     try:
         unit = crystal(material)
     except StructureError as exc:
-        raise ConfigError(f"cannot build the bulk reference of {material!r} ({exc}); pass bulk= a periodic bulk cell") from None
+        raise ConfigError(
+            f"cannot build the bulk reference of {material!r} ({exc}); pass bulk= a periodic bulk cell"
+        ) from None
     zone_axis = atoms.info.get("zone_axis") or [1, 1, 0]
     oriented = orient(unit, zone_axis)
     az, cz = float(oriented.cell[2, 2]), float(atoms.cell.lengths()[2])
@@ -226,8 +243,13 @@ def _reference_of_cell(cell: Atoms, calculator: Calculator, scale: float, materi
     return BulkReference(composition, _energy(cell, calculator) / nfu, float(scale), str(material))
 
 
-def chemical_potentials(reference: BulkReference, calculator: Calculator, condition: str = "mid",
-                        mu: Mapping[str, float] | None = None, extra: tuple[str, ...] = ()) -> dict[str, float]:
+def chemical_potentials(
+    reference: BulkReference,
+    calculator: Calculator,
+    condition: str = "mid",
+    mu: Mapping[str, float] | None = None,
+    extra: tuple[str, ...] = (),
+) -> dict[str, float]:
     """Chemical potentials [eV/atom] consistent with the bulk reference.
 
     Parameters
@@ -284,8 +306,10 @@ def _limits(reference: BulkReference, calculator: Calculator, mu, extra) -> dict
     """Chemical potentials at each rich limit of a binary compound (empty otherwise or with mu)."""
     if len(reference.composition) != 2 or mu:
         return {}
-    return {f"{el}-rich": chemical_potentials(reference, calculator, f"{el}-rich", None, extra)
-            for el in sorted(reference.composition)}
+    return {
+        f"{el}-rich": chemical_potentials(reference, calculator, f"{el}-rich", None, extra)
+        for el in sorted(reference.composition)
+    }
 
 
 def _counts(atoms: Atoms) -> dict[str, int]:
@@ -301,8 +325,11 @@ def _nonstoichiometry(counts: Mapping[str, int], reference: BulkReference) -> di
     """Atoms of each element beyond the largest whole number of formula units in the cell."""
     comp = reference.composition
     nfu = min(counts.get(el, 0) / n for el, n in comp.items())
-    return {el: float(counts.get(el, 0) - nfu * comp.get(el, 0)) for el in sorted(set(counts) | set(comp))
-            if abs(counts.get(el, 0) - nfu * comp.get(el, 0)) > 1e-9}
+    return {
+        el: float(counts.get(el, 0) - nfu * comp.get(el, 0))
+        for el in sorted(set(counts) | set(comp))
+        if abs(counts.get(el, 0) - nfu * comp.get(el, 0)) > 1e-9
+    }
 
 
 def boundary_area(atoms: Atoms) -> float:
@@ -365,16 +392,17 @@ def _resolve(calculator):
 
 
 class _ExcessTerms(NamedTuple):
-    excess: float                  # E - sum_i n_i mu_i [eV] at the chosen chemical potentials
-    energy: float                  # E [eV]
-    mu: dict                       # the chemical potentials used [eV/atom]
-    limits: dict                   # the excess at each rich limit [eV]
+    excess: float  # E - sum_i n_i mu_i [eV] at the chosen chemical potentials
+    energy: float  # E [eV]
+    mu: dict  # the chemical potentials used [eV/atom]
+    limits: dict  # the excess at each rich limit [eV]
     excess_atoms: dict
     reference: dict
 
 
-def _excess_terms(atoms: Atoms, calculator, bulk, energy: float | None, condition: str,
-                  mu: Mapping[str, float] | None) -> _ExcessTerms:
+def _excess_terms(
+    atoms: Atoms, calculator, bulk, energy: float | None, condition: str, mu: Mapping[str, float] | None
+) -> _ExcessTerms:
     """What boundary and formation energies share: the cell's energy over its bulk reference at the
     chosen chemical potentials and at each rich limit."""
     calc = _resolve(calculator)
@@ -384,12 +412,21 @@ def _excess_terms(atoms: Atoms, calculator, bulk, energy: float | None, conditio
     potentials = chemical_potentials(ref, calc, condition, mu, extra)
     e = _energy(atoms, calc) if energy is None else float(energy)
     limits = {name: _excess(e, counts, m) for name, m in _limits(ref, calc, mu, extra).items()}
-    return _ExcessTerms(_excess(e, counts, potentials), e, potentials, limits, _nonstoichiometry(counts, ref), asdict(ref))
+    return _ExcessTerms(
+        _excess(e, counts, potentials), e, potentials, limits, _nonstoichiometry(counts, ref), asdict(ref)
+    )
 
 
-def boundary_energy_details(atoms: Atoms, calculator, bulk: Atoms | BulkReference | str | None = None, *,
-                            energy: float | None = None, condition: str = "mid",
-                            mu: Mapping[str, float] | None = None, n_boundaries: int = 2) -> BoundaryEnergy:
+def boundary_energy_details(
+    atoms: Atoms,
+    calculator,
+    bulk: Atoms | BulkReference | str | None = None,
+    *,
+    energy: float | None = None,
+    condition: str = "mid",
+    mu: Mapping[str, float] | None = None,
+    n_boundaries: int = 2,
+) -> BoundaryEnergy:
     """Boundary energy of a periodic bicrystal, with its chemical potentials, limits and area.
 
     Parameters
@@ -412,10 +449,18 @@ def boundary_energy_details(atoms: Atoms, calculator, bulk: Atoms | BulkReferenc
     to_mj = EV_PER_A2_IN_MJ_PER_M2 / (n_boundaries * area)
     params = atoms.info.get("params") or {}
     periodic_y = params.get("periodic_y") if isinstance(params, dict) else None
-    return BoundaryEnergy(gamma=x.excess * to_mj, energy=x.energy, area=area, mu=x.mu,
-                          condition="mu" if mu else condition, excess_atoms=x.excess_atoms,
-                          gamma_limits={k: v * to_mj for k, v in x.limits.items()}, reference=x.reference,
-                          n_boundaries=n_boundaries, periodic_y=periodic_y)
+    return BoundaryEnergy(
+        gamma=x.excess * to_mj,
+        energy=x.energy,
+        area=area,
+        mu=x.mu,
+        condition="mu" if mu else condition,
+        excess_atoms=x.excess_atoms,
+        gamma_limits={k: v * to_mj for k, v in x.limits.items()},
+        reference=x.reference,
+        n_boundaries=n_boundaries,
+        periodic_y=periodic_y,
+    )
 
 
 def boundary_energy(atoms: Atoms, calculator, bulk: Atoms | BulkReference | str | None = None, **kwargs) -> float:
@@ -453,9 +498,15 @@ class FormationEnergy:
         return asdict(self)
 
 
-def formation_energy_details(atoms: Atoms, calculator, bulk: Atoms | BulkReference | str | None = None, *,
-                             energy: float | None = None, condition: str = "mid",
-                             mu: Mapping[str, float] | None = None) -> FormationEnergy:
+def formation_energy_details(
+    atoms: Atoms,
+    calculator,
+    bulk: Atoms | BulkReference | str | None = None,
+    *,
+    energy: float | None = None,
+    condition: str = "mid",
+    mu: Mapping[str, float] | None = None,
+) -> FormationEnergy:
     """Formation energy of the point defects in a periodic cell, with the chemical potentials used.
 
     ``E_f = E_defect - sum_i n_i mu_i``: for a stoichiometric host this is ``E_defect - E_host +
@@ -464,8 +515,15 @@ def formation_energy_details(atoms: Atoms, calculator, bulk: Atoms | BulkReferen
     defects only; no finite-size or charge correction.
     """
     x = _excess_terms(atoms, calculator, bulk, energy, condition, mu)
-    return FormationEnergy(energy_formation=x.excess, energy=x.energy, mu=x.mu, condition="mu" if mu else condition,
-                           excess_atoms=x.excess_atoms, limits=x.limits, reference=x.reference)
+    return FormationEnergy(
+        energy_formation=x.excess,
+        energy=x.energy,
+        mu=x.mu,
+        condition="mu" if mu else condition,
+        excess_atoms=x.excess_atoms,
+        limits=x.limits,
+        reference=x.reference,
+    )
 
 
 def formation_energy(atoms: Atoms, calculator, bulk: Atoms | BulkReference | str | None = None, **kwargs) -> float:
@@ -518,11 +576,18 @@ class RelaxResult:
 
     def summary(self) -> dict[str, Any]:
         """The numbers (no Atoms), JSON-ready."""
-        return {"energy_before": self.energy_before, "energy_after": self.energy_after,
-                "energy_drop": self.energy_drop, "energy_drop_per_atom": self.energy_drop_per_atom,
-                "max_displacement": self.max_displacement, "converged": self.converged, "steps": self.steps,
-                "max_force": self.max_force, "stopped": self.stopped,
-                "min_distance": self.min_distance}
+        return {
+            "energy_before": self.energy_before,
+            "energy_after": self.energy_after,
+            "energy_drop": self.energy_drop,
+            "energy_drop_per_atom": self.energy_drop_per_atom,
+            "max_displacement": self.max_displacement,
+            "converged": self.converged,
+            "steps": self.steps,
+            "max_force": self.max_force,
+            "stopped": self.stopped,
+            "min_distance": self.min_distance,
+        }
 
 
 class _ShortContact(Exception):
@@ -541,9 +606,15 @@ def _nearest_neighbour_distance(atoms: Atoms) -> float:
     return float(np.median(nearest[np.isfinite(nearest)]))
 
 
-def relax_candidate(atoms: Atoms, calculator, fmax: float = 0.05, steps: int = 200,
-                    fix_cell_along_boundary: bool = True, optimizer: str = "FIRE",
-                    min_distance: float | None = None) -> RelaxResult:
+def relax_candidate(
+    atoms: Atoms,
+    calculator,
+    fmax: float = 0.05,
+    steps: int = 200,
+    fix_cell_along_boundary: bool = True,
+    optimizer: str = "FIRE",
+    min_distance: float | None = None,
+) -> RelaxResult:
     """Relax a candidate structure with an :mod:`ase.optimize` optimiser.
 
     Parameters
@@ -589,8 +660,12 @@ def relax_candidate(atoms: Atoms, calculator, fmax: float = 0.05, steps: int = 2
     work = atoms.copy()
     work.calc = calc
     e0 = float(work.get_potential_energy())
-    best = {"e": e0, "pos": work.positions.copy(), "cell": work.cell.array.copy(),
-            "forces": np.asarray(work.get_forces()).copy()}
+    best = {
+        "e": e0,
+        "pos": work.positions.copy(),
+        "cell": work.cell.array.copy(),
+        "forces": np.asarray(work.get_forces()).copy(),
+    }
     target = work
     if not fix_cell_along_boundary:
         from ase.filters import FrechetCellFilter
@@ -613,8 +688,9 @@ def relax_candidate(atoms: Atoms, calculator, fmax: float = 0.05, steps: int = 2
                     raise _ShortContact
         e = float(work.get_potential_energy())
         if math.isfinite(e) and e < best["e"]:
-            best.update(e=e, pos=work.positions.copy(), cell=work.cell.array.copy(),
-                        forces=np.asarray(work.get_forces()).copy())
+            best.update(
+                e=e, pos=work.positions.copy(), cell=work.cell.array.copy(), forces=np.asarray(work.get_forces()).copy()
+            )
 
     n, stopped = 0, "steps"
     if steps > 0:
@@ -632,7 +708,15 @@ def relax_candidate(atoms: Atoms, calculator, fmax: float = 0.05, steps: int = 2
     out.calc = SinglePointCalculator(out, energy=best["e"], forces=best["forces"])
     disp, _ = find_mic(best["pos"] - atoms.positions, atoms.cell, atoms.pbc)
     fmax_now = float(np.sqrt((best["forces"] ** 2).sum(1)).max(initial=0.0))
-    return RelaxResult(atoms=out, energy_before=e0, energy_after=best["e"], energy_drop=e0 - best["e"],
-                       max_displacement=float(np.linalg.norm(disp, axis=1).max(initial=0.0)),
-                       converged=bool(fmax_now <= fmax), steps=n, max_force=fmax_now, stopped=stopped,
-                       min_distance=limit)
+    return RelaxResult(
+        atoms=out,
+        energy_before=e0,
+        energy_after=best["e"],
+        energy_drop=e0 - best["e"],
+        max_displacement=float(np.linalg.norm(disp, axis=1).max(initial=0.0)),
+        converged=bool(fmax_now <= fmax),
+        steps=n,
+        max_force=fmax_now,
+        stopped=stopped,
+        min_distance=limit,
+    )

@@ -113,8 +113,13 @@ class _Moments(nn.Module):
         p, q = torch.split(self.mix1(a1), f, dim=-1)
         full = self.mix2(a2).index_select(1, self.sym6).reshape(n, 3, 3, 3 * f)  # per atom: cheap
         a, b, c = torch.split(full, f, dim=-1)
-        inv = [a0, (p * q).sum(1), (a * b).sum((1, 2)),
-               torch.einsum("nkf,nklf,nlf->nf", p, a, q), torch.einsum("nklf,nlmf,nmkf->nf", a, b, c)]
+        inv = [
+            a0,
+            (p * q).sum(1),
+            (a * b).sum((1, 2)),
+            torch.einsum("nkf,nklf,nlf->nf", p, a, q),
+            torch.einsum("nklf,nlmf,nmkf->nf", a, b, c),
+        ]
         return s + self.mlp(torch.cat([s, *inv], dim=-1))
 
 
@@ -139,14 +144,30 @@ class Potential(nn.Module):
         Normalisation of the density moments (about the number of neighbours within ``cutoff``).
     """
 
-    def __init__(self, elements, cutoff: float = 5.0, features: int = 64, layers: int = 3, num_basis: int = 8,
-                 envelope_p: int = 6, ref_energies=None, scale: float = 1.0, moments: bool = False,
-                 avg_neighbors: float = 20.0):
+    def __init__(
+        self,
+        elements,
+        cutoff: float = 5.0,
+        features: int = 64,
+        layers: int = 3,
+        num_basis: int = 8,
+        envelope_p: int = 6,
+        ref_energies=None,
+        scale: float = 1.0,
+        moments: bool = False,
+        avg_neighbors: float = 20.0,
+    ):
         super().__init__()
         self.elements = [str(e) for e in elements]
         self.cutoff = float(cutoff)
-        self.config = dict(elements=self.elements, cutoff=self.cutoff, features=int(features), layers=int(layers),
-                           num_basis=int(num_basis), envelope_p=int(envelope_p))
+        self.config = dict(
+            elements=self.elements,
+            cutoff=self.cutoff,
+            features=int(features),
+            layers=int(layers),
+            num_basis=int(num_basis),
+            envelope_p=int(envelope_p),
+        )
         if moments:  # only when on: checkpoints of PaiNN-only models keep their config
             self.config.update(moments=True, avg_neighbors=float(avg_neighbors))
         n = len(self.elements)
@@ -155,8 +176,9 @@ class Potential(nn.Module):
         self.envelope = PolynomialCutoff(cutoff, envelope_p)
         self.messages = nn.ModuleList([_Message(features, num_basis) for _ in range(layers)])
         self.updates = nn.ModuleList([_Update(features) for _ in range(layers)])
-        self.moments = nn.ModuleList([_Moments(features, num_basis, avg_neighbors) for _ in range(layers)]) \
-            if moments else None
+        self.moments = (
+            nn.ModuleList([_Moments(features, num_basis, avg_neighbors) for _ in range(layers)]) if moments else None
+        )
         self.readout = nn.Sequential(nn.Linear(features, features // 2), nn.SiLU(), nn.Linear(features // 2, 1))
         ref = torch.zeros(n) if ref_energies is None else torch.as_tensor(ref_energies, dtype=torch.get_default_dtype())
         self.register_buffer("ref_energies", ref.clone())
@@ -226,6 +248,8 @@ class Potential(nn.Module):
                 g = grads[k] if grads[k] is not None else torch.zeros_like(strain)
                 volume = torch.abs(torch.linalg.det(batch["cell"]))
                 sigma = g / volume.clamp_min(1e-12).view(-1, 1, 1)
-                out["stress"] = torch.stack([sigma[:, 0, 0], sigma[:, 1, 1], sigma[:, 2, 2],
-                                             sigma[:, 1, 2], sigma[:, 0, 2], sigma[:, 0, 1]], dim=1)
+                out["stress"] = torch.stack(
+                    [sigma[:, 0, 0], sigma[:, 1, 1], sigma[:, 2, 2], sigma[:, 1, 2], sigma[:, 0, 2], sigma[:, 0, 1]],
+                    dim=1,
+                )
         return out

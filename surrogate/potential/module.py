@@ -50,10 +50,20 @@ class PotentialModule(L.LightningModule):
         Hash of the training frames, recorded in every checkpoint.
     """
 
-    def __init__(self, net: Potential, optimizer: Callable, scheduler: Callable | None = None,
-                 energy_weight: float = 1.0, forces_weight: float = 0.01, stress_weight: float = 0.0,
-                 stress_deviatoric: bool = False, ema_decay: float = 0.99, data_hash: str | None = None,
-                 forces_loss: str = "mse", huber_delta: float = 0.1):
+    def __init__(
+        self,
+        net: Potential,
+        optimizer: Callable,
+        scheduler: Callable | None = None,
+        energy_weight: float = 1.0,
+        forces_weight: float = 0.01,
+        stress_weight: float = 0.0,
+        stress_deviatoric: bool = False,
+        ema_decay: float = 0.99,
+        data_hash: str | None = None,
+        forces_loss: str = "mse",
+        huber_delta: float = 0.1,
+    ):
         super().__init__()
         if forces_loss not in ("mse", "huber"):
             raise ConfigError(f"model.forces_loss={forces_loss!r}: use mse or huber")
@@ -62,8 +72,11 @@ class PotentialModule(L.LightningModule):
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) \
-            if ema_decay > 0 else None
+        self.ema = (
+            AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            if ema_decay > 0
+            else None
+        )
         if self.ema is not None:
             self.ema.requires_grad_(False)
         self._val: list[torch.Tensor] = []
@@ -118,8 +131,11 @@ class PotentialModule(L.LightningModule):
     def _skip(self, what: str) -> None:
         self.skipped_steps += 1
         if self.skipped_steps <= 3 or self.skipped_steps % 100 == 0:
-            print(f"warning: non-finite {what} at epoch {self.current_epoch}, step {self.global_step}: optimizer step "
-                  f"skipped ({self.skipped_steps} so far)", flush=True)
+            print(
+                f"warning: non-finite {what} at epoch {self.current_epoch}, step {self.global_step}: optimizer step "
+                f"skipped ({self.skipped_steps} so far)",
+                flush=True,
+            )
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         if self.ema is not None:
@@ -130,8 +146,17 @@ class PotentialModule(L.LightningModule):
         net.eval()
         out = net(batch, compute_forces=True, compute_stress=self._use_stress(batch))
         loss, _, de, df = self._losses({k: v.detach() for k, v in out.items()}, batch)
-        self._val.append(torch.stack([loss * de.numel(), de.abs().sum(), torch.tensor(float(de.numel()), device=de.device),
-                                      df.abs().sum(), torch.tensor(float(df.numel()), device=df.device)]))
+        self._val.append(
+            torch.stack(
+                [
+                    loss * de.numel(),
+                    de.abs().sum(),
+                    torch.tensor(float(de.numel()), device=de.device),
+                    df.abs().sum(),
+                    torch.tensor(float(df.numel()), device=df.device),
+                ]
+            )
+        )
 
     def on_validation_epoch_end(self):
         if not self._val:
@@ -143,8 +168,11 @@ class PotentialModule(L.LightningModule):
         self.log("val/forces_mae", 1000 * t[3] / t[4], prog_bar=True)  # meV/Å
         if self.trainer is not None and not self.trainer.sanity_checking and self.trainer.is_global_zero:
             lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else float("nan")
-            print(f"epoch {self.current_epoch}: val energy MAE {1000 * t[1] / t[2]:.2f} meV/atom, force MAE "
-                  f"{1000 * t[3] / t[4]:.1f} meV/Å, loss {t[0] / t[2]:.3g}, lr {lr:.2g}", flush=True)
+            print(
+                f"epoch {self.current_epoch}: val energy MAE {1000 * t[1] / t[2]:.2f} meV/atom, force MAE "
+                f"{1000 * t[3] / t[4]:.1f} meV/Å, loss {t[0] / t[2]:.3g}, lr {lr:.2g}",
+                flush=True,
+            )
 
     def configure_optimizers(self):
         opt = self.optimizer_factory(params=self.net.parameters())
@@ -156,17 +184,25 @@ class PotentialModule(L.LightningModule):
     def record(self) -> dict:
         """What the calculator needs besides the weights (plain types only)."""
         net = self.net
-        return {"kind": CHECKPOINT_KIND, "format": 1, "config": dict(net.config), "elements": list(net.elements),
-                "cutoff": float(net.cutoff), "ref_energies": [float(x) for x in net.ref_energies.cpu()],
-                "scale": float(net.scale), "data_hash": self.hparams.data_hash}
+        return {
+            "kind": CHECKPOINT_KIND,
+            "format": 1,
+            "config": dict(net.config),
+            "elements": list(net.elements),
+            "cutoff": float(net.cutoff),
+            "ref_energies": [float(x) for x in net.ref_energies.cpu()],
+            "scale": float(net.scale),
+            "data_hash": self.hparams.data_hash,
+        }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["surrogate"] = self.record()
 
 
 @torch.no_grad()
-def evaluate(net: Potential, graphs, batch_size: int = 8, device: str | torch.device = "cpu",
-             stress: bool = True) -> dict:
+def evaluate(
+    net: Potential, graphs, batch_size: int = 8, device: str | torch.device = "cpu", stress: bool = True
+) -> dict:
     """Energy MAE [meV/atom], force-component MAE [meV/Å] (and stress MAE [GPa] where labelled) of
     ``net`` on precomputed graphs."""
     from ase import units
@@ -177,7 +213,7 @@ def evaluate(net: Potential, graphs, batch_size: int = 8, device: str | torch.de
     dtype = next(net.parameters()).dtype
     e_err, f_err, s_err, n_f = [], [], [], 0
     for k in range(0, len(graphs), batch_size):
-        b = {n: t.to(device) for n, t in collate(graphs[k:k + batch_size], dtype=dtype).items()}
+        b = {n: t.to(device) for n, t in collate(graphs[k : k + batch_size], dtype=dtype).items()}
         out = net(b, compute_forces=True, compute_stress=stress and "stress" in b)
         e_err.append(((out["energy"] - b["energy"]) / b["n_atoms"]).abs().cpu())
         f_err.append((out["forces"] - b["forces"]).abs().sum().cpu())
@@ -185,8 +221,11 @@ def evaluate(net: Potential, graphs, batch_size: int = 8, device: str | torch.de
         if "stress" in out and b["stress_mask"].any():
             m = b["stress_mask"]
             s_err.append((out["stress"][m] - b["stress"][m]).abs().reshape(-1).cpu())
-    res = {"n_frames": len(graphs), "energy_mae": 1000 * float(torch.cat(e_err).mean()),
-           "forces_mae": 1000 * float(sum(f_err)) / max(n_f, 1)}
+    res = {
+        "n_frames": len(graphs),
+        "energy_mae": 1000 * float(torch.cat(e_err).mean()),
+        "forces_mae": 1000 * float(sum(f_err)) / max(n_f, 1),
+    }
     if s_err:
         res["stress_mae_gpa"] = float(torch.cat(s_err).mean()) / units.GPa
     return res

@@ -90,11 +90,23 @@ def basin_hopping(
     from tqdm.auto import tqdm
 
     if steps < 0 or kT <= 0 or checkpoint_every < 1:
-        raise ConfigError(f"need steps >= 0, kT > 0 [eV] and checkpoint_every >= 1 (got {steps}, {kT}, {checkpoint_every})")
+        raise ConfigError(
+            f"need steps >= 0, kT > 0 [eV] and checkpoint_every >= 1 (got {steps}, {kT}, {checkpoint_every})"
+        )
     model: EnergyModel = resolve_calculator(calculator)
-    settings = {"method": "basin", "kT": kT, "moves": dict(moves or {}), "rattle": rattle, "translate": translate,
-                "fmax": fmax, "relax_steps": relax_steps, "optimizer": optimizer, "seed": seed,
-                "image_weight": image_weight, "image": image_hash(image)}
+    settings = {
+        "method": "basin",
+        "kT": kT,
+        "moves": dict(moves or {}),
+        "rattle": rattle,
+        "translate": translate,
+        "fmax": fmax,
+        "relax_steps": relax_steps,
+        "optimizer": optimizer,
+        "seed": seed,
+        "image_weight": image_weight,
+        "image": image_hash(image),
+    }
     run = SearchRun(settings, atoms, model, output_dir)
     n = len(atoms)
 
@@ -109,8 +121,18 @@ def basin_hopping(
 
     def candidate(a: Atoms, energy: float, mismatch: float, step: int) -> Atoms:
         forces = a.calc.results.get("forces") if a.calc is not None else None
-        return make_candidate(a, energy, atoms, "basin", step, seed, model.model_id, mismatch,
-                              {k: v for k, v in settings.items() if k not in ("method", "seed")}, forces)
+        return make_candidate(
+            a,
+            energy,
+            atoms,
+            "basin",
+            step,
+            seed,
+            model.model_id,
+            mismatch,
+            {k: v for k, v in settings.items() if k not in ("method", "seed")},
+            forces,
+        )
 
     resumed = run.resume()
     if resumed is not None:
@@ -129,8 +151,10 @@ def basin_hopping(
     seen = {a.info["config_id"] for a in candidates}
 
     def checkpoint(step: int) -> None:
-        run.checkpoint({"step": step, "rng": rng.bit_generator.state, "current": [f_old, e_old, m_old],
-                        "history": history}, {"current": [current], "candidates": candidates})
+        run.checkpoint(
+            {"step": step, "rng": rng.bit_generator.state, "current": [f_old, e_old, m_old], "history": history},
+            {"current": [current], "candidates": candidates},
+        )
 
     bar = tqdm(total=steps, initial=min(start_step, steps), unit="step", desc="basin hopping", disable=not progress)
     try:
@@ -139,8 +163,18 @@ def basin_hopping(
             relaxed, e_new, m_new, f_new = evaluate(trial)
             u = float(rng.random())
             accepted = bool(f_new <= f_old or u < math.exp(-min(f_new - f_old, 1e300) / kT))
-            history.append({"step": step + 1, "move": move, "objective_old": f_old, "objective_new": f_new,
-                            "energy_new": e_new, "mismatch_new": m_new, "u": u, "accepted": accepted})
+            history.append(
+                {
+                    "step": step + 1,
+                    "move": move,
+                    "objective_old": f_old,
+                    "objective_new": f_new,
+                    "energy_new": e_new,
+                    "mismatch_new": m_new,
+                    "u": u,
+                    "accepted": accepted,
+                }
+            )
             if accepted:
                 current, e_old, m_old, f_old = relaxed, e_new, m_new, f_new
             if math.isfinite(e_new):
@@ -151,8 +185,10 @@ def basin_hopping(
                     if len(candidates) > max_candidates:
                         candidates = finish_candidates(candidates, image_weight, image is not None)[:max_candidates]
             bar.update(1)
-            bar.set_postfix(best=f"{min(a.info['energy_per_atom'] for a in candidates):.4f} eV/atom",
-                            accepted=f"{sum(h['accepted'] for h in history)}/{len(history)}")
+            bar.set_postfix(
+                best=f"{min(a.info['energy_per_atom'] for a in candidates):.4f} eV/atom",
+                accepted=f"{sum(h['accepted'] for h in history)}/{len(history)}",
+            )
             if (step + 1) % checkpoint_every == 0:
                 checkpoint(step + 1)
     finally:

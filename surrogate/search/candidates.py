@@ -60,16 +60,27 @@ def make_candidate(
     sinfo = dict(out.info.get("search", {}))
     out.info = {"search": sinfo} if sinfo else {}
     sparams = start.info.get("params") or {}
-    params = {"material": sparams.get("material", start.get_chemical_formula()), "parent": start.info.get("config_id"),
-              "parent_family": start.info.get("family"), "parent_params": sparams,
-              "search": {"method": method, "seed": int(seed), **(settings or {})}}
+    params = {
+        "material": sparams.get("material", start.get_chemical_formula()),
+        "parent": start.info.get("config_id"),
+        "parent_family": start.info.get("family"),
+        "parent_params": sparams,
+        "search": {"method": method, "seed": int(seed), **(settings or {})},
+    }
     if sinfo.get("vacancies"):
         params["vacancies"] = sinfo["vacancies"]
     if start.info.get("family") == "gb":
         params["translation"] = sinfo.get("translation", [0.0, 0.0, 0.0])
     tag(out, start.info.get("family", "search"), params, zone_axis=start.info.get("zone_axis"))
-    out.info.update(energy_per_atom=float(energy) / len(out), mismatch=float(mismatch), pareto=False,
-                    energy_model=model_id, search_method=method, search_step=int(step), search_seed=int(seed))
+    out.info.update(
+        energy_per_atom=float(energy) / len(out),
+        mismatch=float(mismatch),
+        pareto=False,
+        energy_model=model_id,
+        search_method=method,
+        search_step=int(step),
+        search_seed=int(seed),
+    )
     out.calc = SinglePointCalculator(out, energy=float(energy), **({"forces": forces} if forces is not None else {}))
     return out
 

@@ -32,8 +32,12 @@ def _start(cfg: DictConfig):
         atoms = read(path, index=int(cfg.get("structure_index", 0)))
         atoms.calc = None
         if "config_id" not in atoms.info or "family" not in atoms.info:
-            tag(atoms, atoms.info.get("family", "file"), atoms.info.get("params") or {"source": str(path)},
-                zone_axis=atoms.info.get("zone_axis"))
+            tag(
+                atoms,
+                atoms.info.get("family", "file"),
+                atoms.info.get("params") or {"source": str(path)},
+                zone_axis=atoms.info.get("zone_axis"),
+            )
         return atoms
     if not cfg.get("structure"):
         raise ConfigError("no starting configuration: set structure (a recipe) or structure_file")
@@ -50,7 +54,9 @@ def _calculator(cfg: DictConfig):
     try:
         calc = hydra.utils.instantiate(cfg.calculator)
     except Exception as exc:  # noqa: BLE001 - hydra wraps import and argument errors
-        raise ConfigError(f"cannot build calculator {cfg.calculator.get('_target_')}: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(
+            f"cannot build calculator {cfg.calculator.get('_target_')}: {str(exc).splitlines()[0]}"
+        ) from None
     return resolve_calculator(calc)
 
 
@@ -74,7 +80,9 @@ def _target(cfg: DictConfig, out: Path):
         recipe = OmegaConf.to_container(t.from_structure, resolve=True)
         atoms = build_structure(recipe)
         fov = recipe.get("fov", [12.8, 12.8])
-        shape = tuple(t.shape) if t.get("shape") else (int(fov[1] / conditions.sampling), int(fov[0] / conditions.sampling))
+        shape = (
+            tuple(t.shape) if t.get("shape") else (int(fov[1] / conditions.sampling), int(fov[0] / conditions.sampling))
+        )
         image = render(atoms, [conditions], shape, noise=False)[0]
         out.mkdir(parents=True, exist_ok=True)
         from surrogate.io.files import atomic_open
@@ -115,10 +123,12 @@ def run_search(cfg: DictConfig):
 def _main(cfg: DictConfig) -> None:
     result = run_search(cfg)
     best = result.best.info
-    print(f"{len(result.candidates)} candidates ({len(result.pareto())} on the Pareto front) in {result.output_dir}; "
-          f"best {best['config_id']}: {best['energy_per_atom']:.4f} eV/atom"
-          + (f", mismatch {best['mismatch']:.3f}" if np.isfinite(best["mismatch"]) else "")
-          + f"; for the library: {result.output_dir / 'for_library.extxyz'}")
+    print(
+        f"{len(result.candidates)} candidates ({len(result.pareto())} on the Pareto front) in {result.output_dir}; "
+        f"best {best['config_id']}: {best['energy_per_atom']:.4f} eV/atom"
+        + (f", mismatch {best['mismatch']:.3f}" if np.isfinite(best["mismatch"]) else "")
+        + f"; for the library: {result.output_dir / 'for_library.extxyz'}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

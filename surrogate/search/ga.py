@@ -103,10 +103,14 @@ class Lattice:
         a = Atoms(numbers=occ[keep], positions=pos[keep], cell=cell, pbc=self.start.pbc, tags=self.grain[keep])
         if a.pbc.any():
             a.wrap()
-        vacancies = [{"position": [float(v) for v in pos[s]], "host": _symbol(self.sublattice[s])}
-                     for s in np.flatnonzero(~keep)]
-        a.info["search"] = {"vacancies": vacancies, "translation": [float(v) for v in self.translation0 + t],
-                            "boundary_x": self.boundary_x}
+        vacancies = [
+            {"position": [float(v) for v in pos[s]], "host": _symbol(self.sublattice[s])} for s in np.flatnonzero(~keep)
+        ]
+        a.info["search"] = {
+            "vacancies": vacancies,
+            "translation": [float(v) for v in self.translation0 + t],
+            "boundary_x": self.boundary_x,
+        }
         return a
 
     # -- operators ---------------------------------------------------------------------------
@@ -233,17 +237,31 @@ def genetic_search(
     from tqdm.auto import tqdm
 
     if generations < 0 or population < 2 or not 0 <= crossover <= 1:
-        raise ConfigError(f"need generations >= 0, population >= 2, 0 <= crossover <= 1 (got {generations}, {population}, {crossover})")
+        raise ConfigError(
+            f"need generations >= 0, population >= 2, 0 <= crossover <= 1 (got {generations}, {population}, {crossover})"
+        )
     multi = image is not None if multi_objective is None else bool(multi_objective)
     if multi and image is None:
         raise ConfigError("multi-objective search needs a target image (image=ImageObjective(...))")
     model: EnergyModel = resolve_calculator(calculator)
     lattice = Lattice(atoms)
     weights, kinds, p_kind = _mutation_kinds(lattice, mutations)
-    settings = {"method": "ga", "population": population, "crossover": crossover, "mutations": weights,
-                "n_initial_mutations": n_initial_mutations, "translate": translate, "fmax": fmax,
-                "relax_steps": relax_steps, "optimizer": optimizer, "rattle": rattle, "seed": seed,
-                "image_weight": image_weight, "multi_objective": multi, "image": image_hash(image)}
+    settings = {
+        "method": "ga",
+        "population": population,
+        "crossover": crossover,
+        "mutations": weights,
+        "n_initial_mutations": n_initial_mutations,
+        "translate": translate,
+        "fmax": fmax,
+        "relax_steps": relax_steps,
+        "optimizer": optimizer,
+        "rattle": rattle,
+        "seed": seed,
+        "image_weight": image_weight,
+        "multi_objective": multi,
+        "image": image_hash(image),
+    }
     run = SearchRun(settings, atoms, model, output_dir)
     ga = _Evolution(lattice, model, atoms, settings, kinds, p_kind, image, image_weight, multi)
 
@@ -255,13 +273,19 @@ def genetic_search(
     else:
         rng = np.random.default_rng(seed)
         genomes = ga.initial_genomes(rng, n_initial_mutations)
-        pop = ga.select([ga.evaluate(occ, t, 0) for occ, t in tqdm(
-            genomes, desc="GA generation 0", unit="ind", disable=not progress, leave=False)])
+        pop = ga.select(
+            [
+                ga.evaluate(occ, t, 0)
+                for occ, t in tqdm(genomes, desc="GA generation 0", unit="ind", disable=not progress, leave=False)
+            ]
+        )
         history, gen0 = [ga.record(0, pop)], 0
 
     def checkpoint(generation: int) -> None:
-        run.checkpoint({"generation": generation, "rng": rng.bit_generator.state, "population": pop,
-                        "history": history}, {"archive": list(ga.archive.values())})
+        run.checkpoint(
+            {"generation": generation, "rng": rng.bit_generator.state, "population": pop, "history": history},
+            {"archive": list(ga.archive.values())},
+        )
 
     if gen0 == 0:
         checkpoint(0)
@@ -287,8 +311,10 @@ def _mutation_kinds(lattice: Lattice, mutations: Mapping[str, float] | None) -> 
         raise ConfigError(f"unknown mutation(s) {sorted(unknown)}: choose from {', '.join(MUTATIONS)}")
     kinds = [m for m in lattice.mutations() if weights.get(m, 0) > 0]
     if not kinds:
-        raise ConfigError("no mutation applies to this configuration (one species, no vacancy, no grains): "
-                          "a GA needs antisites, vacancies or a bicrystal")
+        raise ConfigError(
+            "no mutation applies to this configuration (one species, no vacancy, no grains): "
+            "a GA needs antisites, vacancies or a bicrystal"
+        )
     p_kind = np.array([weights[m] for m in kinds], float)
     p_kind /= p_kind.sum()
     return weights, kinds, p_kind
@@ -302,9 +328,18 @@ class _Evolution:
     genome keys, best first.
     """
 
-    def __init__(self, lattice: Lattice, model: EnergyModel, start: Atoms, settings: Mapping[str, Any],
-                 kinds: list[str], p_kind: np.ndarray, image: ImageObjective | None, image_weight: float,
-                 multi: bool):
+    def __init__(
+        self,
+        lattice: Lattice,
+        model: EnergyModel,
+        start: Atoms,
+        settings: Mapping[str, Any],
+        kinds: list[str],
+        p_kind: np.ndarray,
+        image: ImageObjective | None,
+        image_weight: float,
+        multi: bool,
+    ):
         self.lattice, self.model, self.start = lattice, model, start
         self.settings = settings
         self.kinds, self.p_kind = kinds, p_kind
@@ -322,7 +357,9 @@ class _Evolution:
         kind = self.kinds[int(rng.choice(len(self.kinds), p=self.p_kind))]
         return self.lattice.mutate(occ, t, rng, kind, self.settings["translate"])
 
-    def initial_genomes(self, rng: np.random.Generator, n_initial_mutations: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    def initial_genomes(
+        self, rng: np.random.Generator, n_initial_mutations: int
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """The start and up to ``population - 1`` distinct mutants of it (1 to ``n_initial_mutations`` each)."""
         lattice, population = self.lattice, self.population
         t0 = np.zeros(3)
@@ -360,8 +397,18 @@ class _Evolution:
             self.archive[key] = a
             return key
         forces = a.calc.results.get("forces") if a.calc is not None else None
-        c = make_candidate(a, energy, self.start, "ga", generation, s["seed"], self.model.model_id, mismatch,
-                           {k: v for k, v in s.items() if k not in ("method", "seed")}, forces)
+        c = make_candidate(
+            a,
+            energy,
+            self.start,
+            "ga",
+            generation,
+            s["seed"],
+            self.model.model_id,
+            mismatch,
+            {k: v for k, v in s.items() if k not in ("method", "seed")},
+            forces,
+        )
         c.info.update(genome_info)
         self.archive[key] = c
         return key
@@ -408,6 +455,7 @@ class _Evolution:
         """``population`` children of the population ``ranked`` (best first), evaluated: binary
         tournament parents, cut-and-splice with probability ``crossover`` (else a copy of the
         first parent), then mutated until the genome is new (at most 20 tries)."""
+
         def tournament() -> str:
             i, j = rng.integers(len(ranked), size=2)
             return ranked[min(i, j)]  # lower position = fitter (rank, crowding / objective)
@@ -431,8 +479,13 @@ class _Evolution:
         """The history record of a generation."""
         e = [self.archive[k].info["energy_per_atom"] for k in pop]
         m = [self.archive[k].info["mismatch"] for k in pop]
-        rec = {"generation": generation, "evaluated": len(self.archive), "best_energy_per_atom": float(min(e)),
-               "mean_energy_per_atom": float(np.mean(e)), "population": len(pop)}
+        rec = {
+            "generation": generation,
+            "evaluated": len(self.archive),
+            "best_energy_per_atom": float(min(e)),
+            "mean_energy_per_atom": float(np.mean(e)),
+            "population": len(pop),
+        }
         if self.multi:
             rec["best_mismatch"] = float(np.nanmin(m))
         return rec

@@ -51,11 +51,21 @@ def search_info(atoms: Atoms, vacancies=None) -> dict[str, Any]:
         return copy.deepcopy(dict(atoms.info["search"]))
     params = atoms.info.get("params") or {}
     if vacancies is None:
-        vacancies = [{"position": [float(v) for v in d["position"]], "host": d.get("host")}
-                     for d in _defects_of(params) if d.get("kind") == "vacancy"]
-    translation = [float(v) for v in params.get("translation", [0.0, 0.0, 0.0])] if atoms.info.get("family") == "gb" else [0.0, 0.0, 0.0]
-    return {"vacancies": [dict(v) for v in vacancies], "translation": translation,
-            "boundary_x": float(params.get("boundary_x", atoms.cell[0, 0] / 2))}
+        vacancies = [
+            {"position": [float(v) for v in d["position"]], "host": d.get("host")}
+            for d in _defects_of(params)
+            if d.get("kind") == "vacancy"
+        ]
+    translation = (
+        [float(v) for v in params.get("translation", [0.0, 0.0, 0.0])]
+        if atoms.info.get("family") == "gb"
+        else [0.0, 0.0, 0.0]
+    )
+    return {
+        "vacancies": [dict(v) for v in vacancies],
+        "translation": translation,
+        "boundary_x": float(params.get("boundary_x", atoms.cell[0, 0] / 2)),
+    }
 
 
 def applicable_moves(atoms: Atoms) -> list[str]:

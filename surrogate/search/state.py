@@ -26,8 +26,18 @@ from surrogate.pareto import pareto_front
 from surrogate.search.candidates import write_candidates
 from surrogate.structures.identity import jsonable
 
-__all__ = ["STATE", "CANDIDATES", "SUMMARY", "SearchResult", "SearchRun", "finish_candidates", "image_hash",
-           "restore_energy", "save_state", "load_state"]
+__all__ = [
+    "STATE",
+    "CANDIDATES",
+    "SUMMARY",
+    "SearchResult",
+    "SearchRun",
+    "finish_candidates",
+    "image_hash",
+    "restore_energy",
+    "save_state",
+    "load_state",
+]
 
 #: file names in a search's output directory
 STATE = "state.npz"
@@ -110,8 +120,11 @@ class SearchRun:
     def __init__(self, settings: Mapping[str, Any], start: Atoms, model, output_dir: str | os.PathLike | None):
         self.settings = dict(settings)
         self.model = model
-        blob = json.dumps({"settings": self.settings, "start": start.info.get("config_id"), "model": model.model_id},
-                          sort_keys=True, default=str)
+        blob = json.dumps(
+            {"settings": self.settings, "start": start.info.get("config_id"), "model": model.model_id},
+            sort_keys=True,
+            default=str,
+        )
         self.settings_hash = hashlib.sha256(blob.encode()).hexdigest()[:16]
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.state_path = self.output_dir / STATE if self.output_dir is not None else None
@@ -123,8 +136,10 @@ class SearchRun:
             return None
         meta, saved = load_state(self.state_path)
         if meta.get("settings_hash") != self.settings_hash:
-            raise ConfigError(f"{self.output_dir} holds another search (settings hash {meta.get('settings_hash')} != "
-                              f"{self.settings_hash}): use a new output directory or delete it")
+            raise ConfigError(
+                f"{self.output_dir} holds another search (settings hash {meta.get('settings_hash')} != "
+                f"{self.settings_hash}): use a new output directory or delete it"
+            )
         rng = np.random.default_rng()
         rng.bit_generator.state = meta["rng"]
         return meta, saved, rng
@@ -134,11 +149,17 @@ class SearchRun:
         ``progress`` (counters, ``rng`` state, history), with the named lists of ``structures``."""
         if self.state_path is None:
             return
-        meta = {"settings_hash": self.settings_hash, "settings": self.settings, "model": self.model.describe(),
-                **progress}
+        meta = {
+            "settings_hash": self.settings_hash,
+            "settings": self.settings,
+            "model": self.model.describe(),
+            **progress,
+        }
         save_state(self.state_path, meta, structures)
 
-    def finish(self, candidates: list[Atoms], history: list[dict], image_weight: float, use_image: bool) -> SearchResult:
+    def finish(
+        self, candidates: list[Atoms], history: list[dict], image_weight: float, use_image: bool
+    ) -> SearchResult:
         """Flag the Pareto front, sort by objective, write ``candidates.extxyz`` and ``summary.json``."""
         candidates = finish_candidates(candidates, image_weight, use_image)
         if self.output_dir is not None:
@@ -149,22 +170,33 @@ class SearchRun:
     def _write_summary(self, candidates: list[Atoms], history: list[dict]) -> None:
         best = candidates[0]
         summary = {
-            "settings": self.settings, "model": self.model.describe(), "n_candidates": len(candidates),
+            "settings": self.settings,
+            "model": self.model.describe(),
+            "n_candidates": len(candidates),
             "n_pareto": sum(bool(a.info.get("pareto")) for a in candidates),
             "best": {k: best.info.get(k) for k in ("config_id", "energy_per_atom", "mismatch", "search_step")},
-            "steps": len(history), "accepted": sum(bool(h.get("accepted")) for h in history),
-            "candidates": [{k: a.info.get(k) for k in ("config_id", "energy_per_atom", "mismatch", "pareto", "search_step")}
-                           for a in candidates],
+            "steps": len(history),
+            "accepted": sum(bool(h.get("accepted")) for h in history),
+            "candidates": [
+                {k: a.info.get(k) for k in ("config_id", "energy_per_atom", "mismatch", "pareto", "search_step")}
+                for a in candidates
+            ],
         }
-        atomic_write_text(self.output_dir / SUMMARY, json.dumps(summary, indent=1, default=float).replace("NaN", "null"))
+        atomic_write_text(
+            self.output_dir / SUMMARY, json.dumps(summary, indent=1, default=float).replace("NaN", "null")
+        )
 
 
 def _pack(name: str, images: list[Atoms], arrays: dict[str, np.ndarray]) -> list[dict]:
     n = [len(a) for a in images]
     arrays[f"{name}.n"] = np.asarray(n, dtype=np.int64)
-    arrays[f"{name}.numbers"] = np.concatenate([a.numbers for a in images]).astype(np.int64) if images else np.zeros(0, np.int64)
+    arrays[f"{name}.numbers"] = (
+        np.concatenate([a.numbers for a in images]).astype(np.int64) if images else np.zeros(0, np.int64)
+    )
     arrays[f"{name}.positions"] = np.concatenate([a.positions for a in images]) if images else np.zeros((0, 3))
-    arrays[f"{name}.tags"] = np.concatenate([a.get_tags() for a in images]).astype(np.int64) if images else np.zeros(0, np.int64)
+    arrays[f"{name}.tags"] = (
+        np.concatenate([a.get_tags() for a in images]).astype(np.int64) if images else np.zeros(0, np.int64)
+    )
     arrays[f"{name}.cell"] = np.asarray([a.cell.array for a in images]).reshape(-1, 3, 3)
     arrays[f"{name}.pbc"] = np.asarray([a.pbc for a in images], dtype=bool).reshape(-1, 3)
     return [jsonable(dict(a.info)) for a in images]
@@ -176,8 +208,13 @@ def _unpack(name: str, data, infos: list[dict]) -> list[Atoms]:
     out = []
     for k, (stop, info) in enumerate(zip(ends, infos)):
         start = stop - n[k]
-        a = Atoms(numbers=data[f"{name}.numbers"][start:stop], positions=data[f"{name}.positions"][start:stop],
-                  cell=data[f"{name}.cell"][k], pbc=data[f"{name}.pbc"][k], tags=data[f"{name}.tags"][start:stop])
+        a = Atoms(
+            numbers=data[f"{name}.numbers"][start:stop],
+            positions=data[f"{name}.positions"][start:stop],
+            cell=data[f"{name}.cell"][k],
+            pbc=data[f"{name}.pbc"][k],
+            tags=data[f"{name}.tags"][start:stop],
+        )
         a.info.update(info)
         out.append(a)
     return out

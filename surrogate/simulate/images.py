@@ -19,8 +19,15 @@ from surrogate.errors import ConfigError, SimulationError, SurrogateError
 from surrogate.simulate.conditions import ImagingConditions, wavelength
 from surrogate.simulate.noise import apply_dose
 
-__all__ = ["SimulationSettings", "render", "max_simulated_angle", "to_canonical", "memory_limit_bytes", "smatrix_bytes",
-           "truncate"]
+__all__ = [
+    "SimulationSettings",
+    "render",
+    "max_simulated_angle",
+    "to_canonical",
+    "memory_limit_bytes",
+    "smatrix_bytes",
+    "truncate",
+]
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +95,9 @@ class SimulationSettings:
 
     def __post_init__(self):
         if self.memory_limit is not None and not (
-            isinstance(self.memory_limit, (int, float)) and not isinstance(self.memory_limit, bool) and self.memory_limit > 0
+            isinstance(self.memory_limit, (int, float))
+            and not isinstance(self.memory_limit, bool)
+            and self.memory_limit > 0
         ):
             raise ConfigError(
                 f"simulate.settings.memory_limit must be a positive number of GiB or null, got {self.memory_limit!r}"
@@ -136,7 +145,9 @@ def _effective_thickness(c: ImagingConditions, total: float) -> float:
     return total if c.thickness is None else min(float(c.thickness), total)
 
 
-def _exit_planes(atoms: Atoms, settings: SimulationSettings, conditions) -> tuple[tuple[int, ...] | None, dict[int, int]]:
+def _exit_planes(
+    atoms: Atoms, settings: SimulationSettings, conditions
+) -> tuple[tuple[int, ...] | None, dict[int, int]]:
     """Exit planes (slice indices) serving every condition's thickness, and each condition's
     position among them. ``None`` when every condition takes the whole structure (one exit plane:
     the legacy potential, bit for bit)."""
@@ -171,7 +182,9 @@ def _potential(atoms: Atoms, settings: SimulationSettings, multiple_of: int = 1,
     grid = {"sampling": settings.potential_sampling}
     if multiple_of > 1:
         extent = np.diag(atoms.cell.array)[:2]
-        grid = {"gpts": tuple(int(np.ceil(L / settings.potential_sampling / multiple_of)) * multiple_of for L in extent)}
+        grid = {
+            "gpts": tuple(int(np.ceil(L / settings.potential_sampling / multiple_of)) * multiple_of for L in extent)
+        }
     if settings.frozen_phonons > 1:
         atoms = _frozen_phonons(atoms, settings)
     return abtem.Potential(
@@ -191,7 +204,9 @@ def _asnumpy(a) -> np.ndarray:
     return np.asarray(a)
 
 
-def _fourier_filter(shape: tuple[int, int], sampling: tuple[float, float], cutoff: float, sigma: float = 0.0) -> np.ndarray:
+def _fourier_filter(
+    shape: tuple[int, int], sampling: tuple[float, float], cutoff: float, sigma: float = 0.0
+) -> np.ndarray:
     """Transfer function that zeroes frequencies beyond ``cutoff`` [1/Å] and blurs with a Gaussian
     of standard deviation ``sigma`` [Å] (the source size), on the FFT grid of a periodic image."""
     kx = np.fft.fftfreq(shape[0], sampling[0])
@@ -221,7 +236,7 @@ def fourier_crop(image: np.ndarray, sampling: tuple[float, float], target: float
         return image, tuple(float(v) for v in sampling)
     f = np.fft.fftshift(np.fft.fft2(image), axes=(-2, -1))
     c0 = n0 // 2
-    f = f[..., c0[0] - n1[0] // 2: c0[0] - n1[0] // 2 + n1[0], c0[1] - n1[1] // 2: c0[1] - n1[1] // 2 + n1[1]]
+    f = f[..., c0[0] - n1[0] // 2 : c0[0] - n1[0] // 2 + n1[0], c0[1] - n1[1] // 2 : c0[1] - n1[1] // 2 + n1[1]]
     out = np.fft.ifft2(np.fft.ifftshift(f, axes=(-2, -1))).real * (n1.prod() / n0.prod())
     return out, tuple(float(v) for v in extent / n1)
 
@@ -306,8 +321,13 @@ def _incoherent(atoms, conditions, shape, settings) -> dict[int, np.ndarray]:
         pk = (c.energy, c.semiangle, c.defocus, c.cs)
         if pk not in probes:
             probe = abtem.Probe(
-                energy=c.energy, semiangle_cutoff=c.semiangle, defocus=c.defocus, Cs=c.cs,
-                extent=extent, gpts=shape_obj, device="cpu",
+                energy=c.energy,
+                semiangle_cutoff=c.semiangle,
+                defocus=c.defocus,
+                Cs=c.cs,
+                extent=extent,
+                gpts=shape_obj,
+                device="cpu",
             )
             intensity = _asnumpy(probe.build(scan=(0.0, 0.0)).intensity().compute(progress_bar=False).array)
             probes[pk] = np.fft.fft2(intensity / intensity.sum())
@@ -330,7 +350,9 @@ def _incoherent_objects(atoms: Atoms, thicknesses, settings: SimulationSettings)
     n = 0
     potential = None
     for config in _phonon_configurations(atoms, settings):
-        potential = _potential(config, replace(settings, frozen_phonons=1, slice_thickness=tuple(float(w) for w in widths)))
+        potential = _potential(
+            config, replace(settings, frozen_phonons=1, slice_thickness=tuple(float(w) for w in widths))
+        )
         projected = 0.0
         for k, sl in enumerate(potential.generate_slices()):
             projected = projected + _asnumpy(sl.array).sum(0)
@@ -384,12 +406,18 @@ def _grid_scan(potential, c: ImagingConditions, settings: SimulationSettings):
     import abtem
 
     return abtem.GridScan(
-        start=(0, 0), end=(1, 1), fractional=True, endpoint=False,
-        sampling=_scan_sampling(c, settings), potential=potential,
+        start=(0, 0),
+        end=(1, 1),
+        fractional=True,
+        endpoint=False,
+        sampling=_scan_sampling(c, settings),
+        potential=potential,
     )
 
 
-def _multislice_stem(potential, conditions, shape, settings, planes: dict[int, int] | None = None) -> dict[int, np.ndarray]:
+def _multislice_stem(
+    potential, conditions, shape, settings, planes: dict[int, int] | None = None
+) -> dict[int, np.ndarray]:
     """One multislice STEM scan per probe with a flexible annular detector, integrated per condition.
 
     Probe wave functions are propagated in batches sized to the memory limit."""
@@ -452,14 +480,20 @@ def _prism(atoms, conditions, shape, settings) -> dict[int, np.ndarray]:
     for config in _phonon_configurations(atoms, settings):
         potential = _potential(config, replace(settings, frozen_phonons=1), settings.prism_interpolation).build()
         smatrix = abtem.SMatrix(
-            potential=potential, energy=c0.energy, semiangle_cutoff=c0.semiangle,
-            interpolation=settings.prism_interpolation, device=settings.device, downsample=downsample,
+            potential=potential,
+            energy=c0.energy,
+            semiangle_cutoff=c0.semiangle,
+            interpolation=settings.prism_interpolation,
+            device=settings.device,
+            downsample=downsample,
         )
         need, limit = smatrix_bytes(smatrix), memory_limit_bytes(settings)
         if need > limit:
             log.warning(
                 "PRISM S-matrix of %.2f GiB exceeds the memory limit of %.2f GiB: falling back to batched multislice "
-                "(raise simulate.settings.memory_limit or prism_interpolation to keep PRISM)", need / 2**30, limit / 2**30,
+                "(raise simulate.settings.memory_limit or prism_interpolation to keep PRISM)",
+                need / 2**30,
+                limit / 2**30,
             )
             return _stem_fallback(atoms, conditions, shape, settings)
         built = smatrix.build(lazy=False)
@@ -468,8 +502,12 @@ def _prism(atoms, conditions, shape, settings) -> dict[int, np.ndarray]:
         max_batch = int(max(1, min(len(scan), (limit - need) // window)))
         for (semiangle, defocus, cs), group in by_probe.items():
             ctf = abtem.CTF(semiangle_cutoff=semiangle, defocus=defocus, Cs=cs, energy=c0.energy)
-            m = built.reduce(scan=scan, ctf=ctf, detectors=abtem.FlexibleAnnularDetector(step_size=1.0),
-                             max_batch_reduction=max_batch)
+            m = built.reduce(
+                scan=scan,
+                ctf=ctf,
+                detectors=abtem.FlexibleAnnularDetector(step_size=1.0),
+                max_batch_reduction=max_batch,
+            )
             for i, c in group:
                 arr, _ = _integrate(m, c, potential.extent)
                 sums[i] = sums[i] + arr if i in sums else arr.astype(np.float64)
@@ -562,7 +600,9 @@ def _hrtem(potential, conditions, shape, settings, planes: dict[int, int] | None
             arr = 0.0
             for w, dz in zip(weights, offsets):
                 ctf_dz = abtem.CTF(semiangle_cutoff=c.semiangle, defocus=c.defocus + dz, Cs=c.cs, energy=c.energy)
-                arr = arr + w * _asnumpy(exit_waves.apply_transform(ctf_dz).intensity().compute(progress_bar=False).array)
+                arr = arr + w * _asnumpy(
+                    exit_waves.apply_transform(ctf_dz).intensity().compute(progress_bar=False).array
+                )
         else:
             arr = _asnumpy(exit_waves.apply_transform(ctf).intensity().compute(progress_bar=False).array)
         while arr.ndim > 2:
@@ -630,7 +670,8 @@ def render(
     # eager abTEM: parallelism is across structures (library workers), not inside one
     # one potential serves every multislice and HRTEM condition, with an exit plane per thickness
     exit_planes, plane_of = _exit_planes(
-        atoms, settings, [(i, c) for i, c in enumerate(conditions) if c.method == "multislice"])
+        atoms, settings, [(i, c) for i, c in enumerate(conditions) if c.method == "multislice"]
+    )
     with abtem.config.set({"dask.lazy": False, "device": settings.device, "fft": settings.fft}):
         potential = None
         for key, group in groups.items():

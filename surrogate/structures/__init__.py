@@ -11,7 +11,23 @@ from surrogate.structures.slabs import orient, zone_axis_slab
 from surrogate.structures.thermal import rattle
 
 __all__ = [
-    "BUILTIN", "crystal", "shortest_distance", "orient", "zone_axis_slab", "add_defects", "columns",
-    "bicrystal", "rattle", "config_id", "tag", "plan_structures", "build_structure", "StructureLabels", "labels_of",
-    "csl_misorientations", "csl_boundaries", "low_angle_boundaries", "coherent_twin",
+    "BUILTIN",
+    "crystal",
+    "shortest_distance",
+    "orient",
+    "zone_axis_slab",
+    "add_defects",
+    "columns",
+    "bicrystal",
+    "rattle",
+    "config_id",
+    "tag",
+    "plan_structures",
+    "build_structure",
+    "StructureLabels",
+    "labels_of",
+    "csl_misorientations",
+    "csl_boundaries",
+    "low_angle_boundaries",
+    "coherent_twin",
 ]

@@ -148,8 +148,12 @@ def bicrystal(
     # common period along y
     from surrogate.structures.csl import in_plane_basis
 
-    periods = [y_period(o.cell[0, 0], o.cell[1, 1], t, max_height, max_strain, centred=in_plane_basis(o)[1, 1] < o.cell[1, 1] - 1e-9)
-               for o, t, _ in grains]
+    periods = [
+        y_period(
+            o.cell[0, 0], o.cell[1, 1], t, max_height, max_strain, centred=in_plane_basis(o)[1, 1] < o.cell[1, 1] - 1e-9
+        )
+        for o, t, _ in grains
+    ]
     height, strain, periodic_y, tilts = None, [0.0, 0.0], False, [t for _, t, _ in grains]
     if all(p is not None for p in periods):
         (l1, c1), (l2, c2) = periods
@@ -177,8 +181,14 @@ def bicrystal(
         if i == 0:
             part = _fill(thick, t, origin, (0.0, half), height)
         else:
-            part = _fill(thick, t, origin + np.array([translation[0], 0, 0]), (half + translation[0], width), height,
-                         shift=(0.0, translation[1], translation[2]))
+            part = _fill(
+                thick,
+                t,
+                origin + np.array([translation[0], 0, 0]),
+                (half + translation[0], width),
+                height,
+                shift=(0.0, translation[1], translation[2]),
+            )
             # strain grain 2 along y to the common period
             part.positions[:, 1] *= 1.0 + strain[1]
         if flip:
@@ -234,7 +244,7 @@ def _remove_collisions(atoms: Atoms, distance: float) -> int:
         k = int(np.argmax(np.where(alive & (counts > 0), counts + bonus, -1.0)))
         alive[k] = False
         gone.append(k)
-        for n in j[starts[k]:starts[k + 1]]:
+        for n in j[starts[k] : starts[k + 1]]:
             if alive[n]:
                 counts[n] -= 1
         counts[k] = 0

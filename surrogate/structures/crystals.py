@@ -88,7 +88,11 @@ def crystal(
         raise StructureError(f"unknown formula {material!r}: use a formula such as 'CdTe' or 'Si'") from None
     check_symbols(symbols)
     try:
-        return ase_bulk(cubic=kwargs.get("crystalstructure") in {"zincblende", "diamond", "fcc", "bcc", "rocksalt", "sc", "fluorite", "cesiumchloride"}, **kwargs)
+        return ase_bulk(
+            cubic=kwargs.get("crystalstructure")
+            in {"zincblende", "diamond", "fcc", "bcc", "rocksalt", "sc", "fluorite", "cesiumchloride"},
+            **kwargs,
+        )
     except Exception as exc:
         raise StructureError(
             f"cannot build bulk {material!r} ({exc}); give crystalstructure and a lattice constant a, or a cif"

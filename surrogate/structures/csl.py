@@ -28,7 +28,7 @@ import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 from math import atan, ceil, degrees, gcd, sqrt
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -39,8 +39,17 @@ from surrogate.structures.labels import StructureLabels, boundary_name, plane_la
 from surrogate.structures.slabs import DEFAULT_UPWARD, _integer_direction, _is_translation, orient
 
 __all__ = [
-    "TILT_AXES", "CSLBoundary", "rotation_matrix", "sigma_of_rotation", "sigma_of_angle", "csl_misorientations",
-    "in_plane_basis", "csl_vectors", "csl_boundaries", "coherent_twin", "coordination",
+    "TILT_AXES",
+    "CSLBoundary",
+    "rotation_matrix",
+    "sigma_of_rotation",
+    "sigma_of_angle",
+    "csl_misorientations",
+    "in_plane_basis",
+    "csl_vectors",
+    "csl_boundaries",
+    "coherent_twin",
+    "coordination",
 ]
 
 #: Tilt axes supported (beam directions of the cubic crystal).
@@ -209,31 +218,50 @@ class CSLBoundary:
     @property
     def symmetric(self) -> bool:
         """Both grains meet on planes of one family (a mirror-symmetric boundary)."""
-        return self.sigma is None and abs(self.inclination) < 1e-6 or plane_label(self.planes[0]) == plane_label(self.planes[1])
+        return (
+            self.sigma is None
+            and abs(self.inclination) < 1e-6
+            or plane_label(self.planes[0]) == plane_label(self.planes[1])
+        )
 
     @property
     def name(self) -> str:
         if self.sigma is None:
-            return f"low_angle_{self.misorientation:g}deg_{self.axis}" + ("" if self.symmetric else f"_inc{self.inclination:g}")
+            return f"low_angle_{self.misorientation:g}deg_{self.axis}" + (
+                "" if self.symmetric else f"_inc{self.inclination:g}"
+            )
         return f"sigma{self.sigma}_{self.axis}_{plane_label(self.planes[0])}" + (
-            "" if self.symmetric else f"_{plane_label(self.planes[1])}")
+            "" if self.symmetric else f"_{plane_label(self.planes[1])}"
+        )
 
     def labels(self, material: str) -> StructureLabels:
         planes = [self.planes[0]] if self.symmetric else list(self.planes)
         return StructureLabels(
-            material=material, zone_axis=self.axis, family="twin" if self.sigma == 3 else "gb",
+            material=material,
+            zone_axis=self.axis,
+            family="twin" if self.sigma == 3 else "gb",
             boundary=boundary_name(self.sigma, planes, low_angle=self.sigma is None),
-            sigma=self.sigma, misorientation=round(self.misorientation, 4), inclination=round(self.inclination, 4),
+            sigma=self.sigma,
+            misorientation=round(self.misorientation, 4),
+            inclination=round(self.inclination, 4),
             tilt_axis=self.axis,
         )
 
     def params(self) -> dict[str, Any]:
         """The ``params`` a bicrystal recipe records for this boundary."""
-        return {"sigma": self.sigma, "misorientation_csl": self.misorientation, "inclination": self.inclination,
-                "csl_period": self.period, "planes": [list(p) for p in self.planes], "tilt_axis": self.axis}
+        return {
+            "sigma": self.sigma,
+            "misorientation_csl": self.misorientation,
+            "inclination": self.inclination,
+            "csl_period": self.period,
+            "planes": [list(p) for p in self.planes],
+            "tilt_axis": self.axis,
+        }
 
 
-def _boundary(oriented: Atoms, axis: str, sigma, theta: float, u: np.ndarray | None, inclination: float | None) -> CSLBoundary:
+def _boundary(
+    oriented: Atoms, axis: str, sigma, theta: float, u: np.ndarray | None, inclination: float | None
+) -> CSLBoundary:
     if u is not None:  # trace along the CSL vector u of grain 1
         tilt1 = 90.0 - float(np.degrees(np.arctan2(u[1], u[0])))
         inc = (tilt1 + theta / 2 + 90.0) % 180.0 - 90.0
@@ -308,8 +336,9 @@ def csl_boundaries(
     return out
 
 
-def low_angle_boundaries(unit: Atoms, axis="110", angles: Sequence[float] = (1, 2, 3, 4, 6, 8, 10),
-                         inclinations: Sequence[float] = (0.0,)) -> list[CSLBoundary]:
+def low_angle_boundaries(
+    unit: Atoms, axis="110", angles: Sequence[float] = (1, 2, 3, 4, 6, 8, 10), inclinations: Sequence[float] = (0.0,)
+) -> list[CSLBoundary]:
     """Low-angle tilts (no CSL period: the cell is cut at the field of view along the boundary)."""
     label = _axis_label(axis)
     oriented = orient(unit, TILT_AXES[label], DEFAULT_UPWARD[TILT_AXES[label]])
@@ -371,8 +400,12 @@ def coherent_twin(
     Q = P * np.array([1.0, -1.0, -1.0]) + shift
     g1 = (P[:, 0] >= cut) & (P[:, 0] < cut + n * lx)
     g2 = (Q[:, 0] >= cut + n * lx + translation[0]) & (Q[:, 0] < cut + 2 * n * lx + translation[0])
-    atoms = Atoms(np.concatenate([Z[g1], Z[g2]]), positions=np.vstack([P[g1], Q[g2]]) - np.array([cut, 0, 0]),
-                  cell=np.diag([width + translation[0], height, depth]), pbc=True)
+    atoms = Atoms(
+        np.concatenate([Z[g1], Z[g2]]),
+        positions=np.vstack([P[g1], Q[g2]]) - np.array([cut, 0, 0]),
+        cell=np.diag([width + translation[0], height, depth]),
+        pbc=True,
+    )
     atoms.set_tags(np.concatenate([np.ones(g1.sum(), int), np.full(g2.sum(), 2)]))
     atoms.wrap()
     from surrogate.structures.crystals import shortest_distance
@@ -382,13 +415,26 @@ def coherent_twin(
     if ideal:
         cn = coordination(atoms, bond)
         if not (cn == 4).all():
-            raise StructureError(f"the coherent twin of {material or unit.get_chemical_formula()} has "
-                                 f"{int((cn != 4).sum())} atoms not four-fold coordinated: it needs a diamond or zincblende crystal")
+            raise StructureError(
+                f"the coherent twin of {material or unit.get_chemical_formula()} has "
+                f"{int((cn != 4).sum())} atoms not four-fold coordinated: it needs a diamond or zincblende crystal"
+            )
     params = {
-        "material": material or unit.get_chemical_formula(), "name": "twin_sigma3_111", "sigma": 3,
-        "misorientation": 70.5288, "inclination": 0.0, "planes": [[1, -1, 1], [1, -1, 1]], "tilt_axis": "110",
-        "csl_period": float(ly), "translation": list(translation), "fov": list(fov), "thickness": float(thickness),
-        "periodic_y": True, "boundary_x": float(n * lx), "ideal": ideal, "construction": "rotation 180° about [1-11]",
+        "material": material or unit.get_chemical_formula(),
+        "name": "twin_sigma3_111",
+        "sigma": 3,
+        "misorientation": 70.5288,
+        "inclination": 0.0,
+        "planes": [[1, -1, 1], [1, -1, 1]],
+        "tilt_axis": "110",
+        "csl_period": float(ly),
+        "translation": list(translation),
+        "fov": list(fov),
+        "thickness": float(thickness),
+        "periodic_y": True,
+        "boundary_x": float(n * lx),
+        "ideal": ideal,
+        "construction": "rotation 180° about [1-11]",
     }
     labels = StructureLabels(params["material"], "110", "twin", "Σ3(111)", 3, 70.5288, 0.0, "110")
     return tag(atoms, "gb", params, zone_axis=[1, 1, 0], upward=[1, -1, -2], labels=labels.to_dict())

@@ -57,7 +57,9 @@ def _interstitial_site(atoms: Atoms, near_xy: np.ndarray, depth: float) -> np.nd
     Only atoms within 6 Å of the search box matter, so distances are taken to those (minimum image
     of the orthogonal cell): memory stays small for thick slabs."""
     lz = atoms.cell[2, 2]
-    grid = np.stack(np.meshgrid(np.linspace(-2, 2, 17), np.linspace(-2, 2, 17), np.linspace(-1, 1, 9)), -1).reshape(-1, 3)
+    grid = np.stack(np.meshgrid(np.linspace(-2, 2, 17), np.linspace(-2, 2, 17), np.linspace(-1, 1, 9)), -1).reshape(
+        -1, 3
+    )
     centre = np.array([near_xy[0], near_xy[1], depth * lz])
     pts = grid + centre
     cell = atoms.cell.array
@@ -177,8 +179,13 @@ def add_defects(atoms: Atoms, defects: Sequence[Mapping[str, Any]], seed: int = 
             idxs = [_atom_at_depth(out, col, depth)] if n == 1 else _spread(col, n, depth, out)
             used.update(col.tolist())
             symbol = out[idxs[0]].symbol
-            entry = {"kind": kind, "depth": depth, "host": symbol, "position": out.positions[idxs[0]].round(3).tolist(),
-                     "count": len(idxs)}
+            entry = {
+                "kind": kind,
+                "depth": depth,
+                "host": symbol,
+                "position": out.positions[idxs[0]].round(3).tolist(),
+                "count": len(idxs),
+            }
             if kind == "vacancy":
                 to_delete.extend(idxs)
             elif kind == "antisite":
@@ -212,8 +219,13 @@ def add_defects(atoms: Atoms, defects: Sequence[Mapping[str, Any]], seed: int = 
     for element, site in added:
         out += Atoms(element, positions=[site])
     parent = atoms.info.get("params") or {}
-    params = {"material": parent.get("material", atoms.get_chemical_formula()), "parent": atoms.info.get("config_id"),
-              "parent_params": parent, "defects": record, "seed": seed}
+    params = {
+        "material": parent.get("material", atoms.get_chemical_formula()),
+        "parent": atoms.info.get("config_id"),
+        "parent_params": parent,
+        "defects": record,
+        "seed": seed,
+    }
     if "boundary_x" in parent:
         params["boundary_x"] = parent["boundary_x"]
     return tag(out, "defect", params, zone_axis=atoms.info.get("zone_axis"))

@@ -65,31 +65,43 @@ def _slab(cfg: Mapping[str, Any], name: str, path: str) -> tuple[dict, str]:
             raise ConfigError(f"{path}: {name}.{key} is missing; add it (see ingrained's config.json format)")
     formula = str(slab["chemical_formula"])
     if formula not in BUILTIN:
-        raise ConfigError(f"{name}.chemical_formula {formula!r} is not a known material: use one of "
-                          f"{', '.join(sorted(BUILTIN))}")
+        raise ConfigError(
+            f"{name}.chemical_formula {formula!r} is not a known material: use one of {', '.join(sorted(BUILTIN))}"
+        )
     structure = BUILTIN[formula]["crystalstructure"]
     group = slab.get("space_group")
     if group and _SPACE_GROUPS.get(structure) and str(group).replace(" ", "") != _SPACE_GROUPS[structure]:
-        raise ConfigError(f"{name}.space_group {group!r} does not match {formula} ({structure}, "
-                          f"{_SPACE_GROUPS[structure]}): fix the space group or the formula")
+        raise ConfigError(
+            f"{name}.space_group {group!r} does not match {formula} ({structure}, "
+            f"{_SPACE_GROUPS[structure]}): fix the space group or the formula"
+        )
     project = _vector(slab, "uvw_project", name)
     upward = _vector(slab, "uvw_upward", name)
     cell = crystal(formula).cell.array
     cz, cy = np.asarray(project) @ cell, np.asarray(upward) @ cell
     cos = abs(float(np.dot(cz, cy))) / (np.linalg.norm(cz) * np.linalg.norm(cy))
     if cos > 1 - 1e-6:
-        raise ConfigError(f"{name}: uvw_project {project} and uvw_upward {upward} are parallel; "
-                          "the upward direction must be perpendicular to the projection")
+        raise ConfigError(
+            f"{name}: uvw_project {project} and uvw_upward {upward} are parallel; "
+            "the upward direction must be perpendicular to the projection"
+        )
     if cos > 1e-6:
-        raise ConfigError(f"{name}: uvw_project {project} and uvw_upward {upward} are not perpendicular; "
-                          "choose an upward direction normal to the projection")
+        raise ConfigError(
+            f"{name}: uvw_project {project} and uvw_upward {upward} are not perpendicular; "
+            "choose an upward direction normal to the projection"
+        )
     try:
         tilt = float(slab["tilt_angle"])
     except (TypeError, ValueError):
         raise ConfigError(f"{name}.tilt_angle must be a number [deg], got {slab['tilt_angle']!r}") from None
     if not np.isfinite(tilt):
         raise ConfigError(f"{name}.tilt_angle must be finite [deg], got {tilt}")
-    grain = {"zone_axis": project, "upward": upward, "tilt": tilt, "flip_species": bool(slab.get("flip_species", False))}
+    grain = {
+        "zone_axis": project,
+        "upward": upward,
+        "tilt": tilt,
+        "flip_species": bool(slab.get("flip_species", False)),
+    }
     return grain, formula
 
 
@@ -106,8 +118,13 @@ def _number(constraints: Mapping[str, Any], key: str) -> float | None:
     return x
 
 
-def ingrained_recipe(cfg: Mapping[str, Any], fov: tuple[float, float] | None = None, thickness: float | None = None,
-                     name: str = "ingrained", source: str = "config.json") -> dict[str, Any]:
+def ingrained_recipe(
+    cfg: Mapping[str, Any],
+    fov: tuple[float, float] | None = None,
+    thickness: float | None = None,
+    name: str = "ingrained",
+    source: str = "config.json",
+) -> dict[str, Any]:
     """The ``gb`` recipe of an ingrained configuration (already parsed JSON); see the module docstring.
 
     Parameters
@@ -125,16 +142,23 @@ def ingrained_recipe(cfg: Mapping[str, Any], fov: tuple[float, float] | None = N
     g1, f1 = _slab(cfg, "slab_1", source)
     g2, f2 = _slab(cfg, "slab_2", source)
     if f1 != f2:
-        raise ConfigError(f"slab_1 is {f1} but slab_2 is {f2}: a heterophase boundary is not supported; use one material")
+        raise ConfigError(
+            f"slab_1 is {f1} but slab_2 is {f2}: a heterophase boundary is not supported; use one material"
+        )
     if g1["zone_axis"] != g2["zone_axis"]:
         from surrogate.structures.crystals import crystal
         from surrogate.structures.slabs import orient
 
         unit = crystal(f1)
-        a, b = orient(unit, g1["zone_axis"], g1["upward"]).cell[2, 2], orient(unit, g2["zone_axis"], g2["upward"]).cell[2, 2]
+        a, b = (
+            orient(unit, g1["zone_axis"], g1["upward"]).cell[2, 2],
+            orient(unit, g2["zone_axis"], g2["upward"]).cell[2, 2],
+        )
         if abs(a - b) / a > 1e-3:
-            raise ConfigError(f"slab_1 views along {g1['zone_axis']} and slab_2 along {g2['zone_axis']}, whose periods "
-                              f"along the beam differ ({a:.3f} vs {b:.3f} Å): use projections of the same family")
+            raise ConfigError(
+                f"slab_1 views along {g1['zone_axis']} and slab_2 along {g2['zone_axis']}, whose periods "
+                f"along the beam differ ({a:.3f} vs {b:.3f} Å): use projections of the same family"
+            )
     cons = cfg.get("constraints") or {}
     if not isinstance(cons, Mapping):
         raise ConfigError(f"{source}: constraints must be a JSON object")
@@ -150,14 +174,30 @@ def ingrained_recipe(cfg: Mapping[str, Any], fov: tuple[float, float] | None = N
     fov = tuple(float(min(v, wmax)) if wmax else float(v) for v in fov)
     if thickness is None:
         thickness = 0.5 * (dmin + dmax) if (dmin and dmax) else (dmin or dmax or 20.0)
-    extra = {k: cons[k] for k in ("interface_1_width", "interface_2_width", "collision_removal", "pixel_size") if k in cons}
-    return {"kind": "gb", "name": name, "material": {"name": f1}, "thickness": float(thickness), "fov": [float(v) for v in fov],
-            "zone_axis": g1["zone_axis"], "grain1": g1, "grain2": g2, "translation": [0.0, 0.0, 0.0],
-            "ingrained": {"structure_file": cfg.get("structure_file"), "constraints": extra,
-                          "max_dimension": [cfg["slab_1"].get("max_dimension"), cfg["slab_2"].get("max_dimension")]}}
+    extra = {
+        k: cons[k] for k in ("interface_1_width", "interface_2_width", "collision_removal", "pixel_size") if k in cons
+    }
+    return {
+        "kind": "gb",
+        "name": name,
+        "material": {"name": f1},
+        "thickness": float(thickness),
+        "fov": [float(v) for v in fov],
+        "zone_axis": g1["zone_axis"],
+        "grain1": g1,
+        "grain2": g2,
+        "translation": [0.0, 0.0, 0.0],
+        "ingrained": {
+            "structure_file": cfg.get("structure_file"),
+            "constraints": extra,
+            "max_dimension": [cfg["slab_1"].get("max_dimension"), cfg["slab_2"].get("max_dimension")],
+        },
+    }
 
 
-def read_ingrained_config(path: str | Path, fov: tuple[float, float] | None = None, thickness: float | None = None) -> dict[str, Any]:
+def read_ingrained_config(
+    path: str | Path, fov: tuple[float, float] | None = None, thickness: float | None = None
+) -> dict[str, Any]:
     """Read an ingrained ``config.json`` into a recipe that
     :func:`surrogate.structures.recipes.build_structure` accepts (kind ``gb``).
 
@@ -177,7 +217,9 @@ def read_ingrained_config(path: str | Path, fov: tuple[float, float] | None = No
     return ingrained_recipe(cfg, fov, thickness, name=f"ingrained_{p.parent.name or 'config'}", source=str(p))
 
 
-def ingrained_bicrystal(path: str | Path, fov: tuple[float, float] | None = None, thickness: float | None = None) -> Atoms:
+def ingrained_bicrystal(
+    path: str | Path, fov: tuple[float, float] | None = None, thickness: float | None = None
+) -> Atoms:
     """The bicrystal an ingrained ``config.json`` describes (see :func:`read_ingrained_config`)."""
     from surrogate.structures.recipes import build_structure
 

@@ -16,8 +16,17 @@ from typing import Any, Mapping
 import numpy as np
 from ase import Atoms
 
-__all__ = ["FAMILIES", "DEFECT_KINDS", "DB_COLUMNS", "StructureLabels", "labels_of", "zone_axis_label",
-           "boundary_name", "plane_label", "defect_summary"]
+__all__ = [
+    "FAMILIES",
+    "DEFECT_KINDS",
+    "DB_COLUMNS",
+    "StructureLabels",
+    "labels_of",
+    "zone_axis_label",
+    "boundary_name",
+    "plane_label",
+    "defect_summary",
+]
 
 #: Structure families. ``twin``: Σ3 boundaries (coherent (111) and {112}); ``gb``: other tilt boundaries.
 FAMILIES = ("bulk", "defect", "twin", "gb", "rattled", "file")
@@ -28,9 +37,16 @@ DEFECT_KINDS = ("vacancy", "antisite", "substitution", "interstitial", "mixed")
 #: (``"[110]"``, the direction as built) columns keep their meaning, so the label family and the
 #: zone-axis family are ``class_family`` and ``zone`` (written ``"<110>"``, as is ``tilt_axis``).
 DB_COLUMNS = {
-    "material": "material", "zone_axis": "zone", "family": "class_family", "boundary": "boundary",
-    "sigma": "sigma", "misorientation": "misorientation", "inclination": "inclination", "tilt_axis": "tilt_axis",
-    "defect_kind": "defect_kind", "defect_count": "defect_count",
+    "material": "material",
+    "zone_axis": "zone",
+    "family": "class_family",
+    "boundary": "boundary",
+    "sigma": "sigma",
+    "misorientation": "misorientation",
+    "inclination": "inclination",
+    "tilt_axis": "tilt_axis",
+    "defect_kind": "defect_kind",
+    "defect_count": "defect_count",
 }
 
 
@@ -158,10 +174,16 @@ def _infer(info: Mapping[str, Any], atoms: Atoms | None) -> StructureLabels:
     family = str(info.get("family", "file"))
     params = info.get("params") or {}
     if family == "rattled":  # labels of the parent
-        parent = {"family": params.get("parent_family", "bulk"), "params": params.get("parent_params") or {},
-                  "zone_axis": info.get("zone_axis")}
-        return dataclasses.replace(_infer(parent, None), family="rattled") if parent["family"] != "rattled" else \
-            StructureLabels(str(params.get("material", "")), zone_axis_label(info.get("zone_axis")), "rattled")
+        parent = {
+            "family": params.get("parent_family", "bulk"),
+            "params": params.get("parent_params") or {},
+            "zone_axis": info.get("zone_axis"),
+        }
+        return (
+            dataclasses.replace(_infer(parent, None), family="rattled")
+            if parent["family"] != "rattled"
+            else StructureLabels(str(params.get("material", "")), zone_axis_label(info.get("zone_axis")), "rattled")
+        )
     material = str(params.get("material") or (atoms.get_chemical_formula() if atoms is not None else ""))
     za = zone_axis_label(info.get("zone_axis") or params.get("zone_axis"))
     kind, count = defect_summary(params.get("defects"))
@@ -190,9 +212,18 @@ def _infer(info: Mapping[str, Any], atoms: Atoms | None) -> StructureLabels:
             fam = "twin" if int(sigma) == 3 else "gb"
         else:
             sigma, boundary, fam = None, "low-angle" if red is not None and red < 15.0 else "general", "gb"
-        return StructureLabels(material, za, fam, boundary, None if sigma is None else int(sigma), red,
-                               params.get("inclination", 0.0 if sigma is not None else None),
-                               params.get("tilt_axis", za or None), kind, count)
+        return StructureLabels(
+            material,
+            za,
+            fam,
+            boundary,
+            None if sigma is None else int(sigma),
+            red,
+            params.get("inclination", 0.0 if sigma is not None else None),
+            params.get("tilt_axis", za or None),
+            kind,
+            count,
+        )
     return StructureLabels(material, za, family, defect_kind=kind, defect_count=count)
 
 

@@ -45,7 +45,9 @@ def plan_structures(cfg: Mapping[str, Any]) -> list[dict]:
     materials = [m if isinstance(m, Mapping) else {"name": m} for m in cfg.get("materials") or []]
     files = [str(f) for f in cfg.get("files") or []]
     if not materials and not files:
-        raise ConfigError("structures.materials is empty: list at least one material (e.g. [CdTe, Si]) or structures.files")
+        raise ConfigError(
+            "structures.materials is empty: list at least one material (e.g. [CdTe, Si]) or structures.files"
+        )
     zone_axes = [list(z) for z in cfg.get("zone_axes") or []]
     thicknesses = list(cfg.get("thicknesses") or [])
     if materials and (not zone_axes or not thicknesses):
@@ -58,7 +60,8 @@ def plan_structures(cfg: Mapping[str, Any]) -> list[dict]:
     for mat in materials:  # defect kinds that make sense for each material
         compound = len(set(_unit(mat).get_chemical_symbols())) > 1
         kinds_of[mat["name"]] = [
-            k for k in dcfg.get("kinds", ["vacancy"])
+            k
+            for k in dcfg.get("kinds", ["vacancy"])
             if not (k == "antisite" and not compound) and not (k == "substitution" and not mat.get("substituents"))
         ] or ["vacancy"]
     for mat, za, t in itertools.product(materials, zone_axes, thicknesses):
@@ -80,15 +83,20 @@ def plan_structures(cfg: Mapping[str, Any]) -> list[dict]:
                     seen.add(key)
                     recipes.append(r)
                     if nb:
-                        recipes += [{"kind": "defect", "parent": r, "defects": d["defects"], "seed": d["seed"]}
-                                    for d in _defect_recipes({}, _per_boundary(dcfg, nb), kinds_of.get(name, ["vacancy"]), mat, rng)]
+                        recipes += [
+                            {"kind": "defect", "parent": r, "defects": d["defects"], "seed": d["seed"]}
+                            for d in _defect_recipes(
+                                {}, _per_boundary(dcfg, nb), kinds_of.get(name, ["vacancy"]), mat, rng
+                            )
+                        ]
     recipes += _file_recipes(files)
     rcfg = cfg.get("rattle") or {}
     copies = int(rcfg.get("copies", 0))
     if copies:
         recipes += [
             {"kind": "rattled", "parent": r, "stdev": float(rcfg.get("stdev", 0.05)), "seed": k}
-            for r in list(recipes) for k in range(copies)
+            for r in list(recipes)
+            for k in range(copies)
         ]
     return recipes
 
@@ -134,15 +142,22 @@ def _defect_recipes(base: dict, dcfg: Mapping[str, Any], kinds: list[str], mat: 
     co = dcfg.get("columns") or {}
     for _ in range(int(co.get("per_slab", 0))):
         kind = str(rng.choice([k for k in kinds if k != "interstitial"] or kinds))
-        spec = {**_defect_spec(kind, mat, rng, 0.0), "fraction": round(_draw_range(rng, co.get("fraction", [0.25, 1.0])), 3)}
+        spec = {
+            **_defect_spec(kind, mat, rng, 0.0),
+            "fraction": round(_draw_range(rng, co.get("fraction", [0.25, 1.0])), 3),
+        }
         out.append({"kind": "defect", **base, "defects": [spec], "seed": int(rng.integers(2**31))})
     sg = dcfg.get("segregation") or {}
     for _ in range(int(sg.get("per_slab", 0))):
         skinds = [k for k in (sg.get("kinds") or kinds) if k in kinds and k != "interstitial"] or ["vacancy"]
         kind = str(rng.choice(skinds))
-        spec = {**_defect_spec(kind, mat, rng, 0.0),
-                "profile": {"peak": round(_draw_range(rng, sg.get("peak", [0.3, 0.8])), 3),
-                            "decay": round(_draw_range(rng, sg.get("decay", [2.0, 6.0])), 3)}}
+        spec = {
+            **_defect_spec(kind, mat, rng, 0.0),
+            "profile": {
+                "peak": round(_draw_range(rng, sg.get("peak", [0.3, 0.8])), 3),
+                "decay": round(_draw_range(rng, sg.get("decay", [2.0, 6.0])), 3),
+            },
+        }
         unit = _unit(mat)
         if kind == "substitution" and len(set(unit.get_chemical_symbols())) > 1:
             spec["species"] = _substituted_species(unit, spec["element"])
@@ -173,40 +188,79 @@ def _boundary_recipes(b: Mapping[str, Any], mat: Mapping[str, Any], thickness: f
     gen = b.get("generate")
     common = {"kind": "gb", "material": mat, "thickness": thickness, "fov": fov}
     if gen is None:
-        return [{**common, "name": b.get("name", "gb"), "grain1": b["grain1"], "grain2": b["grain2"], "translation": tr,
-                 **({"zone_axis": b["zone_axis"]} if "zone_axis" in b else {})} for tr in translations]
+        return [
+            {
+                **common,
+                "name": b.get("name", "gb"),
+                "grain1": b["grain1"],
+                "grain2": b["grain2"],
+                "translation": tr,
+                **({"zone_axis": b["zone_axis"]} if "zone_axis" in b else {}),
+            }
+            for tr in translations
+        ]
     if gen == "twin":
-        return [{"kind": "twin", "material": mat, "thickness": thickness, "fov": fov, "translation": tr} for tr in translations]
+        return [
+            {"kind": "twin", "material": mat, "thickness": thickness, "fov": fov, "translation": tr}
+            for tr in translations
+        ]
     if gen not in ("csl", "low_angle"):
-        raise ConfigError(f"structures.boundaries: unknown generator {gen!r}; use csl, low_angle or twin (or give grain1/grain2)")
+        raise ConfigError(
+            f"structures.boundaries: unknown generator {gen!r}; use csl, low_angle or twin (or give grain1/grain2)"
+        )
     unit = _unit(mat)
     compound = len(set(unit.get_chemical_symbols())) > 1
     polarities = [bool(p) for p in (b.get("polarities") or [True])] if compound else [False]
     out = []
     for axis in b.get("axes") or [[1, 1, 0]]:
         if gen == "csl":
-            found = csl_boundaries(unit, axis, int(b.get("max_sigma", 99)), float(b.get("max_period", 40.0)),
-                                   str(b.get("planes", "symmetric")), b.get("sigmas"))
+            found = csl_boundaries(
+                unit,
+                axis,
+                int(b.get("max_sigma", 99)),
+                float(b.get("max_period", 40.0)),
+                str(b.get("planes", "symmetric")),
+                b.get("sigmas"),
+            )
         else:
-            found = low_angle_boundaries(unit, axis, _angles(b.get("angles", {"start": 1, "stop": 10, "step": 1.5})),
-                                         [float(i) for i in b.get("inclinations") or [0.0]])
+            found = low_angle_boundaries(
+                unit,
+                axis,
+                _angles(b.get("angles", {"start": 1, "stop": 10, "step": 1.5})),
+                [float(i) for i in b.get("inclinations") or [0.0]],
+            )
         for cb in found:
-            if gen == "csl" and cb.sigma == 3 and cb.symmetric and cb.planes[0] and sorted(map(abs, cb.planes[0])) == [1, 1, 1]:
+            if (
+                gen == "csl"
+                and cb.sigma == 3
+                and cb.symmetric
+                and cb.planes[0]
+                and sorted(map(abs, cb.planes[0])) == [1, 1, 1]
+            ):
                 # the coherent Σ3 (111) twin: the ideal twin, not a cut-and-rotated bicrystal
-                out += [{"kind": "twin", "material": mat, "thickness": thickness, "fov": fov, "translation": tr}
-                        for tr in translations]
+                out += [
+                    {"kind": "twin", "material": mat, "thickness": thickness, "fov": fov, "translation": tr}
+                    for tr in translations
+                ]
                 continue
             za = [int(v) for v in axis]
             height = None
             if cb.period:
                 height = cb.period * max(1, int(np.ceil(fov[1] / cb.period - 1e-6)))
             for flip, tr in itertools.product(polarities, translations):
-                out.append({
-                    **common, "name": cb.name + ("" if flip or not compound else "_inverted"), "zone_axis": za,
-                    "grain1": {"tilt": cb.tilt1}, "grain2": {"tilt": cb.tilt2, "flip_species": flip},
-                    "translation": tr, "csl": {**cb.params(), "polarity_flipped": flip},
-                    "max_strain": 1e-6, "max_height": max(60.0, (height or 0.0) * 1.001),
-                })
+                out.append(
+                    {
+                        **common,
+                        "name": cb.name + ("" if flip or not compound else "_inverted"),
+                        "zone_axis": za,
+                        "grain1": {"tilt": cb.tilt1},
+                        "grain2": {"tilt": cb.tilt2, "flip_species": flip},
+                        "translation": tr,
+                        "csl": {**cb.params(), "polarity_flipped": flip},
+                        "max_strain": 1e-6,
+                        "max_height": max(60.0, (height or 0.0) * 1.001),
+                    }
+                )
     return out
 
 
@@ -224,9 +278,13 @@ def _file_recipes(files: list[str]) -> list[dict]:
         try:
             frames = read(p, ":", format="extxyz")
         except Exception as exc:
-            raise ConfigError(f"structures.files: cannot read {p} as extxyz ({type(exc).__name__}); is it truncated?") from None
-        recipes += [{"kind": "file", "path": str(p), "index": i, "config_id": a.info.get("config_id")}
-                    for i, a in enumerate(frames)]
+            raise ConfigError(
+                f"structures.files: cannot read {p} as extxyz ({type(exc).__name__}); is it truncated?"
+            ) from None
+        recipes += [
+            {"kind": "file", "path": str(p), "index": i, "config_id": a.info.get("config_id")}
+            for i, a in enumerate(frames)
+        ]
     return recipes
 
 
@@ -243,8 +301,13 @@ def _from_file(recipe: Mapping[str, Any]) -> Atoms:
     extra = {k: info[k] for k in ("energy_per_atom", "energy_model", "mismatch") if k in info}
     if isinstance(info.get("labels"), dict):  # the class labels the frame was written with
         extra["labels"] = info["labels"]
-    tag(atoms, info.get("family", "file"), info.get("params") or {"source": recipe["path"]},
-        zone_axis=info.get("zone_axis"), **extra)
+    tag(
+        atoms,
+        info.get("family", "file"),
+        info.get("params") or {"source": recipe["path"]},
+        zone_axis=info.get("zone_axis"),
+        **extra,
+    )
     if recipe.get("config_id") and atoms.info["config_id"] != recipe["config_id"]:
         raise ConfigError(
             f"{recipe['path']} frame {recipe['index']} changed since the library was planned: use a new library.output_dir"
@@ -272,13 +335,28 @@ def build_structure(recipe: Mapping[str, Any]) -> Atoms:
         g2 = {"zone_axis": recipe.get("zone_axis", [1, 1, 0]), **recipe["grain2"]}
         extra = {"name": recipe.get("name", "gb"), **(recipe.get("csl") or {})}
         options = {k: float(recipe[k]) for k in ("max_strain", "max_height") if k in recipe}
-        return bicrystal(unit, g1, g2, fov=tuple(recipe["fov"]), thickness=recipe["thickness"],
-                         translation=tuple(recipe.get("translation", (0, 0, 0))), material=mat["name"],
-                         extra_params=extra, **options)
+        return bicrystal(
+            unit,
+            g1,
+            g2,
+            fov=tuple(recipe["fov"]),
+            thickness=recipe["thickness"],
+            translation=tuple(recipe.get("translation", (0, 0, 0))),
+            material=mat["name"],
+            extra_params=extra,
+            **options,
+        )
     if kind == "twin":
-        return coherent_twin(unit, fov=tuple(recipe["fov"]), thickness=recipe["thickness"],
-                             translation=tuple(recipe.get("translation", (0, 0, 0))), material=mat["name"])
-    slab = zone_axis_slab(unit, recipe["zone_axis"], mat.get("upward"), tuple(recipe["fov"]), recipe["thickness"], mat["name"])
+        return coherent_twin(
+            unit,
+            fov=tuple(recipe["fov"]),
+            thickness=recipe["thickness"],
+            translation=tuple(recipe.get("translation", (0, 0, 0))),
+            material=mat["name"],
+        )
+    slab = zone_axis_slab(
+        unit, recipe["zone_axis"], mat.get("upward"), tuple(recipe["fov"]), recipe["thickness"], mat["name"]
+    )
     if kind == "bulk":
         return slab
     if kind == "defect":

@@ -17,7 +17,12 @@ def rattle(atoms: Atoms, stdev: float = 0.05, seed: int = 0) -> Atoms:
     out.info = {k: v for k, v in atoms.info.items() if k in ("zone_axis", "upward")}
     rng = np.random.default_rng(seed)
     out.positions = out.positions + rng.normal(0.0, stdev, out.positions.shape)
-    params = {"material": (atoms.info.get("params") or {}).get("material", atoms.get_chemical_formula()),
-              "parent": atoms.info.get("config_id"), "parent_family": atoms.info.get("family"),
-              "parent_params": atoms.info.get("params"), "stdev": stdev, "seed": seed}
+    params = {
+        "material": (atoms.info.get("params") or {}).get("material", atoms.get_chemical_formula()),
+        "parent": atoms.info.get("config_id"),
+        "parent_family": atoms.info.get("family"),
+        "parent_params": atoms.info.get("params"),
+        "stdev": stdev,
+        "seed": seed,
+    }
     return tag(out, "rattled", params, zone_axis=atoms.info.get("zone_axis"))

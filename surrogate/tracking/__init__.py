@@ -11,12 +11,35 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["log_hyperparams", "log_dict", "log_metrics", "log_figure", "log_image", "log_table", "make_loggers",
-           "finish", "RunTracker", "log_benchmarks", "write_summary", "TrackingError"]
+__all__ = [
+    "log_hyperparams",
+    "log_dict",
+    "log_metrics",
+    "log_figure",
+    "log_image",
+    "log_table",
+    "make_loggers",
+    "finish",
+    "RunTracker",
+    "log_benchmarks",
+    "write_summary",
+    "TrackingError",
+]
 
 _WHERE = {
-    **{name: "loggers" for name in ("log_hyperparams", "log_dict", "log_metrics", "log_figure", "log_image",
-                                    "log_table", "make_loggers", "finish")},
+    **{
+        name: "loggers"
+        for name in (
+            "log_hyperparams",
+            "log_dict",
+            "log_metrics",
+            "log_figure",
+            "log_image",
+            "log_table",
+            "make_loggers",
+            "finish",
+        )
+    },
     "RunTracker": "callbacks",
     "log_benchmarks": "log_benchmarks",
     "write_summary": "summary",

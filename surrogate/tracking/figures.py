@@ -36,8 +36,7 @@ def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return coords, np.pad(frac, (0, 2 - len(frac)))
 
 
-def parity_figure(reference: Mapping[str, np.ndarray], predicted: Mapping[str, np.ndarray], quantity: str,
-                  unit: str):
+def parity_figure(reference: Mapping[str, np.ndarray], predicted: Mapping[str, np.ndarray], quantity: str, unit: str):
     """Predicted against reference values, one colour per split, with the y = x line and each
     split's MAE in the legend. ``reference`` / ``predicted``: ``{split: values}``."""
     plt = _plt()
@@ -48,8 +47,9 @@ def parity_figure(reference: Mapping[str, np.ndarray], predicted: Mapping[str, n
         if not len(ref):
             continue
         mae = float(np.mean(np.abs(pred - ref)))
-        ax.scatter(ref, pred, s=6 if len(ref) > 200 else 14, alpha=0.6,
-                   label=f"{split} ({len(ref)}): MAE {mae:.3g} {unit}")
+        ax.scatter(
+            ref, pred, s=6 if len(ref) > 200 else 14, alpha=0.6, label=f"{split} ({len(ref)}): MAE {mae:.3g} {unit}"
+        )
         lo, hi = min(lo, ref.min(), pred.min()), max(hi, ref.max(), pred.max())
     if np.isfinite(lo):
         pad = 0.05 * (hi - lo or 1.0)

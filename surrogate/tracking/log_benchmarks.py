@@ -43,7 +43,7 @@ def read_markdown_tables(path: str | Path) -> list[tuple[str, list[str], list[li
         if len(block) >= 2 and re.fullmatch(r"\|?[\s:|-]+\|?", block[1].strip()):
             columns = _split_row(block[0])
             rows = [[_value(c) for c in _split_row(b)] for b in block[2:]]
-            rows = [r + [""] * (len(columns) - len(r)) if len(r) < len(columns) else r[:len(columns)] for r in rows]
+            rows = [r + [""] * (len(columns) - len(r)) if len(r) < len(columns) else r[: len(columns)] for r in rows]
             tables.append((heading, columns, rows))
         block = []
         if line.startswith("#"):

@@ -31,8 +31,18 @@ import numpy as np
 
 from surrogate.io.files import atomic_open, atomic_write_text
 
-__all__ = ["logger_kind", "make_loggers", "log_hyperparams", "log_dict", "log_metrics", "log_figure", "log_image",
-           "log_table", "finish", "to_container"]
+__all__ = [
+    "logger_kind",
+    "make_loggers",
+    "log_hyperparams",
+    "log_dict",
+    "log_metrics",
+    "log_figure",
+    "log_image",
+    "log_table",
+    "finish",
+    "to_container",
+]
 
 
 def logger_kind(logger) -> str | None:
@@ -106,8 +116,10 @@ def make_loggers(logger_cfg, output_dir: str | Path | None = None) -> list:
             while cause.__cause__ is not None:
                 cause = cause.__cause__
             if isinstance(cause, (ImportError, ModuleNotFoundError)) or "install" in str(cause):
-                raise ConfigError(f"logger {name} needs a package that is not installed ({str(cause).splitlines()[0]}); "
-                                  "pip install 'surrogate[track]' or choose logger=csv") from None
+                raise ConfigError(
+                    f"logger {name} needs a package that is not installed ({str(cause).splitlines()[0]}); "
+                    "pip install 'surrogate[track]' or choose logger=csv"
+                ) from None
             raise
     return out
 
@@ -188,7 +200,9 @@ def log_image(loggers, tag: str, image: np.ndarray | str | Path, step: int = 0) 
         if kind == "wandb":
             logger.log_image(key=tag, images=[image], step=step)
         elif kind == "tensorboard":
-            logger.experiment.add_image(tag, _uint8(image), global_step=step, dataformats="HW" if image.ndim == 2 else "HWC")
+            logger.experiment.add_image(
+                tag, _uint8(image), global_step=step, dataformats="HW" if image.ndim == 2 else "HWC"
+            )
         elif kind in ("csv", "files"):
             with atomic_open(_folder(logger) / "figures" / f"{_file_name(tag)}.png", "wb") as fh:
                 if png is not None:
@@ -245,8 +259,15 @@ def log_table(loggers, tag: str, columns: Sequence[str], rows: Iterable[Sequence
         if kind == "wandb":
             import wandb
 
-            data = [[wandb.Image(_uint8(c)) if j in image_cols else
-                     (None if isinstance(c, float) and math.isnan(c) else c) for j, c in enumerate(r)] for r in rows]
+            data = [
+                [
+                    wandb.Image(_uint8(c))
+                    if j in image_cols
+                    else (None if isinstance(c, float) and math.isnan(c) else c)
+                    for j, c in enumerate(r)
+                ]
+                for r in rows
+            ]
             for j in range(len(columns)):  # wandb wants one type per column: mixed text and numbers become text
                 if len({_type(r[j]) for r in data} - {None}) > 1:
                     for r in data:

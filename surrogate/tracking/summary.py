@@ -53,18 +53,26 @@ def find_run(run_dir: str | Path) -> dict:
     """
     root = Path(run_dir)
     if not root.is_dir():
-        raise TrackingError(f"run directory not found: {root}; give a training or build output folder "
-                            "(logs/<task>/runs/<time>)")
+        raise TrackingError(
+            f"run directory not found: {root}; give a training or build output folder (logs/<task>/runs/<time>)"
+        )
     # a CSV logger writes <run>/<name>/version_<n>/metrics.csv; deeper files belong to other runs
     metrics = sorted(p for pattern in LOGGER_DIRS for p in root.glob(f"{pattern}metrics.csv"))
     hparams = sorted(p for pattern in LOGGER_DIRS for p in root.glob(f"{pattern}hparams.yaml"))
     hydra = root / ".hydra" / "config.yaml"
     if not metrics and not hparams and not hydra.is_file():
-        raise TrackingError(f"{root} is not a run directory (no metrics.csv, hparams.yaml or .hydra/config.yaml); "
-                            "give a training or build output folder run with logger=csv (logs/<task>/runs/<time>)")
+        raise TrackingError(
+            f"{root} is not a run directory (no metrics.csv, hparams.yaml or .hydra/config.yaml); "
+            "give a training or build output folder run with logger=csv (logs/<task>/runs/<time>)"
+        )
     logger_dirs = sorted({p.parent for p in metrics + hparams})
-    return {"root": root, "metrics": metrics, "hparams": hparams, "logger_dirs": logger_dirs,
-            "hydra_config": hydra if hydra.is_file() else None}
+    return {
+        "root": root,
+        "metrics": metrics,
+        "hparams": hparams,
+        "logger_dirs": logger_dirs,
+        "hydra_config": hydra if hydra.is_file() else None,
+    }
 
 
 def read_metrics(path: str | Path) -> dict[str, tuple[list[float], list[float]]]:
@@ -156,9 +164,11 @@ def write_summary(run_dir: str | Path, output: str | Path | None = None) -> Path
     run = find_run(run_dir)
     root = run["root"]
     output = Path(output) if output is not None else root / "summary.html"
-    parts = [f"<h1>Run summary: {html.escape(root.resolve().name)}</h1>",
-             f'<p class="muted">{html.escape(str(root.resolve()))} &middot; generated '
-             f'{time.strftime("%Y-%m-%d %H:%M:%S")} by surrogate-summary</p>']
+    parts = [
+        f"<h1>Run summary: {html.escape(root.resolve().name)}</h1>",
+        f'<p class="muted">{html.escape(str(root.resolve()))} &middot; generated '
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')} by surrogate-summary</p>",
+    ]
 
     metrics: dict = {}
     for path in run["metrics"]:
@@ -178,7 +188,9 @@ def write_summary(run_dir: str | Path, output: str | Path | None = None) -> Path
         for png in sorted(d.rglob("*.png")):
             rel = png.relative_to(root)
             if png.stat().st_size > MAX_FIGURE_BYTES:
-                figures.append(f'<p class="muted">{html.escape(str(rel))} ({png.stat().st_size // 1000} kB, not embedded)</p>')
+                figures.append(
+                    f'<p class="muted">{html.escape(str(rel))} ({png.stat().st_size // 1000} kB, not embedded)</p>'
+                )
             else:
                 figures.append(_img(png.read_bytes(), str(rel)))
     if figures:
@@ -200,22 +212,33 @@ def write_summary(run_dir: str | Path, output: str | Path | None = None) -> Path
         except yaml.YAMLError:
             data = {"(unreadable)": path.read_text()[:2000]}
         title = "Configuration" if path == run["hydra_config"] else f"Hyperparameters ({path.relative_to(root)})"
-        parts.append(f"<h2>{html.escape(title)}</h2><details open><summary>{len(_flatten(data))} values</summary>"
-                     + _table(["key", "value"], _flatten(data), numeric=False) + "</details>")
+        parts.append(
+            f"<h2>{html.escape(title)}</h2><details open><summary>{len(_flatten(data))} values</summary>"
+            + _table(["key", "value"], _flatten(data), numeric=False)
+            + "</details>"
+        )
     overrides = root / ".hydra" / "overrides.yaml"
     if overrides.is_file():
         parts.append("<h3>Command-line overrides</h3><pre>" + html.escape(overrides.read_text()) + "</pre>")
 
-    docs = list(dict.fromkeys([p for d in run["logger_dirs"] for p in sorted(d.glob("*.json"))] + sorted(root.glob("*.json"))))
+    docs = list(
+        dict.fromkeys([p for d in run["logger_dirs"] for p in sorted(d.glob("*.json"))] + sorted(root.glob("*.json")))
+    )
     if docs:
         parts.append("<h2>Documents</h2>")
         for path in docs:
-            parts.append(f"<details><summary>{html.escape(str(path.relative_to(root)))}</summary><pre>"
-                         + html.escape(path.read_text()[:200_000]) + "</pre></details>")
+            parts.append(
+                f"<details><summary>{html.escape(str(path.relative_to(root)))}</summary><pre>"
+                + html.escape(path.read_text()[:200_000])
+                + "</pre></details>"
+            )
 
-    page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(root.resolve().name)} summary</title><style>{STYLE}</style></head><body>\n"
-            + "\n".join(parts) + "\n</body></html>\n")
+    page = (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>{html.escape(root.resolve().name)} summary</title><style>{STYLE}</style></head><body>\n"
+        + "\n".join(parts)
+        + "\n</body></html>\n"
+    )
     atomic_write_text(output, page)
     return output
 
