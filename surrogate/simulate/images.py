@@ -608,7 +608,6 @@ def _hrtem(potential, conditions, shape, settings, planes: dict[int, int] | None
         while arr.ndim > 2:
             arr = arr.mean(0)
         out[i] = to_canonical(arr, exit_waves.sampling, shape, c.sampling, c.source_size)
-    del all_waves
     return out
 
 
