@@ -102,7 +102,7 @@ def library_modes(library: str) -> set[str]:
     from surrogate.library import Library
     from surrogate.simulate.conditions import MODES
 
-    codes = Library(library).condition_table()[:, 0].astype(int)
+    codes = Library(library).condition_column("mode").astype(int)
     return {MODES[c] for c in set(codes.tolist())}
 
 

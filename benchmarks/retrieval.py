@@ -132,7 +132,7 @@ def make_queries(lib, n_ood: int, cache: Path, test_idx: np.ndarray, ood_per_con
     cfg = lib.manifest["config"]
     sim, scfg, lcfg = cfg["simulate"], cfg["structures"], cfg["library"]
     shape, sampling = tuple(lcfg["shape"]), float(lcfg["sampling"])
-    used = set(lib.condition_table()[:, -1].astype(np.int64).tolist())
+    used = set(lib.condition_column("seed").astype(np.int64).tolist())
     rng = np.random.default_rng(QUERY_SEED)
     cids = lib.config_ids()
     images, meta = [], []
@@ -589,7 +589,7 @@ def main(argv=None) -> dict:
 
     records = lib.structures()
     elems = {c: frozenset(Formula(records[int_to_id(c)].formula).count()) for c in np.unique(cfg)}
-    g_mode = np.array([MODES[int(v)] for v in lib.condition_table()[gallery, 0]])
+    g_mode = np.array([MODES[int(v)] for v in lib.condition_column("mode")[gallery]])
     known = (np.array([q["mode"] for q in meta])[:, None] == g_mode[None, :]) & (
         np.array([elems[c] for c in qcfg])[:, None] == np.array([elems[c] for c in cfg])[None, :]
     )

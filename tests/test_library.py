@@ -65,7 +65,7 @@ def test_dataset_splits_by_configuration_and_by_condition(tiny_library):
             sets = [set(cids[p].tolist()) for p in parts]
             assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
         else:
-            seeds = [set(lib.condition_table()[p, -1].tolist()) for p in parts]
+            seeds = [set(lib.condition_column("seed")[p].tolist()) for p in parts]
             assert not (seeds[0] & seeds[1]) and not (seeds[0] & seeds[2])
     with pytest.raises(ConfigError, match="unknown split"):
         split_indices(lib, "dev")
@@ -250,3 +250,65 @@ def test_interrupted_build_never_redoes_a_finished_structures_pass(tmp_path, mon
     build(cfg)
     assert Library(tmp_path / "lib").manifest["counts"]["units"] == 4
     assert len(calls) == 2 and not set(calls) & set(first)  # the finished structures are not simulated again
+
+
+def test_library_with_a_thickness_range_stores_each_images_thickness(tmp_path):
+    from surrogate.library.cli import build
+
+    out = tmp_path / "thick"
+    build(tiny_library_config(out, **{"+simulate.ranges.thickness": "[2.0,8.0]"}))
+    lib = Library(out)
+    assert lib.condition_columns()[-1] == "thickness"
+    t = lib.condition_column("thickness")
+    assert t.shape == (len(lib),) and np.isfinite(t).all() and ((t >= 2.0) & (t <= 8.0)).all()
+    assert len(np.unique(t)) == len(lib)  # drawn per image
+    assert [lib.conditions(i).thickness for i in range(len(lib))] == t.tolist()
+    # the seed column is found by name, wherever it sits
+    assert lib.condition_column("seed").tolist() == [lib.conditions(i).seed for i in range(len(lib))]
+
+
+def test_thickness_none_round_trips_as_nan():
+    from surrogate.library.store import CONDITION_COLUMNS
+
+    c = ImagingConditions(mode="haadf", method="incoherent", inner=60, outer=180, seed=3)
+    rows = encode_conditions([c, c.replace(thickness=42.5)])
+    assert np.isnan(rows[0, CONDITION_COLUMNS.index("thickness")])
+    assert decode_conditions(rows[0]).thickness is None and decode_conditions(rows[1]).thickness == 42.5
+
+
+def test_old_layout_without_thickness_decodes_by_column_name(tiny_library, tmp_path):
+    """A store written before the thickness column (15 columns) reads with thickness None; resuming
+    its build appends the column in place."""
+    import shutil
+
+    import zarr
+
+    from surrogate.library.store import CONDITION_COLUMNS, condition_column, condition_columns, create_images
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_library, old)
+    new = Library(tiny_library)
+    table = new.condition_table()
+    group = zarr.open_group(str(old / "images.zarr"), mode="a")
+    del group["conditions"]
+    legacy = list(CONDITION_COLUMNS[:-1])
+    arr = group.create_array("conditions", shape=(len(table), 15), chunks=(3, 15), dtype="float64", fill_value=np.nan)
+    arr[:] = table[:, : len(legacy)]
+    arr.attrs["columns"] = legacy
+    lib = Library(old)
+    assert lib.condition_columns() == tuple(legacy)
+    assert [lib.conditions(i) for i in range(len(lib))] == [new.conditions(i) for i in range(len(new))]
+    assert all(lib.conditions(i).thickness is None for i in range(len(lib)))
+    assert np.isnan(lib.condition_column("thickness")).all()
+    assert (lib.condition_column("seed") == new.condition_column("seed")).all()
+    assert (lib.noise_free() == new.noise_free()).all()
+    # without column names the width tells the layout
+    assert condition_columns(np.zeros((2, 15))) == tuple(legacy)
+    with pytest.raises(LibraryError, match="no conditions column"):
+        condition_column(arr, "colour")
+    # a resumed build upgrades the array: the old rows keep their values, thickness reads NaN
+    create_images(old / "images.zarr", len(table), (32, 32), 3, {})
+    lib = Library(old)
+    assert lib.condition_columns() == CONDITION_COLUMNS
+    assert np.isnan(lib.condition_column("thickness")).all()
+    assert [lib.conditions(i) for i in range(len(lib))] == [new.conditions(i) for i in range(len(new))]

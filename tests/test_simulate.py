@@ -363,3 +363,37 @@ def test_a_library_records_the_thickness_of_every_image_or_refuses_to_draw_it(tm
             {"output_dir": str(tmp_path / "lib"), "shape": [32, 32], "scheduler": "synchronous"},
             progress=False,
         )
+
+
+def test_library_images_of_one_structure_differ_with_their_drawn_thickness(tmp_path):
+    """The per-image thickness is stored with each image and is what changes its HRTEM contrast:
+    one Si [110] slab, every other condition fixed, noise-free."""
+    from surrogate.library import Library
+    from surrogate.library.cli import build
+    from tests.conftest import tiny_library_config
+
+    fixed = {
+        "simulate.modes": "[{mode: hrtem, method: multislice, weight: 1.0}]",
+        "+simulate.ranges.thickness": "[4.0,16.0]",
+        "simulate.ranges.dose": "null",
+        "simulate.ranges.energy": "300000.0",
+        "simulate.ranges.hrtem.semiangle": "20.0",
+        "simulate.ranges.hrtem.defocus": "-60.0",
+        "simulate.ranges.hrtem.cs": "0.0",
+        "simulate.ranges.hrtem.focal_spread": "0.0",
+        "structures.thicknesses": "[16.0]",
+        "structures.defects.per_slab": "0",
+        "library.images_per_structure": "4",
+    }
+    build(tiny_library_config(tmp_path / "lib", **fixed))
+    lib = Library(tmp_path / "lib")
+    conds = [lib.conditions(i) for i in range(len(lib))]
+    assert len({(c.defocus, c.cs, c.semiangle, c.energy, c.dose) for c in conds}) == 1  # only thickness varies
+    t = lib.condition_column("thickness")
+    assert len(set(t.tolist())) == 4 and ((t >= 4.0) & (t <= 16.0)).all()
+    thin, thick = int(np.argmin(t)), int(np.argmax(t))
+    assert t[thick] - t[thin] > 4.0
+    a, b = lib.image(thin), lib.image(thick)
+    assert ssim(a, b) < 0.9  # the same structure, clearly another image
+    contrast = [float(im.std() / im.mean()) for im in (lib.image(i) for i in range(len(lib)))]
+    assert max(contrast) - min(contrast) > 0.03

@@ -165,14 +165,7 @@ def build_library(
             "raise structures.fov or lower library.shape"
         )
     _settings(simulate)  # validate early
-    drawn = unit_conditions(simulate, 0, max(k, 8), sampling, seed)
-    from surrogate.library.store import CONDITION_COLUMNS
-
-    if "thickness" not in CONDITION_COLUMNS and any(c.thickness is not None for c in drawn):
-        raise ConfigError(
-            "simulate.ranges.thickness draws a thickness per image but this library format has no thickness column: "
-            "update surrogate.library.store (CONDITION_COLUMNS) or remove simulate.ranges.thickness"
-        )
+    unit_conditions(simulate, 0, max(k, 8), sampling, seed)  # validate the ranges early
     recipes = plan_structures(structures)
     n_units = len(recipes)
     content = {

@@ -42,7 +42,7 @@ def split_indices(
     if by == "configuration":
         keys = [int_to_id(c) for c in library.config_ids()]
     else:
-        seeds = library.condition_table()[:, -1].astype(np.int64)
+        seeds = library.condition_column("seed").astype(np.int64)
         keys = [f"cond-{s}" for s in seeds]
     return np.array([i for i, key in enumerate(keys) if _bucket(key, fractions) == split], dtype=np.int64)
 

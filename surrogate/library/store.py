@@ -4,7 +4,10 @@
 
 - ``images``      (N, H, W) float32, one chunk per work unit (one structure x K conditions),
 - ``config_id``   (N,) uint64 (the 16-hex-digit content hash as an integer; 0 = empty slot),
-- ``conditions``  (N, F) float64 with column names in the attributes (modes/methods as codes).
+- ``conditions``  (N, F) float64 with column names in ``attrs["columns"]`` (modes/methods as codes,
+  an unset dose or thickness as NaN). Rows are decoded by column name, so a store written with
+  fewer columns (before ``thickness`` existed) still reads: its missing columns take their
+  defaults, and resuming its build appends them (NaN) in place.
 
 A work unit writes only its own chunks; it is recorded as finished by an atomic marker file in
 ``done/`` written after its chunks and its database row. A killed build leaves at most partial
@@ -32,6 +35,8 @@ __all__ = [
     "atomic_write_text",
     "encode_conditions",
     "decode_conditions",
+    "condition_columns",
+    "condition_column",
     "id_to_int",
     "int_to_id",
     "open_images",
@@ -58,7 +63,10 @@ CONDITION_COLUMNS = (
     "rotation",
     "scale",
     "seed",
+    "thickness",
 )
+#: Columns whose NaN encodes ``None``.
+_OPTIONAL = ("dose", "thickness")
 
 
 def id_to_int(cid: str) -> int:
@@ -70,23 +78,92 @@ def int_to_id(value: int) -> str:
 
 
 def encode_conditions(conditions: list[ImagingConditions]) -> np.ndarray:
+    """Rows of :data:`CONDITION_COLUMNS` (N, F) float64; an unset dose or thickness is NaN."""
     rows = []
     for c in conditions:
         d = c.to_dict()
         d["mode"] = MODES.index(c.mode)
         d["method"] = METHODS.index(c.method)
-        d["dose"] = np.nan if c.dose is None else c.dose
+        for k in _OPTIONAL:
+            d[k] = np.nan if d[k] is None else d[k]
         rows.append([float(d[k]) for k in CONDITION_COLUMNS])
     return np.asarray(rows, dtype=np.float64).reshape(len(conditions), len(CONDITION_COLUMNS))
 
 
-def decode_conditions(row: np.ndarray) -> ImagingConditions:
-    d: dict[str, Any] = dict(zip(CONDITION_COLUMNS, (float(v) for v in row)))
+def decode_conditions(row: np.ndarray, columns: tuple[str, ...] | list[str] | None = None) -> ImagingConditions:
+    """The :class:`ImagingConditions` of one stored row.
+
+    Parameters
+    ----------
+    row
+        One row of the ``conditions`` array.
+    columns
+        The array's column names (``attrs["columns"]``, :func:`condition_columns`); default
+        :data:`CONDITION_COLUMNS`. Columns the row lacks take their defaults (an old store without
+        ``thickness`` decodes with ``thickness=None``); columns this package does not know are ignored.
+    """
+    names = tuple(CONDITION_COLUMNS if columns is None else columns)
+    if len(names) != len(row):
+        raise LibraryError(f"a conditions row has {len(row)} values for {len(names)} column names: rebuild the library")
+    fields = set(CONDITION_COLUMNS)
+    d: dict[str, Any] = {k: float(v) for k, v in zip(names, row) if k in fields}
+    for k in ("mode", "method", "seed"):
+        if k not in d:
+            raise LibraryError(f"the conditions columns {list(names)} lack {k!r}: rebuild the library")
     d["mode"] = MODES[int(d["mode"])]
     d["method"] = METHODS[int(d["method"])]
-    d["dose"] = None if np.isnan(d["dose"]) else d["dose"]
+    for k in _OPTIONAL:
+        if k in d and np.isnan(d[k]):
+            d[k] = None
     d["seed"] = int(d["seed"])
     return ImagingConditions(**d)
+
+
+def condition_columns(array: Any) -> tuple[str, ...]:
+    """Column names of a ``conditions`` array (its ``attrs["columns"]``).
+
+    An array without the attribute is taken as the current layout, or as the layout before
+    ``thickness`` (15 columns) when it is one column narrower.
+    """
+    attrs = getattr(array, "attrs", None)
+    names = attrs.get("columns") if attrs is not None else None
+    if names:
+        return tuple(str(n) for n in names)
+    width = int(array.shape[1])
+    for layout in (CONDITION_COLUMNS, CONDITION_COLUMNS[:-1]):
+        if width == len(layout):
+            return layout
+    raise LibraryError(f"the conditions array has {width} columns and no column names: rebuild the library")
+
+
+def condition_column(array: Any, name: str) -> np.ndarray:
+    """One column of a ``conditions`` array (or of a :class:`Library`'s), looked up by name.
+
+    A column the array lacks (``thickness`` in a library written before it existed) reads as NaN.
+    """
+    if isinstance(array, Library):
+        array = array.group["conditions"]
+    names = condition_columns(array)
+    if name not in CONDITION_COLUMNS and name not in names:
+        raise LibraryError(f"no conditions column {name!r}: the columns are {list(names)}")
+    if name not in names:
+        return np.full(int(array.shape[0]), np.nan)
+    return np.asarray(array[:, names.index(name)], dtype=np.float64)
+
+
+def _upgrade_conditions(group: Any, path: Path) -> None:
+    """Append the columns an older store lacks (NaN-filled, in place) so that a resumed build writes rows."""
+    cond = group["conditions"]
+    names = condition_columns(cond)
+    if names == CONDITION_COLUMNS:
+        return
+    if CONDITION_COLUMNS[: len(names)] != names:
+        raise LibraryError(
+            f"{path}/conditions has columns {list(names)}, not a prefix of {list(CONDITION_COLUMNS)}: "
+            "use a new output directory"
+        )
+    cond.resize((cond.shape[0], len(CONDITION_COLUMNS)))
+    cond.attrs["columns"] = list(CONDITION_COLUMNS)
 
 
 def create_images(path: Path, n: int, shape: tuple[int, int], chunk: int, attrs: dict) -> None:
@@ -101,6 +178,7 @@ def create_images(path: Path, n: int, shape: tuple[int, int], chunk: int, attrs:
                 f"{path} holds {images.shape} images in chunks of {images.chunks[0]}, not {(n, *shape)} in {chunk}: "
                 "this library was built with another config; use a new output directory"
             )
+        _upgrade_conditions(group, path)
         return
     group.attrs.update(attrs)
     group.create_array("images", shape=(n, *shape), chunks=(chunk, *shape), dtype="float32", fill_value=0.0)
@@ -299,15 +377,24 @@ class Library:
         return np.asarray(self.group["config_id"][:])
 
     def conditions(self, i: int) -> ImagingConditions:
-        return decode_conditions(np.asarray(self.group["conditions"][i]))
+        array = self.group["conditions"]
+        return decode_conditions(np.asarray(array[i]), condition_columns(array))
 
     def condition_table(self) -> np.ndarray:
+        """The raw (N, F) conditions array; its columns are :meth:`condition_columns` (read by name)."""
         return np.asarray(self.group["conditions"][:])
+
+    def condition_columns(self) -> tuple[str, ...]:
+        """Column names of :meth:`condition_table`."""
+        return condition_columns(self.group["conditions"])
+
+    def condition_column(self, name: str) -> np.ndarray:
+        """One conditions column of every image slot, by name (NaN where the store lacks it)."""
+        return condition_column(self.group["conditions"], name)
 
     def noise_free(self) -> np.ndarray:
         """Boolean mask of the images stored without shot noise (their dose is NaN)."""
-        dose = list(self.group["conditions"].attrs["columns"]).index("dose")
-        return np.isnan(self.condition_table()[:, dose])
+        return np.isnan(self.condition_column("dose"))
 
     def atoms(self, config_id: str):
         """The configuration with this id, from ``structures.db``."""
