@@ -41,6 +41,7 @@ def infer(cfg: DictConfig) -> dict:
         print(
             f"best: {best.family} {best.config_id} distance {best.distance:.3f}"
             + (f", FOM {r['fom_before']:.3f} -> {r['fom']:.3f}" if r else "")
+            + (f", {100 * r['columns']['column_fraction']:.0f} % of columns matched" if r and r.get("columns") else "")
             + (" (OUT OF LIBRARY: beyond the calibrated distance)" if result.out_of_library else "")
         )
     if result.classes:

@@ -113,16 +113,23 @@ def rank_candidates(
 def rerank_refined(
     ranked: list[Candidate], top: int, energy_weight: float, score: str = "fom", boundary_weight: float = 0.1
 ) -> list[Candidate]:
-    """Order the first ``top`` (refined) candidates by their refinement ``score`` (``fom`` or
-    ``residual``) plus the same energy term as :func:`rank_candidates`; the rest keep their order
-    after them. Ranks are renumbered."""
+    """Order the first ``top`` (refined) candidates by their refinement ``score`` (``fom``,
+    ``residual``, or ``columns``: the fraction of the image's columns left unexplained) plus the same
+    energy term as :func:`rank_candidates`, ties broken by the FOM; the rest keep their order after
+    them. Ranks are renumbered."""
+
+    def image_term(c):
+        if score == "columns":
+            cols = c.refinement.get("columns") or {}
+            return 1.0 - float(cols.get("column_fraction") or 0.0)
+        return c.refinement[score]
 
     def key(c):
         if c.gb_energy_above is not None:
-            return c.refinement[score] + boundary_weight * c.gb_energy_above / 1000.0
-        return c.refinement[score] + energy_weight * (c.energy_above or 0.0)
+            return image_term(c) + boundary_weight * c.gb_energy_above / 1000.0
+        return image_term(c) + energy_weight * (c.energy_above or 0.0)
 
-    head = sorted(ranked[:top], key=lambda c: (key(c), c.rank))
+    head = sorted(ranked[:top], key=lambda c: (key(c), c.refinement["fom"], c.rank))
     out = head + ranked[top:]
     for i, c in enumerate(out, 1):
         c.rank = i

@@ -529,6 +529,10 @@ class Refinement(Mapping):
     retrieval_rank: int  # the candidate's rank before refinement
     shared_pose_of: str | None = None  # fitted at the pose of this sibling (refine.shared_pose)
     columns: dict[str, Any] | None = None  # column score (surrogate.inference.columns), where measured
+    grains: dict[str, Any] | None = None  # per-grain fit / local search record (surrogate.inference.grains)
+    atoms: Atoms | None = None  # the structure the final image shows (the per-grain fit's, where it won)
+    model_columns: Any = None  # its projected columns in the window frame (Columns, Å)
+    measured_columns: Any = None  # the window's measured columns (Columns, Å)
 
     @property
     def image(self) -> np.ndarray | None:
@@ -543,6 +547,8 @@ class Refinement(Mapping):
             out["shared_pose_of"] = self.shared_pose_of
         if self.columns is not None:
             out["columns"] = self.columns
+        if self.grains is not None:
+            out["grains"] = self.grains
         return out
 
     def _all(self) -> dict[str, Any]:
@@ -599,6 +605,7 @@ def refine_candidates(library, windows, ranked: list, settings, progress: bool =
     fitted: dict[str, tuple[Fit, ImagingConditions, str]] = {}
     anchor = anchor_window(windows, ranked, settings.window)
     win = windows[anchor].image
+    measured: dict[str, Any] = {}  # the window's columns per imaging mode, measured once
     for c in tqdm(ranked[: settings.top], desc="refine", disable=not progress):
         atoms = library.atoms(c.config_id)
         conditions = library.conditions(c.entry)
@@ -634,5 +641,67 @@ def refine_candidates(library, windows, ranked: list, settings, progress: bool =
                 fitted.setdefault(group, (fit, conditions, c.config_id))
         conditions = conditions.replace(defocus=fit.defocus)
         c.window = anchor
+        ref = Refinement(fit, 0.0, conditions.to_dict(), c.rank, first, atoms=atoms)
+        if settings.columns:
+            if conditions.mode not in measured:
+                measured[conditions.mode] = _measure(win, library.sampling, conditions.mode)
+            if measured[conditions.mode] is not None:
+                _fit_columns(ref, win, library.sampling, atoms, conditions, measured[conditions.mode], settings, sim)
         assert fit.image is not None  # every fit ends with the image at its pose
-        c.refinement = Refinement(fit, round(residual(win, fit.image), 5), conditions.to_dict(), c.rank, first)
+        ref.residual = round(residual(win, fit.image), 5)
+        c.refinement = ref
+
+
+def _measure(window: np.ndarray, sampling: float, mode: str):
+    """The window's atom columns, or ``None`` where too few are resolved to score on."""
+    from surrogate.inference.columns import find_columns
+
+    try:
+        cols = find_columns(window, sampling, mode)
+    except ValueError:  # ImageError: nothing column-like in the window
+        return None
+    return cols if len(cols) >= 6 else None
+
+
+def _fit_columns(ref: Refinement, window, sampling, atoms, conditions, measured, settings, sim) -> None:
+    """Score ``ref`` on the measured columns; a bicrystal is then fitted per grain (and, when its
+    columns still fit badly, searched locally), and the fitted structure replaces the candidate's
+    when it explains more columns without a worse figure of merit."""
+    from surrogate.errors import StructureError
+    from surrogate.inference.columns import score_candidate, window_columns
+    from surrogate.inference.grains import fit_grains, local_search
+
+    fit, tol, mode = ref.fit, float(settings.column_tolerance), conditions.mode
+    margin = float(fit.extra.get("margin", 2.0))
+    wide = widen_boundary(atoms, margin * max(window.shape) * conditions.sampling)
+    ref.columns = score_candidate(window, sampling, atoms, conditions, fit, mode, tol, measured)
+    ref.measured_columns = measured
+    ref.model_columns = window_columns(wide, conditions, window.shape, fit, margin)
+    ref.atoms = wide
+    bicrystal = atoms.info.get("family") in ("gb", "twin") and len(set(atoms.get_tags()) & {1, 2}) == 2
+    if not (settings.grains and bicrystal):
+        return
+    try:
+        gf = fit_grains(window, sampling, atoms, conditions, fit, sim, mode, measured, tol, margin=margin)
+    except StructureError as exc:  # not a bicrystal the grain fit can split: keep the rigid fit
+        ref.grains = {"skipped": str(exc)}
+        return
+    record: dict[str, Any] = {"fit": gf.summary(), "used": False}
+    best = gf
+    if settings.search > 0 and gf.after["column_fraction"] < settings.search_below:
+        res = local_search(
+            window, sampling, atoms, conditions, fit, settings.search + 1, sim, mode, measured, tol, start=gf
+        )
+        record["search"] = {k: v for k, v in res.summary().items() if k != "best"}
+        best = res.best
+        fit.simulations += res.simulations - gf.simulations
+    fit.simulations += gf.simulations
+    gain = best.after["column_fraction"] - ref.columns["column_fraction"]
+    if best.image is not None and gain > 0 and np.isfinite(best.fom) and best.fom <= fit.fom + 0.02:
+        fit.image = best.image.astype(np.float32)
+        fit.fom, fit.ssim = float(best.fom), float(best.ssim)
+        ref.columns = dict(best.after)
+        ref.atoms = best.atoms
+        ref.model_columns = window_columns(best.atoms, conditions, window.shape, fit, margin)
+        record["used"] = True
+    ref.grains = record

@@ -32,8 +32,11 @@ def _save_png(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def overlay_figure(window: np.ndarray, simulation: np.ndarray, columns: list[dict], title: str):
-    """experiment | simulation | difference, with the candidate's projected columns on the experiment."""
+def overlay_figure(
+    window: np.ndarray, simulation: np.ndarray, columns: list[dict], title: str, measured: np.ndarray | None = None
+):
+    """experiment | simulation | difference, with the candidate's projected columns on the experiment
+    (dots, coloured by species) and the columns measured on it (``measured``: (row, col) px, open circles)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,10 +49,20 @@ def overlay_figure(window: np.ndarray, simulation: np.ndarray, columns: list[dic
     e, s = norm(window), norm(simulation)
     fig, ax = plt.subplots(1, 3, figsize=(11, 4))
     ax[0].imshow(e, cmap="gray")
+    if measured is not None and len(measured):
+        ax[0].scatter(
+            measured[:, 1],
+            measured[:, 0],
+            s=28,
+            facecolors="none",
+            edgecolors="#00e5ff",
+            linewidths=0.6,
+            label="measured",
+        )
     for sym in sorted({c["symbol"] for c in columns}):
         pts = np.array([[c["col"], c["row"]] for c in columns if c["symbol"] == sym])
         ax[0].scatter(pts[:, 0], pts[:, 1], s=6, c=COLUMN_COLOURS.get(sym, "#ffff00"), label=sym, alpha=0.8)
-    if columns:
+    if columns or (measured is not None and len(measured)):
         ax[0].legend(loc="upper right", fontsize=7, markerscale=2)
     ax[0].set_title("experiment + model columns")
     ax[1].imshow(s, cmap="gray")
@@ -129,6 +142,7 @@ def _candidate_record(c) -> dict[str, Any]:
         "gb_energy_mJ_m2": c.gb_energy,
         "gb_energy_above_mJ_m2": c.gb_energy_above,
         "fom": ref.get("fom"),
+        "column_fraction": (ref.get("columns") or {}).get("column_fraction"),
         "refinement": ref or None,
     }
 
@@ -187,23 +201,45 @@ def write_report(result: InferenceResult, out_dir: str | Path) -> dict[str, Path
         r = c.refinement
         cond = ImagingConditions.from_dict(r["conditions"])
         shape = result.windows[c.window].image.shape
-        shown = widen_boundary(atoms, r["margin"] * max(shape) * cond.sampling)  # the structure refine imaged
-        cols = atom_columns(
-            shown,
-            cond,
-            shape,
-            r["margin"],
-            r["rotation_deg"],
-            r["scale"],
-            tuple(r["shift_px"]),
-            r["shear"],
-            r["stretch"],
-        )
+        model, measured = getattr(r, "model_columns", None), getattr(r, "measured_columns", None)
+        if model is not None:  # the columns of the structure the final image shows (per-grain fit included)
+            s = cond.sampling
+            cols = [
+                {"row": y / s, "col": x / s, "symbol": sp or "?"}
+                for (x, y), sp in zip(model.xy, model.species or [None] * len(model))
+            ]
+        else:
+            shown = widen_boundary(atoms, r["margin"] * max(shape) * cond.sampling)  # the structure refine imaged
+            cols = atom_columns(
+                shown,
+                cond,
+                shape,
+                r["margin"],
+                r["rotation_deg"],
+                r["scale"],
+                tuple(r["shift_px"]),
+                r["shear"],
+                r["stretch"],
+            )
+        fitted = getattr(r, "atoms", None)
+        if fitted is not None and (r.get("grains") or {}).get("used"):
+            for fmt, mode in (("cif", "wb"), ("extxyz", "w")):
+                with atomic_open(out / "structures" / f"{stem}_fitted.{fmt}", mode) as fh:
+                    write(fh, fitted, format=fmt)
+        if measured is not None and "measured_columns" not in files:
+            files["measured_columns"] = measured.to_csv(out / "columns.csv")
+            measured.to_json(out / "columns.json")
+        colrec = r.get("columns") or {}
         title = (
             f"rank {c.rank} · {c.family} · {c.config_id} · distance {c.distance:.3f} · "
             f"FOM {r['fom_before']:.3f} → {r['fom']:.3f} (SSIM {r['ssim']:.3f})"
         )
-        fig = overlay_figure(result.windows[c.window].image, r["image"], cols, title)
+        if colrec:
+            title += (
+                f"\ncolumns matched {100 * colrec['column_fraction']:.0f} % (RMS {colrec['column_rms'] or 0:.2f} Å)"
+            )
+        pts = None if measured is None else measured.xy[:, ::-1] / cond.sampling
+        fig = overlay_figure(result.windows[c.window].image, r["image"], cols, title, pts)
         png = _png(fig)
         plt.close(fig)
         files[f"overlay_{c.rank}"] = out / f"overlay_rank{c.rank:02d}.png"
@@ -300,6 +336,7 @@ def _html(summary: dict, records: list[dict], blocks: list, window_map: bytes) -
         "Pareto",
         "lattice Δ",
         "FOM",
+        "columns",
         "votes",
     ]
     rows = []
@@ -322,6 +359,7 @@ def _html(summary: dict, records: list[dict], blocks: list, window_map: bytes) -
             "★" if r["pareto"] else "",
             lat,
             fom,
+            "" if r.get("column_fraction") is None else f"{100 * r['column_fraction']:.0f} %",
             r["votes"],
         ]
         rows.append("<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in cells) + "</tr>")
@@ -353,7 +391,9 @@ td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}pre{{font-size:11px
 <p>Ranked by image distance + an energy term: for boundaries with a boundary energy γ_GB (excess over bulk per
 boundary area), boundary weight × γ_GB above the lowest boundary candidate of any kind; otherwise energy weight × energy
 per atom above the lowest candidate of the same kind and elements (★ = on the distance/energy Pareto front); candidates whose lattice spacings match the image's (lattice Δ, relative
-spacing error, at the given pixel size) come first. FOM = 0.1 × shift [px] + (1 − SSIM), before → after refinement.</p>
+spacing error, at the given pixel size) come first. FOM = 0.1 × shift [px] + (1 − SSIM), before → after refinement.
+columns = fraction of the atom columns measured on the window (open circles in the overlays; columns.csv) that the
+fitted structure's projected columns (dots) explain within the refinement's column tolerance.</p>
 {table}<h2>Where each family matches</h2>{_img_tag(window_map, 500)}<h2>Refined candidates</h2>{fits}
 <h2>Run</h2><pre>{esc(json.dumps(meta, indent=1, default=str))}</pre></body></html>"""
 

@@ -137,13 +137,23 @@ class RefineSettings:
     relax: bool = False  # relax each candidate with the potential, re-simulate, re-fit
     potential: Optional[str] = None  # potential checkpoint for relax
     final_method: Optional[str] = None  # re-simulate the final image with multislice | prism (slow on CPU)
-    score: str = "fom"  # fom (0.1 x shift + 1 - SSIM) | residual (1 - R^2: sharper for point defects)
+    score: str = "fom"  # fom (0.1 x shift + 1 - SSIM) | residual (1 - R^2: sharper for point defects) | columns
     shared_pose: bool = False  # fit the first candidate of each material + zone axis, score its siblings at its pose
+    columns: bool = True  # measure the window's atom columns and score each refined candidate on them
+    column_tolerance: float = 0.3  # [Å] a model column within this of a measured one explains it
+    grains: bool = True  # bicrystals: fit each grain's pose on the columns (rotation, strain, shift, boundary)
+    search: int = 0  # bicrystals whose columns still fit badly: simulations for a local search of nearby boundaries
+    search_below: float = 0.9  # run the local search when the column fraction is below this
 
     def __post_init__(self):
         _at_least("refine.top", self.top, 0)
         _at_least("refine.max_evals", self.max_evals, 1)
-        _choice("refine.score", self.score, ("fom", "residual"))
+        _choice("refine.score", self.score, ("fom", "residual", "columns"))
+        _at_least("refine.search", self.search, 0)
+        if not float(self.column_tolerance) > 0:
+            raise ConfigError(f"refine.column_tolerance={self.column_tolerance} must be > 0 [Å]")
+        if self.score == "columns" and not self.columns:
+            raise ConfigError("refine.score=columns needs refine.columns=true")
         if self.final_method is not None:
             _choice("refine.final_method", self.final_method, ("multislice", "prism"))
         if str(self.window) not in ("top", "boundary"):

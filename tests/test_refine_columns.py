@@ -1,0 +1,106 @@
+"""The column stage of the refinement (surrogate.inference.refine._fit_columns) and the column ranking."""
+
+import numpy as np
+import pytest
+
+SHAPE = (96, 96)
+MARGIN = 2.0
+
+
+@pytest.fixture(scope="module")
+def conditions():
+    from surrogate.simulate.conditions import ImagingConditions
+
+    return ImagingConditions(mode="haadf", method="incoherent", sampling=0.2, source_size=0.4)
+
+
+@pytest.fixture(scope="module")
+def twin_case(conditions):
+    """A Σ3 twin candidate and an image of the truth: its grain 2 rotated 1° and moved (0.3, 0.5) Å."""
+    from surrogate.inference import grains
+    from surrogate.inference.refine import Fit, fom, simulate_field, transform, widen_boundary
+    from surrogate.structures import build_structure
+
+    g = {"zone_axis": [1, 1, 0], "upward": [0, 0, 1]}
+    cand = build_structure(
+        {
+            "kind": "gb",
+            "name": "twin",
+            "material": {"name": "CdTe"},
+            "thickness": 9.0,
+            "fov": [25.6, 25.6],
+            "zone_axis": [1, 1, 0],
+            "grain1": dict(g, tilt=54.73538),
+            "grain2": dict(g, tilt=125.26462, flip_species=True),
+            "translation": [0, 0, 0],
+        }
+    )
+    wide = widen_boundary(cand, MARGIN * SHAPE[0] * conditions.sampling)
+    gr = grains._grains(wide, (MARGIN * SHAPE[1] * 0.2, MARGIN * SHAPE[0] * 0.2))
+    x = {n: 0.0 for n, _ in grains.PARAMS}
+    x.update(rot2=1.0, tx2=0.3, ty2=0.5, boundary=0.4)
+    truth = grains.build_fitted(gr, x, 1.5, cand)
+    window = transform(simulate_field(truth, conditions, SHAPE), SHAPE)
+    fit = Fit(image=transform(simulate_field(wide, conditions, SHAPE), SHAPE).astype(np.float32))
+    fit.extra["margin"] = MARGIN
+    fit.fom, _, fit.ssim = fom(window, fit.image)
+    return cand, truth, window, fit
+
+
+def test_column_stage_fits_the_second_grain_and_reports_it(twin_case, conditions):
+    import dataclasses
+
+    from surrogate.inference.refine import Refinement, _fit_columns, _measure
+    from surrogate.inference.settings import RefineSettings
+
+    cand, truth, window, fit0 = twin_case
+    fit = dataclasses.replace(fit0, extra=dict(fit0.extra))
+    measured = _measure(window, 0.2, "haadf")
+    assert measured is not None and len(measured) > 30
+    ref = Refinement(fit, 0.0, conditions.to_dict(), 1, atoms=cand)
+    fom_rigid = fit.fom
+    _fit_columns(ref, window, 0.2, cand, conditions, measured, RefineSettings(), None)
+    rec = ref.record()
+    assert rec["grains"]["used"] and rec["grains"]["fit"]["columns_before"]["column_fraction"] < 0.7
+    assert rec["columns"]["column_fraction"] >= 0.95 and rec["columns"]["column_rms"] < 0.1
+    assert fit.fom < fom_rigid and rec["fom"] == pytest.approx(fit.fom, abs=1e-4)  # the image is the fitted one
+    assert "grain_fit" in ref.atoms.info["params"]  # the structure written out is the fitted one
+    assert len(ref.model_columns) > 30 and ref.measured_columns is measured
+
+
+def test_column_stage_leaves_a_single_crystal_to_the_rigid_fit(conditions):
+    from surrogate.inference.refine import Fit, Refinement, _fit_columns, _measure, fom, simulate_field, transform
+    from surrogate.inference.settings import RefineSettings
+    from surrogate.structures import build_structure
+
+    slab = build_structure(
+        {"kind": "bulk", "material": {"name": "CdTe"}, "zone_axis": [1, 1, 0], "thickness": 9.0, "fov": [25.6, 25.6]}
+    )
+    image = transform(simulate_field(slab, conditions, SHAPE), SHAPE)
+    fit = Fit(image=image.astype(np.float32))
+    fit.extra["margin"] = MARGIN
+    fit.fom, _, fit.ssim = fom(image, image)
+    ref = Refinement(fit, 0.0, conditions.to_dict(), 1, atoms=slab)
+    _fit_columns(ref, image, 0.2, slab, conditions, _measure(image, 0.2, "haadf"), RefineSettings(), None)
+    assert ref.grains is None and ref.columns["column_fraction"] >= 0.95  # its own image: every column explained
+
+
+def test_refined_candidates_rank_by_columns_explained_when_asked():
+    from surrogate.inference.rank import Candidate, rerank_refined
+
+    cands = [Candidate(f"c{i}", distance=0.1 * i, window=0, entry=i, rank=i + 1, energy_above=0.0) for i in range(3)]
+    for c, (f, frac) in zip(cands, ((0.3, 0.6), (0.5, 0.95), (0.4, 0.95))):
+        c.refinement = {"fom": f, "columns": {"column_fraction": frac}}
+    assert [c.config_id for c in rerank_refined(cands, 3, 1.0)] == ["c0", "c2", "c1"]  # by FOM
+    by_columns = rerank_refined(cands, 3, 1.0, score="columns")
+    assert [c.config_id for c in by_columns] == ["c2", "c1", "c0"]  # most columns, ties by FOM
+
+
+def test_score_columns_needs_the_column_stage():
+    from surrogate.errors import ConfigError
+    from surrogate.inference.settings import RefineSettings
+
+    with pytest.raises(ConfigError, match="refine.columns"):
+        RefineSettings(score="columns", columns=False)
+    with pytest.raises(ConfigError, match="refine.search"):
+        RefineSettings(search=-1)
