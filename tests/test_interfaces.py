@@ -149,3 +149,84 @@ def test_bad_requests_are_one_line_errors(cdte_calc):
     with pytest.raises(ConfigError, match="elemental solid for Cl"):
         slab = zone_axis_slab(crystal("CdTe"), (1, 1, 0), None, (9.0, 6.0), 6.0, "CdTe")
         formation_energy(add_defects(slab, [{"kind": "substitution", "species": "Te", "element": "Cl"}]), cdte_calc)
+
+
+# --------------------------------------------------------------------------- the same checks in Si
+def test_si_identical_grains_are_bulk_and_the_twin_is_beam_length_independent(si_calc):
+    from surrogate.potential.physics import twin_energy
+
+    ax = 5.431 / np.sqrt(2)  # Si [110] period along x
+    g = {"zone_axis": [1, 1, 0], "upward": [0, 0, 1], "tilt": 0.0}
+    same = bicrystal(crystal("Si"), g, g, fov=(6 * ax - 8, 10.0), thickness=4.0, material="Si")
+    assert abs(boundary_energy(same, si_calc)) < 1e-3
+    one = twin_energy(si_calc, "Si", 5.431, thickness=4.0)
+    two = twin_energy(si_calc, "Si", 5.431, thickness=8.0)  # two periods along the beam
+    assert two == pytest.approx(one, rel=1e-6, abs=1e-6)
+
+
+def test_relaxed_si_candidate_is_never_above_the_unrelaxed_one(si_calc):
+    # whatever the optimiser, the returned configuration is the lowest visited (a rattled vacancy cell)
+    cell = crystal("Si").repeat(2)
+    del cell[0]
+    cell.rattle(0.1, seed=3)
+    for optimizer in ("FIRE", "BFGS"):
+        r = relax_candidate(cell, si_calc, fmax=0.05, steps=8, optimizer=optimizer)
+        assert r.energy_after <= r.energy_before
+        assert r.atoms.get_potential_energy() == pytest.approx(r.energy_after)
+
+
+# --------------------------------------------------------------------------- surrogate.potential.physics
+def _dft_eos(frames):
+    from ase.eos import EquationOfState
+    from ase.units import GPa
+
+    eos = [a for a in frames if a.info["family"] in ("strain_iso", "bulk")]
+    v0, _, b = EquationOfState([a.get_volume() for a in eos], [a.info["REF_energy"] for a in eos]).fit()
+    return float(np.cbrt(v0 * 8 / len(eos[0]))), float(b / GPa)
+
+
+def test_equation_of_state_matches_the_dft(cdte_calc, si_calc):
+    from surrogate.potential.data import read_frames
+    from surrogate.potential.physics import bulk_modulus, equation_of_state, lattice_constant
+
+    frames, _ = read_frames([str(ROOT / "data/dft/cdte/batch_*.extxyz")])
+    a_dft, _ = _dft_eos(frames)  # GPAW PBE labels: E-V of the isotropic strains
+    cdte = equation_of_state(cdte_calc, "CdTe")
+    assert cdte.a0 == pytest.approx(a_dft, rel=0.005)
+    # B: the labels' own E-V fit gives 26.5 GPa (8 cells, all but one on the compressed side of
+    # their 6.59 Å minimum); experiment 42-45 GPa, PBE a little lower: only a physical range here
+    assert 30 < cdte.bulk_modulus < 55
+    # Si: PBE a0 5.469 Å, B 88 GPa (Materials Project mp-149)
+    assert lattice_constant(si_calc, "Si") == pytest.approx(5.469, rel=0.005)
+    assert 75 < bulk_modulus(si_calc, "Si") < 105
+    with pytest.raises(ConfigError, match="points"):
+        equation_of_state(si_calc, "Si", points=3)
+
+
+def test_defect_formation_energies_relax_down_and_follow_the_rich_limits(cdte_calc):
+    from surrogate.potential.physics import antisite_energy, vacancy_energy
+
+    a0 = 6.59  # near the model's own
+    v = vacancy_energy(cdte_calc, "CdTe", "Cd", a0=a0, steps=60)
+    assert v.defect == "V_Cd" and v.atoms == 63
+    for cond in ("Cd-rich", "Te-rich"):  # same chemical potentials: relaxing only lowers it
+        assert v.limits[cond] <= v.unrelaxed_limits[cond] + 1e-9
+    assert v.limits["Cd-rich"] > v.limits["Te-rich"]  # the removed Cd goes to a richer reservoir
+    assert 0.5 < v.energy_formation < 4.0
+    s = antisite_energy(cdte_calc, "CdTe", "Cd", a0=a0, steps=60)
+    assert s.defect == "Cd_Te" and s.atoms == 64
+    assert s.limits["Cd-rich"] < s.limits["Te-rich"]  # a Te swapped for a Cd: cheaper when Cd-rich
+    assert s.energy_formation == pytest.approx(np.mean(list(s.limits.values())), abs=1e-9)
+    with pytest.raises(ConfigError, match="binary compound"):
+        antisite_energy(cdte_calc, "Si", "Si", a0=5.43, relax=False)
+    with pytest.raises(ConfigError, match="no Se site"):
+        vacancy_energy(cdte_calc, "CdTe", "Se", a0=a0, relax=False)
+
+
+def test_coherent_twin_is_cheap_at_any_lattice_constant(cdte_calc):
+    from surrogate.potential.physics import twin_energy
+
+    # the coherent twin keeps every bond: a few mJ/m^2 (DFT on our labelled 4+4 bilayer cells: small)
+    at_builtin, at_own = twin_energy(cdte_calc, "CdTe", 6.481), twin_energy(cdte_calc, "CdTe", 6.59)
+    assert 0 < at_builtin < 50 and 0 < at_own < 50
+    assert at_own == pytest.approx(at_builtin, abs=5.0)
