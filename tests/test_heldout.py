@@ -202,3 +202,30 @@ def test_shipped_set_has_30_structures_with_pixel_sizes_and_labels():
     assert qs[0].read_image().sampling == pytest.approx(qs[0].pixel_size, rel=1e-3)
     total = sum(f.stat().st_size for f in SHIPPED.iterdir() if f.is_file())
     assert total < 8e6
+
+
+def test_out_of_library_auroc_per_level_on_a_trivial_case():
+    from surrogate.evaluation.heldout import auroc, in_library, out_of_library_auroc
+
+    n = normalize_labels
+    library = [
+        n(_labels("bulk")),
+        n(_labels("gb", boundary="Σ9", sigma=9, misorientation=38.94)),
+        n(_labels("defect", defect_kind="vacancy", defect_count=1)),
+        n(_labels("gb", material="Si", boundary="Σ11", sigma=11, misorientation=50.48)),
+    ]
+    s9 = n(_labels("gb", boundary="Σ9", sigma=9, misorientation=39.5))  # within 2°
+    s11 = n(_labels("gb", boundary="Σ11", sigma=11, misorientation=50.48))  # only in Si: out for CdTe
+    ge = n(_labels("bulk", material="Ge"))
+    sub = n(_labels("defect", defect_kind="substitution", defect_count=2))
+    assert in_library(s9, library, "boundary") and not in_library(s11, library, "boundary")
+    assert in_library(s11, library, "family") and not in_library(ge, library, "family")
+    assert in_library(sub, library, "family") and not in_library(sub, library, "defect_kind")
+    assert auroc([3.0, 2.0], [1.0, 0.5]) == 1.0 and auroc([1.0], [1.0]) == 0.5 and auroc([], [1.0]) is None
+    truths = [n(_labels("bulk")), s9, s11, ge, sub]
+    res = out_of_library_auroc(truths, [0.1, 0.2, 0.9, 1.5, None], library)
+    assert res["material_zone"] == {"auroc": 1.0, "n_out": 1, "n_in": 3, "out": [3]}
+    assert res["boundary"]["auroc"] == 1.0 and res["boundary"]["out"] == [2]
+    assert res["defect_kind"]["auroc"] is None  # the only defect query has no score
+    # a score that ranks the novel class lowest has AUROC 0
+    assert out_of_library_auroc(truths, [0.9, 0.9, 0.2, 0.1, 0.5], library)["material_zone"]["auroc"] == 0.0

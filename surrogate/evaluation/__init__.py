@@ -4,12 +4,15 @@ from surrogate.evaluation.heldout import (
     LEVELS,
     HeldoutError,
     HeldoutQuery,
+    auroc,
     confusion_matrix,
+    in_library,
     level_applies,
     level_class,
     level_match,
     library_labels,
     normalize_labels,
+    out_of_library_auroc,
     read_heldout,
     score_labels,
 )
@@ -26,4 +29,7 @@ __all__ = [
     "level_match",
     "score_labels",
     "confusion_matrix",
+    "in_library",
+    "auroc",
+    "out_of_library_auroc",
 ]

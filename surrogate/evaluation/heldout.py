@@ -19,6 +19,12 @@ the ranked candidates with the truth at four levels (those of :mod:`surrogate.in
 - ``defect_kind`` (defect images): the same kind (vacancy, antisite, substitution, interstitial, mixed).
 
 A query is correct at top-k when any of its first k candidates matches.
+
+Out-of-library detection (:func:`out_of_library_auroc`): a query is *in the library at a level*
+when some library configuration matches it there and at every coarser level (a Σ11 CdTe [110]
+boundary is out of a library whose only [110] boundaries are 4° and Σ9, even if Si holds a Σ11);
+the AUROC of a novelty score (e.g. the embedding distance of the top candidate) separates the
+out-of-library queries from the in-library ones.
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ __all__ = [
     "level_match",
     "score_labels",
     "confusion_matrix",
+    "in_library",
+    "auroc",
+    "out_of_library_auroc",
 ]
 
 #: Levels of the class hierarchy, coarse to fine.
@@ -342,7 +351,7 @@ def level_match(
             return False
         a = reduce_misorientation(truth["misorientation"], axis_t)
         b = reduce_misorientation(candidate["misorientation"], axis_c)
-        return abs(a - b) <= tolerance + 1e-9
+        return a is not None and b is not None and abs(a - b) <= tolerance + 1e-9
     if level == "defect_kind":
         return (truth.get("defect_kind") or None) == (candidate.get("defect_kind") or None)
     raise HeldoutError(f"unknown level {level!r}: choose one of {', '.join(LEVELS)}")
@@ -417,3 +426,67 @@ def confusion_matrix(
         if a in index and b in index:
             matrix[index[a]][index[b]] += 1
     return {"level": level, "classes": classes, "matrix": matrix}
+
+
+#: The coarser levels a level's class sits under.
+_PARENTS = {
+    "material_zone": (),
+    "family": ("material_zone",),
+    "boundary": ("material_zone", "family"),
+    "defect_kind": ("material_zone", "family"),
+}
+
+
+def in_library(
+    truth: Mapping[str, Any], library: Sequence[Mapping[str, Any]], level: str, tolerance: float = 2.0
+) -> bool:
+    """Whether some configuration of ``library`` (their labels) matches ``truth`` at ``level`` and at
+    every coarser level (see the module docstring)."""
+    if level not in _PARENTS:
+        raise HeldoutError(f"unknown level {level!r}: choose one of {', '.join(LEVELS)}")
+    need = (*_PARENTS[level], level)
+    return any(all(level_match(truth, lab, lv, tolerance) for lv in need) for lab in library)
+
+
+def auroc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
+    """Area under the ROC curve of a score that should be higher for ``positive``: the probability
+    that a random positive scores above a random negative (ties count half). None if a side is empty."""
+    pos = [float(v) for v in positive]
+    neg = [float(v) for v in negative]
+    if not pos or not neg:
+        return None
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return float(wins) / (len(pos) * len(neg))
+
+
+def out_of_library_auroc(
+    truths: Sequence[Mapping[str, Any]],
+    scores: Sequence[float | None],
+    library: Sequence[Mapping[str, Any]],
+    tolerance: float = 2.0,
+) -> dict[str, dict[str, Any]]:
+    """Per level, how well ``scores`` (higher = more novel; None = no candidate, left out) tell the
+    queries whose class is not in ``library`` from those whose class is.
+
+    Returns
+    -------
+    dict
+        ``{level: {"auroc": float or None, "n_out": int, "n_in": int, "out": [query indices]}}``;
+        the AUROC is None where one side is empty (every class of that level in the library, or none).
+    """
+    if len(truths) != len(scores):
+        raise HeldoutError(f"{len(truths)} truths but {len(scores)} scores: give one score per query")
+    library = list(library)
+    out: dict[str, dict[str, Any]] = {}
+    for level in LEVELS:
+        pos, neg, idx = [], [], []
+        for i, (t, sc) in enumerate(zip(truths, scores)):
+            if sc is None or not level_applies(t, level):
+                continue
+            if in_library(t, library, level, tolerance):
+                neg.append(float(sc))
+            else:
+                pos.append(float(sc))
+                idx.append(i)
+        out[level] = {"auroc": auroc(pos, neg), "n_out": len(pos), "n_in": len(neg), "out": idx}
+    return out
