@@ -24,7 +24,7 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 import numpy as np
 from ase import Atoms
@@ -300,7 +300,8 @@ def run_job(
     from ase.io import read
 
     existing = sorted(p for p in out.glob(f"batch_{label}_*.extxyz") if BATCH_RE.match(p.name))
-    if existing and len(current := read(existing[-1], index=":", format="extxyz")) < batch:
+    current: list[Atoms]
+    if existing and len(current := cast("list[Atoms]", read(existing[-1], index=":", format="extxyz"))) < batch:
         path = existing[-1]
     else:
         path, current = _next_batch_path(out, label), []

@@ -106,7 +106,7 @@ def kpts_for(atoms: Atoms, density: float = KPT_DENSITY) -> tuple[int, int, int]
             out.append(1)
         else:
             out.append(max(1, ceil(density / lengths[i] - 1e-6)))
-    return tuple(out)
+    return out[0], out[1], out[2]
 
 
 def estimated_cost(atoms: Atoms) -> float:
@@ -237,6 +237,7 @@ _POINT_DEFECTS = {
 
 def _defect_families(unit: Atoms) -> dict[str, list[Atoms]]:
     fam: dict[str, list[Atoms]] = {}
+    rattles: tuple[float, ...]  # rattle amplitudes [Å] per cell (tuples of several lengths below)
     for family, defects in _POINT_DEFECTS.items():
         items = []
         for name, spec in defects:

@@ -63,17 +63,19 @@ def retrieval_examples(
 
     was_training, device = module.training, module.device
     module.eval()
-    zq, zc, shown = [], [], []
+    zq_parts: list[torch.Tensor] = []
+    zc_parts: list[torch.Tensor] = []
+    shown_parts: list[np.ndarray] = []
     g = torch.Generator(device=device).manual_seed(int(seed))
     with torch.no_grad():
         for s in range(0, len(images), 64):
             x = images[s : s + 64].to(device)
             xq = module.augment(x, g)
-            zq.append(module(xq).float().cpu())
-            zc.append(module(standardise(x.float())).float().cpu())
-            shown.append(xq[:, 0].float().cpu().numpy())
+            zq_parts.append(module(xq).float().cpu())
+            zc_parts.append(module(standardise(x.float())).float().cpu())
+            shown_parts.append(xq[:, 0].float().cpu().numpy())
     module.train(was_training)
-    zq, zc, shown = torch.cat(zq), torch.cat(zc), np.concatenate(shown)
+    zq, zc, shown = torch.cat(zq_parts), torch.cat(zc_parts), np.concatenate(shown_parts)
     clean = standardise(images.float())[:, 0].numpy()
     sim = zq @ zc.T
     sim.fill_diagonal_(-2.0)

@@ -3,7 +3,7 @@ and a family-aware batch sampler that puts near-identical configurations in the 
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, cast
 
 import lightning as L
 import numpy as np
@@ -125,7 +125,7 @@ class LibraryDataModule(L.LightningDataModule):
         if preload:  # small libraries: read the store once instead of one zarr chunk read per item
             images = np.asarray(self.library.group["images"][:], dtype=np.float32)
             for ds in (self.train_set, self.val_set):
-                ds.library = _InMemory(self.library, images)
+                ds.library = cast(Library, _InMemory(self.library, images))  # duck-typed: same interface
 
     def class_groups(self) -> np.ndarray:
         """Group key (``material zone_axis``) of every configuration label; a configuration the

@@ -15,7 +15,7 @@ examples (query | top 5) goes to every logger.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import lightning as L
 import torch
@@ -58,6 +58,8 @@ class EmbeddingModule(L.LightningModule):
         configuration term contradictory targets; the group term is always learnable.
     """
 
+    label_group: torch.Tensor  # buffer: group of every configuration label (empty without label_groups)
+
     def __init__(
         self,
         net: torch.nn.Module,
@@ -71,7 +73,7 @@ class EmbeddingModule(L.LightningModule):
         examples_every: int = 1,
         library_hash: str | None = None,
         sampling: float | None = None,
-        image_shape: tuple[int, int] | None = None,
+        image_shape: Sequence[int] | None = None,
         label_groups: list[int] | None = None,
         group_weight: float = 0.0,
     ):
@@ -101,8 +103,8 @@ class EmbeddingModule(L.LightningModule):
     def _views(self, images: torch.Tensor, labels: torch.Tensor):
         a = self.augment(images)
         b = self.augment(images)
-        if self.hparams.clean_fraction > 0:
-            keep = torch.rand(len(images), device=images.device) < self.hparams.clean_fraction
+        if self.hparams["clean_fraction"] > 0:
+            keep = torch.rand(len(images), device=images.device) < self.hparams["clean_fraction"]
             b = torch.where(keep[:, None, None, None], standardise(images.float()), b)
         return torch.cat([a, b]), torch.cat([labels, labels])
 
@@ -117,10 +119,10 @@ class EmbeddingModule(L.LightningModule):
         x, y = self._views(images, labels)
         z = self(x)
         loss = self._loss(z, y)
-        if self.hparams.group_weight:
+        if self.hparams["group_weight"]:
             group_loss = self._loss(z, self.label_group[y])
             self.log("train/group_loss", group_loss, batch_size=len(images))
-            loss = loss + self.hparams.group_weight * group_loss
+            loss = loss + self.hparams["group_weight"] * group_loss
         self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
         return loss
 
@@ -152,7 +154,7 @@ class EmbeddingModule(L.LightningModule):
         if len(self.label_group):
             g = self.label_group.cpu()
             self.log("val/group_top1", (g[y[top[:, 0]]] == g[y]).float().mean())
-        every = int(self.hparams.examples_every or 0)
+        every = int(self.hparams["examples_every"] or 0)
         if every and (self.current_epoch + 1) % every == 0 and not self.trainer.sanity_checking:
             self._log_examples(query, clean, y, top)
 
@@ -173,15 +175,15 @@ class EmbeddingModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {
                 "scheduler": self.scheduler_factory(optimizer=optimizer),
-                "interval": self.hparams.scheduler_interval,
+                "interval": self.hparams["scheduler_interval"],
             },
         }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        shape = self.hparams.image_shape
+        shape = self.hparams["image_shape"]
         checkpoint["surrogate"] = {
-            "library_hash": self.hparams.library_hash,
-            "sampling": self.hparams.sampling,
+            "library_hash": self.hparams["library_hash"],
+            "sampling": self.hparams["sampling"],
             "image_shape": None if shape is None else [int(v) for v in shape],
             "net": dict(getattr(self.net, "config", {})),
         }

@@ -3,6 +3,8 @@ projection head, L2-normalised output. Network code only; the Lightning wrapper 
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -28,6 +30,10 @@ BACKBONES = (
 )
 
 
+#: a Conv2d's kernel size, stride, padding and dilation (stored as ``tuple[int, ...]``, always two long).
+_Pair = tuple[int, int]
+
+
 def _one_channel(net: nn.Module) -> nn.Module:
     """Replace the first 3-channel convolution by a 1-channel one (same shape otherwise)."""
     for name, conv in net.named_modules():
@@ -40,10 +46,10 @@ def _one_channel(net: nn.Module) -> nn.Module:
                 nn.Conv2d(
                     1,
                     conv.out_channels,
-                    conv.kernel_size,
-                    conv.stride,
-                    conv.padding,
-                    conv.dilation,
+                    cast(_Pair, conv.kernel_size),
+                    cast(_Pair, conv.stride),
+                    cast("str | _Pair", conv.padding),
+                    cast(_Pair, conv.dilation),
                     conv.groups,
                     conv.bias is not None,
                 ),
@@ -55,15 +61,16 @@ def _one_channel(net: nn.Module) -> nn.Module:
 def _strip_classifier(net: nn.Module, backbone: str) -> int:
     """Replace the classifier's last Linear by the identity; returns the feature width."""
     if backbone.startswith(("resnet", "shufflenet", "regnet")):
-        features = net.fc.in_features
+        features = cast(nn.Linear, net.fc).in_features
         net.fc = nn.Identity()
         return features
+    head = cast(nn.Sequential, net.classifier)
     if backbone.startswith("mobilenet_v3"):  # pooled features -> Linear -> Hardswish -> Dropout -> Linear
-        features = net.classifier[0].in_features
+        features = cast(nn.Linear, head[0]).in_features
         net.classifier = nn.Identity()
         return features
-    features = net.classifier[-1].in_features  # convnext / efficientnet: classifier ends in a Linear
-    net.classifier[-1] = nn.Identity()
+    features = cast(nn.Linear, head[-1]).in_features  # convnext / efficientnet: classifier ends in a Linear
+    head[-1] = nn.Identity()
     return features
 
 

@@ -44,12 +44,15 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, cast
 
 import numpy as np
 
 from surrogate.errors import ConfigError, LibraryError, exit_on_user_error
 from surrogate.io.files import atomic_write_text
+
+if TYPE_CHECKING:
+    from surrogate.potential.interfaces import BoundaryEnergy, FormationEnergy
 
 __all__ = [
     "SIDECAR",
@@ -88,7 +91,7 @@ def _is_done(kvp: Mapping[str, Any], model_id: str, relax: bool, condition: str 
         return False
     if kvp["energy_flag"] != "ok":
         return True  # flagged rows are deterministic: flagging them again gives the same answer
-    column = EXCESS_COLUMN.get(kvp.get("family"))
+    column = EXCESS_COLUMN.get(kvp.get("family", ""))
     if column and "excess_message" not in kvp and (column not in kvp or kvp.get("excess_condition") != condition):
         return False  # annotated before boundary/formation energies existed, or under other potentials
     if column and relax and "excess_message" not in kvp and f"{column}_relaxed" not in kvp:
@@ -166,7 +169,8 @@ def annotate_energies(
             raise ConfigError("give one or more checkpoints, without a calculator or a model_id")
         models = [resolve_calculator(checkpoint=c, elements=elements) for c in paths]
     else:
-        models = [resolve_calculator(calculator, checkpoint=checkpoint, model_id=model_id, elements=elements)]
+        one = cast("str | os.PathLike | None", checkpoint)  # not a list or tuple here
+        models = [resolve_calculator(calculator, checkpoint=one, model_id=model_id, elements=elements)]
     db = connect(db_path)  # no `with`: each update commits on its own (resumable)
     ids = [
         (row.id, row.key_value_pairs, row.numbers) for row in db.select(columns=["id", "key_value_pairs", "numbers"])
@@ -275,6 +279,16 @@ def _condition_key(condition: str, mu: Mapping[str, float] | None) -> str:
     return str(condition)
 
 
+def _excess_value(d: BoundaryEnergy | FormationEnergy) -> tuple[float, dict]:
+    """The excess energy of a boundary (``gamma`` [mJ/m²]) or point defect (``energy_formation``
+    [eV]) and its values at the rich limits."""
+    from surrogate.potential.interfaces import BoundaryEnergy
+
+    if isinstance(d, BoundaryEnergy):
+        return d.gamma, d.gamma_limits
+    return d.energy_formation, d.limits
+
+
 def _excess_columns(atoms, family, calculator, energy: float, relaxed, condition: str, mu) -> tuple[dict, dict]:
     """``gb_energy`` / ``formation_energy`` (and their relaxed values) of one row, and the data
     (chemical potentials, rich limits) that go with them; a problem goes to ``excess_message``."""
@@ -286,10 +300,9 @@ def _excess_columns(atoms, family, calculator, energy: float, relaxed, condition
     func = interfaces.boundary_energy_details if family == "gb" else interfaces.formation_energy_details
     try:
         d = func(atoms, calculator, energy=energy, condition=condition, mu=mu)
-        value = d.gamma if family == "gb" else d.energy_formation
-        limits = d.gamma_limits if family == "gb" else d.limits
+        value, limits = _excess_value(d)
         out = {column: float(value)}
-        data = {
+        data: dict[str, Any] = {
             "column": column,
             "mu": d.mu,
             "condition": d.condition,
@@ -297,11 +310,11 @@ def _excess_columns(atoms, family, calculator, energy: float, relaxed, condition
             "excess_atoms": d.excess_atoms,
             "reference": d.reference,
         }
-        if family == "gb":
+        if isinstance(d, interfaces.BoundaryEnergy):
             data.update(area=d.area, n_boundaries=d.n_boundaries, periodic_y=d.periodic_y)
         if relaxed is not None:
             r = func(relaxed.atoms, calculator, energy=relaxed.energy_after, condition=condition, mu=mu)
-            out[f"{column}_relaxed"] = float(r.gamma if family == "gb" else r.energy_formation)
+            out[f"{column}_relaxed"] = float(_excess_value(r)[0])
         if not all(math.isfinite(v) for v in out.values()):
             return {"excess_message": f"non-finite {column}"}, {}
         return out, data

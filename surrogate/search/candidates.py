@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, cast
 
 import numpy as np
 from ase import Atoms
@@ -102,7 +102,7 @@ def read_candidates(path: str | os.PathLike) -> list[Atoms]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"candidate file not found: {path}; run python -m surrogate.search first")
-    images = read(path, ":", format="extxyz")
+    images = cast("list[Atoms]", read(path, ":", format="extxyz"))
     for i, a in enumerate(images):
         if a.calc is not None and "energy" in a.calc.results:
             a.info.setdefault("energy", float(a.calc.results["energy"]))
@@ -145,7 +145,9 @@ def export_for_library(
         keep = [e <= emin + max_energy_above_min for e in energies]
         chosen = [a for a, k in zip(chosen, keep) if k]
         energies = [e for e, k in zip(energies, keep) if k]
-    order = np.argsort(np.where(np.isnan(energies), np.inf, energies), kind="stable") if chosen else []
+    order: np.ndarray | list[int] = (
+        np.argsort(np.where(np.isnan(energies), np.inf, energies), kind="stable") if chosen else []
+    )
     seen: set[str] = set()
     out = []
     for k in order:

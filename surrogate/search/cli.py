@@ -10,6 +10,7 @@ Examples
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import hydra
 import numpy as np
@@ -17,7 +18,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from surrogate.errors import ConfigError, exit_on_user_error
 
+if TYPE_CHECKING:
+    from ase import Atoms
+
 __all__ = ["run_search", "main"]
+
+
+def _plain(node: DictConfig) -> dict[str, Any]:
+    """A mapping node of the config as a plain dict, interpolations resolved."""
+    return cast("dict[str, Any]", OmegaConf.to_container(node, resolve=True))
 
 
 def _start(cfg: DictConfig):
@@ -29,7 +38,7 @@ def _start(cfg: DictConfig):
         path = Path(cfg.structure_file)
         if not path.is_file():
             raise ConfigError(f"structure_file not found: {path}; give an existing extxyz/cif path")
-        atoms = read(path, index=int(cfg.get("structure_index", 0)))
+        atoms = cast("Atoms", read(path, index=int(cfg.get("structure_index", 0))))  # one frame (int index)
         atoms.calc = None
         if "config_id" not in atoms.info or "family" not in atoms.info:
             tag(
@@ -41,7 +50,7 @@ def _start(cfg: DictConfig):
         return atoms
     if not cfg.get("structure"):
         raise ConfigError("no starting configuration: set structure (a recipe) or structure_file")
-    return build_structure(OmegaConf.to_container(cfg.structure, resolve=True))
+    return build_structure(_plain(cfg.structure))
 
 
 def _calculator(cfg: DictConfig):
@@ -64,10 +73,10 @@ def _target(cfg: DictConfig, out: Path):
     from surrogate.search.objectives import ImageObjective
     from surrogate.simulate import ImagingConditions
 
-    t = cfg.get("target") or {}
-    if not t.get("image") and not t.get("from_structure"):
+    t = cfg.get("target")
+    if not t or (not t.get("image") and not t.get("from_structure")):
         return None
-    conditions = ImagingConditions.from_dict(OmegaConf.to_container(t.conditions, resolve=True))
+    conditions = ImagingConditions.from_dict(_plain(t.conditions))
     if t.get("image"):
         path = Path(t.image)
         if path.suffix != ".npy" or not path.is_file():
@@ -77,7 +86,7 @@ def _target(cfg: DictConfig, out: Path):
         from surrogate.simulate import render
         from surrogate.structures import build_structure
 
-        recipe = OmegaConf.to_container(t.from_structure, resolve=True)
+        recipe = _plain(t.from_structure)
         atoms = build_structure(recipe)
         fov = recipe.get("fov", [12.8, 12.8])
         shape = (
@@ -103,7 +112,7 @@ def run_search(cfg: DictConfig):
     start = _start(cfg)
     model = _calculator(cfg)
     image = _target(cfg, out)
-    s = OmegaConf.to_container(cfg.search, resolve=True)
+    s = _plain(cfg.search)
     method = s.pop("method", "basin")
     weight = float(cfg.target.get("weight") or 0.0) if cfg.get("target") else 0.0
     common = dict(image=image, image_weight=weight, seed=int(cfg.seed), output_dir=out, progress=bool(cfg.progress))
@@ -113,7 +122,7 @@ def run_search(cfg: DictConfig):
         result = genetic_search(start, model, **s, **common)
     else:
         raise ConfigError(f"unknown search method {method!r}: use search=basin or search=ga")
-    e = OmegaConf.to_container(cfg.export, resolve=True) if cfg.get("export") else {}
+    e = _plain(cfg.export) if cfg.get("export") else {}
     export_for_library(result.candidates, out / "for_library.extxyz", **e)
     return result
 

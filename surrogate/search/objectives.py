@@ -9,12 +9,16 @@ Both must have the same sampling [Å/px] and shape.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping, cast
 
 import numpy as np
 from ase import Atoms
 
 from surrogate.errors import ConfigError
 from surrogate.pareto import crowding_distance, non_dominated_sort, pareto_front  # re-exported
+
+if TYPE_CHECKING:
+    from surrogate.simulate import ImagingConditions, SimulationSettings
 
 __all__ = ["image_mismatch", "ImageObjective", "pareto_front", "non_dominated_sort", "crowding_distance"]
 
@@ -53,8 +57,8 @@ class ImageObjective:
     """
 
     target: np.ndarray
-    conditions: object = None
-    settings: object = None
+    conditions: ImagingConditions | Mapping[str, Any] | None = None
+    settings: SimulationSettings | Mapping[str, Any] | None = None
     calls: int = field(default=0, init=False)
 
     def __post_init__(self):
@@ -77,7 +81,9 @@ class ImageObjective:
         from surrogate.simulate import render
 
         self.calls += 1
-        return render(atoms, [self.conditions], tuple(self.target.shape), self.settings, noise=False)[0]
+        # __post_init__ made both the dataclasses
+        conditions, settings = cast("ImagingConditions", self.conditions), cast("SimulationSettings", self.settings)
+        return render(atoms, [conditions], (self.target.shape[0], self.target.shape[1]), settings, noise=False)[0]
 
     def __call__(self, atoms: Atoms) -> float:
         """``1 - SSIM`` of the simulated image of ``atoms`` against the target; NaN when it cannot

@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 import numpy as np
 from ase import Atoms
@@ -164,10 +164,10 @@ class SearchRun:
         candidates = finish_candidates(candidates, image_weight, use_image)
         if self.output_dir is not None:
             write_candidates(self.output_dir / CANDIDATES, candidates)
-            self._write_summary(candidates, history)
+            self._write_summary(self.output_dir, candidates, history)
         return SearchResult(candidates, candidates[0], history, self.output_dir)
 
-    def _write_summary(self, candidates: list[Atoms], history: list[dict]) -> None:
+    def _write_summary(self, output_dir: Path, candidates: list[Atoms], history: list[dict]) -> None:
         best = candidates[0]
         summary = {
             "settings": self.settings,
@@ -182,9 +182,7 @@ class SearchRun:
                 for a in candidates
             ],
         }
-        atomic_write_text(
-            self.output_dir / SUMMARY, json.dumps(summary, indent=1, default=float).replace("NaN", "null")
-        )
+        atomic_write_text(output_dir / SUMMARY, json.dumps(summary, indent=1, default=float).replace("NaN", "null"))
 
 
 def _pack(name: str, images: list[Atoms], arrays: dict[str, np.ndarray]) -> list[dict]:
@@ -227,7 +225,7 @@ def save_state(path: str | os.PathLike, meta: dict[str, Any], structures: dict[s
     header = json.dumps({"meta": jsonable(meta), "infos": infos})
     arrays["header"] = np.frombuffer(header.encode(), dtype=np.uint8)
     with atomic_open(path, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, **cast("dict[str, Any]", arrays))  # (the stub types every keyword as allow_pickle)
 
 
 def load_state(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, list[Atoms]]]:

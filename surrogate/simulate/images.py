@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -173,13 +173,20 @@ def _plane(array: np.ndarray, axes_metadata, position: int | None) -> np.ndarray
     return array
 
 
-def _potential(atoms: Atoms, settings: SimulationSettings, multiple_of: int = 1, exit_planes=None):
+def _potential(
+    atoms: Atoms,
+    settings: SimulationSettings,
+    multiple_of: int = 1,
+    exit_planes=None,
+    slices: tuple[float, ...] | None = None,
+):
     """abTEM potential at ``settings.potential_sampling`` or finer, its grid a multiple of
     ``multiple_of`` points (PRISM interpolation divides the grid exactly: normalisation preserved),
-    with the given exit planes (slice indices; None = the exit surface)."""
+    with the given exit planes (slice indices; None = the exit surface). ``slices``: the thickness
+    of every slice [Å] instead of ``settings.slice_thickness``."""
     import abtem
 
-    grid = {"sampling": settings.potential_sampling}
+    grid: dict[str, Any] = {"sampling": settings.potential_sampling}
     if multiple_of > 1:
         extent = np.diag(atoms.cell.array)[:2]
         grid = {
@@ -187,14 +194,15 @@ def _potential(atoms: Atoms, settings: SimulationSettings, multiple_of: int = 1,
         }
     if settings.frozen_phonons > 1:
         atoms = _frozen_phonons(atoms, settings)
+    planes: dict[str, Any] = {"exit_planes": tuple(exit_planes)} if exit_planes is not None else {}
     return abtem.Potential(
         atoms,
         **grid,
-        slice_thickness=settings.slice_thickness,
+        slice_thickness=settings.slice_thickness if slices is None else slices,
         parametrization=settings.parametrization,
         projection="infinite",
         device=settings.device,
-        **({"exit_planes": tuple(exit_planes)} if exit_planes is not None else {}),
+        **planes,
     )
 
 
@@ -284,7 +292,9 @@ def _incoherent(atoms, conditions, shape, settings) -> dict[int, np.ndarray]:
     import abtem
 
     total = float(atoms.cell[2, 2])
-    wanted = {i: _effective_thickness(c, total) for i, c in conditions}
+    # the object each condition takes: its thickness [Å], or ("legacy", total) (see below)
+    wanted: dict[int, float | tuple[str, float]] = {i: _effective_thickness(c, total) for i, c in conditions}
+    objects: dict[float | tuple[str, float], np.ndarray]
     if all(c.thickness is None for _, c in conditions):
         # one slice through the whole thickness: the projection is all this mode needs
         potential = _potential(atoms, replace(settings, slice_thickness=total))
@@ -293,7 +303,7 @@ def _incoherent(atoms, conditions, shape, settings) -> dict[int, np.ndarray]:
             objects = {total: (np.maximum(projected, 0) ** settings.incoherent_exponent).mean(0)}
         else:
             objects = {total: np.maximum(projected, 0) ** settings.incoherent_exponent}
-        scale = {total: 1.0}
+        scale: dict[float | tuple[str, float], float] = {total: 1.0}
     else:
         objects, potential = _incoherent_objects(atoms, sorted(set(wanted.values())), settings)
         p = settings.incoherent_exponent
@@ -338,7 +348,9 @@ def _incoherent(atoms, conditions, shape, settings) -> dict[int, np.ndarray]:
     return out
 
 
-def _incoherent_objects(atoms: Atoms, thicknesses, settings: SimulationSettings):
+def _incoherent_objects(
+    atoms: Atoms, thicknesses, settings: SimulationSettings
+) -> tuple[dict[float | tuple[str, float], np.ndarray], Any]:
     """Thermal average of (projected potential)^p of the first t Å of ``atoms`` for every t in
     ``thicknesses`` [Å] (sorted): one potential whose slices end at those depths, projected slice
     by slice and accumulated (the infinite projection is additive), one frozen-phonon
@@ -346,13 +358,11 @@ def _incoherent_objects(atoms: Atoms, thicknesses, settings: SimulationSettings)
     total = float(atoms.cell[2, 2])
     bounds = [t for t in thicknesses if t > 1e-6]
     widths = np.diff([0.0] + bounds + ([total] if bounds[-1] < total - 1e-6 else []))
-    objects = {t: 0.0 for t in bounds}
+    objects: dict[float | tuple[str, float], Any] = {t: 0.0 for t in bounds}  # sums of arrays
     n = 0
     potential = None
     for config in _phonon_configurations(atoms, settings):
-        potential = _potential(
-            config, replace(settings, frozen_phonons=1, slice_thickness=tuple(float(w) for w in widths))
-        )
+        potential = _potential(config, replace(settings, frozen_phonons=1), slices=tuple(float(w) for w in widths))
         projected = 0.0
         for k, sl in enumerate(potential.generate_slices()):
             projected = projected + _asnumpy(sl.array).sum(0)
@@ -597,7 +607,7 @@ def _hrtem(potential, conditions, shape, settings, planes: dict[int, int] | None
             offsets = np.linspace(-2, 2, n) * c.focal_spread
             weights = np.exp(-0.5 * (offsets / c.focal_spread) ** 2)
             weights /= weights.sum()
-            arr = 0.0
+            arr: Any = 0.0  # the weighted sum of the focal series
             for w, dz in zip(weights, offsets):
                 ctf_dz = abtem.CTF(semiangle_cutoff=c.semiangle, defocus=c.defocus + dz, Cs=c.cs, energy=c.energy)
                 arr = arr + w * _asnumpy(

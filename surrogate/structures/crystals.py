@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from ase import Atoms
@@ -66,7 +67,7 @@ def crystal(
         from ase.io import read
 
         try:
-            atoms = read(path)
+            atoms = cast(Atoms, read(path))  # the last frame (no index given)
         except Exception as exc:  # ase raises many types for malformed files
             raise StructureError(f"cannot read CIF {path}: {exc}; check the file is a valid CIF") from None
         atoms.pbc = True

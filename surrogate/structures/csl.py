@@ -173,7 +173,7 @@ def csl_vectors(basis: np.ndarray, theta: float, max_length: float) -> list[np.n
     return sorted(best.values(), key=lambda v: (round(float(np.linalg.norm(v)), 6), float(np.arctan2(v[1], v[0]))))
 
 
-def _miller(oriented: Atoms, normal_xy: np.ndarray) -> list[int]:
+def _miller(oriented: Atoms, normal_xy: np.ndarray) -> list[int] | list[float]:
     """Miller indices (cubic: the normal direction) of the plane with in-plane normal ``normal_xy``
     of an oriented cell (x, y directions from its ``info``)."""
     z = np.asarray(oriented.info["zone_axis"], float)
@@ -326,6 +326,7 @@ def csl_boundaries(
             if planes == "symmetric" and not b.symmetric:
                 continue
             # traces related by the lattice symmetry (or a mirror of the bicrystal) look alike: keep one
+            assert b.period is not None  # a CSL boundary has a period (its CSL vector's length)
             key = (plane_label(b.planes[0]), plane_label(b.planes[1]), round(b.period, 3))
             if key in seen or key[:2][::-1] + key[2:] in seen:
                 continue
@@ -411,16 +412,17 @@ def coherent_twin(
     from surrogate.structures.crystals import shortest_distance
 
     bond = shortest_distance(o)
+    name = material or unit.get_chemical_formula()
     ideal = not any(translation)
     if ideal:
         cn = coordination(atoms, bond)
         if not (cn == 4).all():
             raise StructureError(
-                f"the coherent twin of {material or unit.get_chemical_formula()} has "
+                f"the coherent twin of {name} has "
                 f"{int((cn != 4).sum())} atoms not four-fold coordinated: it needs a diamond or zincblende crystal"
             )
     params = {
-        "material": material or unit.get_chemical_formula(),
+        "material": name,
         "name": "twin_sigma3_111",
         "sigma": 3,
         "misorientation": 70.5288,
@@ -436,5 +438,5 @@ def coherent_twin(
         "ideal": ideal,
         "construction": "rotation 180° about [1-11]",
     }
-    labels = StructureLabels(params["material"], "110", "twin", "Σ3(111)", 3, 70.5288, 0.0, "110")
+    labels = StructureLabels(name, "110", "twin", "Σ3(111)", 3, 70.5288, 0.0, "110")
     return tag(atoms, "gb", params, zone_axis=[1, 1, 0], upward=[1, -1, -2], labels=labels.to_dict())

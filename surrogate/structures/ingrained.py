@@ -171,7 +171,7 @@ def ingrained_recipe(
     if fov is None:
         w = wmin or 25.6
         fov = (w, w)
-    fov = tuple(float(min(v, wmax)) if wmax else float(v) for v in fov)
+    window = [float(min(v, wmax)) if wmax else float(v) for v in fov]
     if thickness is None:
         thickness = 0.5 * (dmin + dmax) if (dmin and dmax) else (dmin or dmax or 20.0)
     extra = {
@@ -182,7 +182,7 @@ def ingrained_recipe(
         "name": name,
         "material": {"name": f1},
         "thickness": float(thickness),
-        "fov": [float(v) for v in fov],
+        "fov": window,
         "zone_axis": g1["zone_axis"],
         "grain1": g1,
         "grain2": g2,

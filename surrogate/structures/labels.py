@@ -198,7 +198,7 @@ def _infer(info: Mapping[str, Any], atoms: Atoms | None) -> StructureLabels:
         name = str(params.get("name", ""))
         sigma = params.get("sigma")
         red = _reduce(mis)
-        if sigma is None and red is not None:  # old configurations: Σ from the name or the angle
+        if sigma is None and red is not None and mis is not None:  # old configurations: Σ from the name or the angle
             from surrogate.structures.csl import sigma_of_angle
 
             sigma = sigma_of_angle(za or "110", float(mis))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 import numpy as np
 from ase import Atoms
@@ -276,7 +276,7 @@ def _file_recipes(files: list[str]) -> list[dict]:
         if not p.is_file():
             raise ConfigError(f"structures.files: {p} not found; give an extxyz written by python -m surrogate.search")
         try:
-            frames = read(p, ":", format="extxyz")
+            frames = cast("list[Atoms]", read(p, ":", format="extxyz"))
         except Exception as exc:
             raise ConfigError(
                 f"structures.files: cannot read {p} as extxyz ({type(exc).__name__}); is it truncated?"
@@ -294,7 +294,7 @@ def _from_file(recipe: Mapping[str, Any]) -> Atoms:
 
     from surrogate.structures.identity import tag
 
-    atoms = read(recipe["path"], index=recipe["index"], format="extxyz")
+    atoms = cast(Atoms, read(recipe["path"], index=recipe["index"], format="extxyz"))  # one frame (int index)
     atoms.calc = None
     info = dict(atoms.info)
     atoms.info = {}

@@ -83,7 +83,7 @@ def orient(unit: Atoms, zone_axis=(1, 1, 0), upward=None) -> Atoms:
     """
     z = _as_direction(zone_axis, "zone axis")
     if upward is None:
-        key = tuple(int(v) for v in z)
+        key = (int(z[0]), int(z[1]), int(z[2]))
         upward = DEFAULT_UPWARD.get(key)
         if upward is None:  # any lattice direction perpendicular to z
             cands = [np.array(c) for c in np.ndindex(5, 5, 5)]

@@ -69,10 +69,10 @@ def projection_figure(embeddings: np.ndarray, labels: Sequence[str], title: str 
     """2-D PCA projection of unit embeddings (N, D), one colour per label (structure family)."""
     plt = _plt()
     coords, frac = pca_2d(embeddings)
-    labels = np.asarray([str(v) for v in labels])
+    names = np.asarray([str(v) for v in labels])
     fig, ax = plt.subplots(figsize=(4.8, 4.0), dpi=100)
-    for k, name in enumerate(sorted(set(labels))):
-        m = labels == name
+    for k, name in enumerate(sorted(set(names))):
+        m = names == name
         ax.scatter(coords[m, 0], coords[m, 1], s=10, alpha=0.7, color=plt.cm.tab10(k % 10), label=f"{name} ({m.sum()})")
     ax.set_xlabel(f"PC1 ({100 * frac[0]:.0f} %)")
     ax.set_ylabel(f"PC2 ({100 * frac[1]:.0f} %)")

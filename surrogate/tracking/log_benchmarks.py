@@ -82,7 +82,8 @@ def log_benchmarks(results_dir: str | Path, loggers) -> list[str]:
     files = sorted(root.glob("*.md")) + sorted(p for p in root.glob("*.json") if not p.with_suffix(".md").is_file())
     if not files:
         raise TrackingError(f"no benchmark results (*.md, *.json) in {root}; run a benchmark (benchmarks/*.py) first")
-    tags, seen = [], {}
+    tags: list[str] = []
+    seen: dict[str, int] = {}
     for path in files:
         if path.suffix == ".md":
             for title, columns, rows in read_markdown_tables(path):

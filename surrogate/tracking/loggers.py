@@ -112,7 +112,7 @@ def make_loggers(logger_cfg, output_dir: str | Path | None = None) -> list:
         try:
             out.append(instantiate(node))
         except Exception as exc:  # Lightning raises ModuleNotFoundError wrapped by Hydra
-            cause = exc
+            cause: BaseException = exc
             while cause.__cause__ is not None:
                 cause = cause.__cause__
             if isinstance(cause, (ImportError, ModuleNotFoundError)) or "install" in str(cause):
