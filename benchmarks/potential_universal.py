@@ -55,7 +55,12 @@ SI_LITERATURE = {
     "twin_mj": "no DFT value at hand",
     "tilt_mj": "no DFT value at hand",
 }
-CDTE_DEFECTS = (("vacancy", "Cd"), ("vacancy", "Te"), ("antisite", "Cd"), ("antisite", "Te"))
+CDTE_DEFECTS: tuple[tuple[str, str | None], ...] = (
+    ("vacancy", "Cd"),
+    ("vacancy", "Te"),
+    ("antisite", "Cd"),
+    ("antisite", "Te"),
+)
 
 
 # --------------------------------------------------------------------------- calculators
@@ -66,12 +71,12 @@ def make_calculator(model: str, material: str, dtype: str = "float32"):
 
         return load_calculator(CHECKPOINTS[material], dtype=dtype)
     if model == "chgnet":
-        from chgnet.model import CHGNet
-        from chgnet.model.dynamics import CHGNetCalculator
+        from chgnet.model import CHGNet  # type: ignore[import-not-found]
+        from chgnet.model.dynamics import CHGNetCalculator  # type: ignore[import-not-found]
 
         return CHGNetCalculator(model=CHGNet.load(model_name="0.3.0", verbose=False), use_device="cpu")
     if model == "sevennet":
-        from sevenn.calculator import SevenNetCalculator
+        from sevenn.calculator import SevenNetCalculator  # type: ignore[import-not-found]
 
         return SevenNetCalculator("7net-0", device="cpu")
     raise ValueError(f"unknown model {model!r}")
@@ -286,7 +291,7 @@ def physics_own(calc, material: str, mode: str, steps: int) -> dict:
         if kind == "vacancy":
             d = physics.vacancy_energy(calc, material, species, a0=eos.a0, fmax=0.05, steps=steps)
         else:
-            d = physics.antisite_energy(calc, material, species, a0=eos.a0, fmax=0.05, steps=steps)
+            d = physics.antisite_energy(calc, material, str(species), a0=eos.a0, fmax=0.05, steps=steps)
         out["defects"][d.defect] = d.as_dict()
     return out
 
