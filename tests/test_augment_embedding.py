@@ -6,6 +6,20 @@ from surrogate.augment import Corrupt
 from surrogate.embedding import EmbeddingNet
 from surrogate.errors import ConfigError
 
+#: every corruption but the dose (and the signal level) switched off
+NO_CORRUPTION = dict(
+    rotation=0,
+    flip=False,
+    scale=0,
+    translate=0,
+    drift=0,
+    jitter=0,
+    blur=(0, 0),
+    read_noise=0,
+    background=0,
+    gamma=(1, 1),
+)
+
 
 def lattice(n=64, period=8):
     y, x = np.mgrid[0:n, 0:n]
@@ -27,19 +41,7 @@ def test_corruption_is_seeded_standardised_and_changes_the_image():
 
 def test_lower_dose_is_noisier():
     x = lattice().repeat(8, 1, 1, 1)
-    quiet = dict(
-        rotation=0,
-        flip=False,
-        scale=0,
-        translate=0,
-        drift=0,
-        jitter=0,
-        blur=(0, 0),
-        read_noise=0,
-        background=0,
-        gamma=(1, 1),
-        signal=(0.1, 0.1),
-    )
+    quiet = dict(NO_CORRUPTION, signal=(0.1, 0.1))
     clean = Corrupt(dose=None, **quiet)(x)
     low = Corrupt(dose=(1e2, 1e2), **quiet)(x, torch.Generator().manual_seed(0))
     high = Corrupt(dose=(1e5, 1e5), **quiet)(x, torch.Generator().manual_seed(0))
@@ -48,19 +50,7 @@ def test_lower_dose_is_noisier():
 
 def test_identity_settings_leave_a_lattice_unchanged_up_to_standardisation():
     x = lattice()
-    out = Corrupt(
-        rotation=0,
-        flip=False,
-        scale=0,
-        translate=0,
-        drift=0,
-        jitter=0,
-        blur=(0, 0),
-        dose=None,
-        read_noise=0,
-        background=0,
-        gamma=(1, 1),
-    )(x)
+    out = Corrupt(dose=None, **NO_CORRUPTION)(x)
     ref = (x - x.mean()) / x.std()
     assert torch.allclose(out, ref, atol=1e-3)
 

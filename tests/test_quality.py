@@ -4,6 +4,7 @@ so it is not part of the suite."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -13,27 +14,15 @@ import pytest
 
 from tests.conftest import REPO
 
-CONFIG = REPO / "pyproject.toml"
-
-
-def _ruff() -> Path:
-    exe = Path(sys.executable).parent / "ruff"
-    if not exe.is_file():
-        found = shutil.which("ruff")
-        if found is None:
-            pytest.skip("ruff is not installed (pip install -e .[dev]): lint and format cannot be checked")
-        exe = Path(found)
-    return exe
+# the environment's own ruff first (the one the dev extras installed), then any on the PATH
+RUFF = shutil.which("ruff", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+pytestmark = pytest.mark.skipif(RUFF is None, reason="ruff is not installed (pip install -e .[dev])")
 
 
 def _run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(_ruff()), *args, "--config", str(CONFIG), "--no-cache"],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    assert RUFF is not None
+    cmd = [RUFF, *args, "--config", str(REPO / "pyproject.toml"), "--no-cache"]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
 def test_the_tree_passes_ruff_check():

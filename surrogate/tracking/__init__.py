@@ -9,45 +9,19 @@ Names are imported on first use, so ``python -m surrogate.tracking.summary`` doe
 
 from __future__ import annotations
 
-import importlib
+from surrogate.lazy import lazy_attributes
 
-__all__ = [
-    "log_hyperparams",
-    "log_dict",
-    "log_metrics",
-    "log_figure",
-    "log_image",
-    "log_table",
-    "make_loggers",
-    "finish",
-    "RunTracker",
-    "log_benchmarks",
-    "write_summary",
-    "TrackingError",
-]
-
-_WHERE = {
+_LAZY = {
     **{
-        name: "loggers"
-        for name in (
-            "log_hyperparams",
-            "log_dict",
-            "log_metrics",
-            "log_figure",
-            "log_image",
-            "log_table",
-            "make_loggers",
-            "finish",
-        )
+        name: "surrogate.tracking.loggers"
+        for name in "log_hyperparams log_dict log_metrics log_figure log_image log_table make_loggers finish".split()
     },
-    "RunTracker": "callbacks",
-    "log_benchmarks": "log_benchmarks",
-    "write_summary": "summary",
-    "TrackingError": "errors",
+    "RunTracker": "surrogate.tracking.callbacks",
+    "log_benchmarks": "surrogate.tracking.log_benchmarks",
+    "write_summary": "surrogate.tracking.summary",
+    "TrackingError": "surrogate.tracking.errors",
 }
 
+__all__ = list(_LAZY)
 
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"surrogate.tracking.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'surrogate.tracking' has no attribute {name!r}")
+__getattr__ = lazy_attributes(_LAZY)
