@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common import write_results
+
 
 def ssim(a, b):
     from skimage.metrics import structural_similarity
@@ -182,9 +184,6 @@ def part_modes(args):
     results["rows"] = [
         dict(zip(("field", "mode", "images", "seconds", "images_per_s", "speedup", "ssim"), r)) for r in rows
     ]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "simulation.json").write_text(json.dumps(results, indent=1))
     md = [
         f"# Simulation benchmark (CdTe [110], {thickness:.0f} Å thick, 0.2 Å/px, 200 kV, 20 mrad, HAADF 70-180 mrad)",
         "",
@@ -195,8 +194,7 @@ def part_modes(args):
     ]
     for f, name, n, t, rate, sp, sc in rows:
         md.append(f"| {f} | {name} | {n} | {t:.2f} | {rate:.3g} | {sp:.3g}x | {'' if sc is None else f'{sc:.3f}'} |")
-    (out / "simulation.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    _write(Path(args.out) / "simulation", results, md)
 
 
 def abtem_per_image(atoms, c, settings, scan_sampling, shape, method):
@@ -401,9 +399,6 @@ def part_shared(args):
         ],
         "profile_prism_interp2": profile,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "simulation_shared.json").write_text(json.dumps(results, indent=1))
     md = [
         f"# One expensive pass per structure (CdTe [110], {len(cell)} atoms, {thickness:.0f} Å thick, "
         f"{cell.cell[0, 0]:.1f} x {cell.cell[1, 1]:.1f} Å, 0.2 Å/px, 200 kV)",
@@ -432,8 +427,7 @@ def part_shared(args):
         *profile,
         "```",
     ]
-    (out / "simulation_shared.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    _write(Path(args.out) / "simulation_shared", results, md)
 
 
 def part_library(args):
@@ -512,9 +506,7 @@ def part_library(args):
         "overrides": overrides,
         "hours_for_10k_images": 1e4 / rate / 3600,
     }
-    out = Path(args.out)
     name = f"simulation_library_k{args.library_k}" if args.library_k else "simulation_library"
-    (out / f"{name}.json").write_text(json.dumps(res, indent=1))
     md = [
         "# Library build throughput (demo library config, fresh build)",
         "",
@@ -529,8 +521,7 @@ def part_library(args):
         f"{res['structures']} | {elapsed:.0f} | {rate:.3g} | {t_ms:.0f} (from {len(scan)} positions) | {res['speedup']:.3g}x | "
         f"{res['hours_for_10k_images']:.2f} h (at this rate) |",
     ]
-    (out / f"{name}.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    _write(Path(args.out) / name, res, md)
 
 
 def part_thick(args):
@@ -575,24 +566,18 @@ def part_thick(args):
             }
             rows.append(row)
             print(row, flush=True)
-    out = Path(args.out)
-    (out / "simulation_thickness.json").write_text(
-        json.dumps(
-            {
-                "rows": rows,
-                "settings": {
-                    "energy": 300e3,
-                    "semiangle": 24.0,
-                    "detector": [60.0, 130.0],
-                    "frozen_phonons": args.thick_phonons,
-                    "prism_interpolation": 2,
-                    "potential_sampling": 0.05,
-                    "cell": "9.0 x 12.9 Å [110] patch",
-                },
-            },
-            indent=1,
-        )
-    )
+    res = {
+        "rows": rows,
+        "settings": {
+            "energy": 300e3,
+            "semiangle": 24.0,
+            "detector": [60.0, 130.0],
+            "frozen_phonons": args.thick_phonons,
+            "prism_interpolation": 2,
+            "potential_sampling": 0.05,
+            "cell": "9.0 x 12.9 Å [110] patch",
+        },
+    }
     md = [
         "# Incoherent HAADF vs PRISM (frozen phonons) by thickness",
         "",
@@ -610,8 +595,7 @@ def part_thick(args):
         f"{r['mean_ratio_incoherent_over_prism']:.2f} | {r['prism_s']:.0f} | {r['incoherent_s']:.1f} |"
         for r in rows
     ]
-    (out / "simulation_thickness.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    _write(Path(args.out) / "simulation_thickness", res, md)
 
 
 def part_large(args):
@@ -696,8 +680,6 @@ def part_large(args):
         "load_average": os.getloadavg()[0],
         "overrides": overrides,
     }
-    out = Path(args.out)
-    (out / "library_large.json").write_text(json.dumps(res, indent=1))
     md = [
         "# library=large build rate (structures=large simulate=thick library=large)",
         "",
@@ -722,7 +704,12 @@ def part_large(args):
         f"{' x '.join(str(v) for v in x['cell'])} | {x['seconds']:.1f} |"
         for x in sample
     ]
-    (out / "library_large.md").write_text("\n".join(md) + "\n")
+    _write(Path(args.out) / "library_large", res, md)
+
+
+def _write(stem: Path, result: dict, md: list[str]) -> None:
+    """``<stem>.json`` and ``<stem>.md`` (atomically, :func:`common.write_results`); the table to the console."""
+    write_results(stem, result, "\n".join(md))
     print("\n".join(md))
 
 
