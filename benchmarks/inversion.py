@@ -19,16 +19,25 @@ Metrics per method:
 - the label-free column score: the fraction of ground-truth atom columns matched by the returned
   (rank-1) structure within 0.45 Å after the best rigid alignment, same species
   (``surrogate.inference.columns.projected_columns`` / ``match_columns``), where that module exists;
-- wall time of ``infer`` per image.
+- wall time of ``infer`` per image;
+- out-of-library detection per level: the AUROC of the top candidate's distance between the
+  queries whose class (at that level and every coarser one) no library configuration has and
+  those whose class it has (:func:`surrogate.evaluation.heldout.out_of_library_auroc`).
+
+The column score compares the truth's projected columns inside a square about the image centre
+(the structure point under the image centre, ``crop_centre``), as wide as the returned structure's
+smaller side less 2 Å, with all the returned structure's columns (rigid alignment searched).
 
 Usage::
 
     python benchmarks/inversion.py [--quick] [--library demo_library] [--checkpoint checkpoints/embedding_demo.pt]
-        [--methods cnn sift hog spectrum] [--refine-top 0]
+        [--methods cnn sift hog spectrum] [--refine-top 0] [--names N1 N2 ...] [--limit N]
 
-``--quick``: 3 images, cnn only (a smoke test; writes nothing under benchmarks/results). The full
-run writes ``benchmarks/results/inversion.json`` and ``inversion.md``. Each (method, image) report
-goes to ``--work/<method>/<image>`` and is reused when its ``candidates.json`` exists (resumable).
+``--quick``: 3 images, cnn only (a smoke test; writes nothing under benchmarks/results).
+``--names`` / ``--limit``: a subset of the held-out set (the listed images / the first N of
+labels.json); the results say which. The full run writes ``benchmarks/results/inversion.json`` and
+``inversion.md``. Each (method, image) report goes to ``--work/<method>/<image>`` and is reused
+when its ``candidates.json`` exists (resumable).
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from surrogate.evaluation.heldout import (  # noqa: E402
     confusion_matrix,
     level_applies,
     library_labels,
+    out_of_library_auroc,
     read_heldout,
     score_labels,
 )
@@ -116,14 +126,37 @@ def run_one(q, method: str, a, modes: set[str]) -> dict:
         return {"candidates": json.loads(cand.read_text()), **json.loads(timing.read_text())}
     mode = q.mode if q.mode in modes else None
     cfg = compose(q.image.resolve(), a.library, a.checkpoint, method, out.resolve(), a.refine_top, mode, a.override)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     infer(cfg)
-    wall = time.perf_counter() - t0
-    rec = {"wall_s": wall, "mode_given": mode}
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    rec = {"wall_s": wall, "cpu_s": cpu, "mode_given": mode}
     tmp = timing.with_name(timing.name + ".tmp")
     tmp.write_text(json.dumps(rec))
     os.replace(tmp, timing)
     return {"candidates": json.loads(cand.read_text()), **rec}
+
+
+def truth_columns(q, side: float):
+    """The truth's projected columns in a ``side`` x ``side`` Å square about the structure point under the
+    image centre (periodic images of the cell included), in the structure frame."""
+    from surrogate.inference.columns import projected_columns
+
+    atoms = q.atoms()
+    cols = projected_columns(atoms)
+    lx, ly = float(atoms.cell[0, 0]), float(atoms.cell[1, 1])
+    centre = np.asarray(q.record.get("crop_centre") or [lx / 2, ly / 2], float)
+    half = max(side, 4.0) / 2
+    shifts = [(i * lx, j * ly) for i in (-1, 0, 1) for j in (-1, 0, 1)]
+    xy = np.concatenate([cols.xy + np.asarray(t) for t in shifts])
+    keep = np.all(np.abs(xy - centre) <= half, axis=1)
+    tiled = type(cols)(
+        xy,
+        np.tile(cols.intensity, len(shifts)),
+        np.tile(cols.width, len(shifts)),
+        None if cols.species is None else list(cols.species) * len(shifts),
+        dict(cols.meta),
+    )
+    return tiled.subset(keep)
 
 
 def column_score(q, result_dir: Path, cands: list[dict]) -> float | None:
@@ -140,8 +173,11 @@ def column_score(q, result_dir: Path, cands: list[dict]) -> float | None:
     f = result_dir / "structures" / f"rank{int(top['rank']):02d}_{top['config_id']}.extxyz"
     if not f.exists():
         return None
-    truth = projected_columns(q.atoms())
-    found = projected_columns(read(f, format="extxyz"))
+    model = read(f, format="extxyz")
+    truth = truth_columns(q, side=float(min(model.cell.lengths()[:2])) - 2.0)
+    if not len(truth):
+        return None
+    found = projected_columns(model)
     m = match_columns(truth, found, tolerance=COLUMN_TOLERANCE, species=True)
     if isinstance(m, dict):
         for key in ("fraction", "matched_fraction", "score", "recall"):
@@ -156,7 +192,7 @@ def column_score(q, result_dir: Path, cands: list[dict]) -> float | None:
 def evaluate(queries, method: str, a, labels_of_cid: dict, modes: set[str]) -> dict:
     from tqdm import tqdm
 
-    truths, ranked, per_image, times, cols = [], [], [], [], []
+    truths, ranked, per_image, times, cols, cpus = [], [], [], [], [], []
     for q in tqdm(queries, desc=method, file=sys.stdout):
         try:
             r = run_one(q, method, a, modes)
@@ -171,6 +207,8 @@ def evaluate(queries, method: str, a, labels_of_cid: dict, modes: set[str]) -> d
         cols.append(cs)
         if r.get("wall_s") is not None:
             times.append(float(r["wall_s"]))
+        if r.get("cpu_s") is not None:
+            cpus.append(float(r["cpu_s"]))
         top = labs[0] if labs else None
         per_image.append(
             {
@@ -189,11 +227,22 @@ def evaluate(queries, method: str, a, labels_of_cid: dict, modes: set[str]) -> d
                 "classes": r["candidates"].get("classes"),
                 "out_of_library": r["candidates"].get("out_of_library"),
                 "wall_s": r.get("wall_s"),
+                "cpu_s": r.get("cpu_s"),
                 "column_score": cs,
                 "error": r.get("error"),
             }
         )
     s = score_labels(truths, ranked)
+    dist = [
+        None if not r["top1"] or r["top1"].get("distance") is None else float(r["top1"]["distance"]) for r in per_image
+    ]
+    ood = out_of_library_auroc(truths, dist, list(labels_of_cid.values()))
+    for lv, e in ood.items():  # and how often infer's own out-of-library flag is raised on each side
+        out_i = set(e["out"])
+        in_i = [i for i, t in enumerate(truths) if dist[i] is not None and level_applies(t, lv) and i not in out_i]
+        for side, idx in (("flagged_out", sorted(out_i)), ("flagged_in", in_i)):
+            e[side] = float(np.mean([bool(per_image[i]["out_of_library"]) for i in idx])) if idx else None
+        e["out"] = [per_image[i]["name"] for i in sorted(out_i)]
     for row, ranks in zip(per_image, s["per_query"]):
         row["first_right_rank"] = ranks
     cm = confusion_matrix(truths, [r[0] if r else None for r in ranked], "family", FAMILIES + ["none"])
@@ -212,10 +261,27 @@ def evaluate(queries, method: str, a, labels_of_cid: dict, modes: set[str]) -> d
             "median": float(np.median(times)) if times else None,
             "max": float(np.max(times)) if times else None,
             "n": len(times),
+            "cpu_median": float(np.median(cpus)) if cpus else None,
         },
+        "out_of_library_auroc": ood,
         "errors": sum(1 for r in per_image if r["error"]),
         "per_image": per_image,
     }
+
+
+def describe_set(queries) -> str:
+    """Thickness, pixel-size and field ranges of the queries, as read from their records."""
+    th = [float(q.record["thickness"]) for q in queries if q.record.get("thickness")]
+    px = [q.pixel_size for q in queries]
+    n = [int((q.record.get("image_shape") or q.read_image().data.shape)[0]) for q in queries]
+    side = [p * k for p, k in zip(px, n) if k]
+    out = []
+    if th:
+        out.append(f"{min(th):.0f}-{max(th):.0f} Å thick")
+    out.append(f"{min(px):.3f}-{max(px):.3f} Å/px")
+    if side:
+        out.append(f"{min(n)} px fields of {min(side):.0f}-{max(side):.0f} Å")
+    return ", ".join(out)
 
 
 def fmt(x, nd=2):
@@ -227,8 +293,8 @@ def markdown(res: dict) -> str:
     lines = [
         "# Inversion on the independent held-out set",
         "",
-        f"{res['n_images']} images ({res['by_family']}) from `data/heldout` (second simulation pipeline: abTEM "
-        "PRISM/multislice, frozen phonons, 100-140 Å thick, 0.12-0.15 Å/px, any rotation, scan jitter and drift, "
+        f"{res['n_images']} images ({res['by_family']}{res['subset']}) from `data/heldout` (second simulation "
+        f"pipeline: abTEM PRISM/multislice, frozen phonons, {res['set']}, any rotation, scan jitter and drift, "
         "HAADF/ABF/HRTEM; see benchmarks/heldout/make_heldout.py). "
         f"Library `{res['library']}`, checkpoint `{res['checkpoint']}`, refine.top={res['refine_top']}. "
         f"Command: `{res['command']}`",
@@ -237,8 +303,8 @@ def markdown(res: dict) -> str:
         "",
         "| method | "
         + " | ".join(f"{lv} (n={m[next(iter(m))]['levels'][lv]['n']})" for lv in LEVELS)
-        + " | column score (all / boundary) | time per image [s] (median / max) |",
-        "|---|" + "---|" * (len(LEVELS) + 2),
+        + " | column score (all / boundary) | wall time per image [s] (median / max) | CPU [s] (median) |",
+        "|---|" + "---|" * (len(LEVELS) + 3),
     ]
     for name, r in m.items():
         cells = [f"{fmt(r['levels'][lv]['top1'])} / {fmt(r['levels'][lv]['top5'])}" for lv in LEVELS]
@@ -246,7 +312,7 @@ def markdown(res: dict) -> str:
         col = "n/a" if cs["all"] is None else f"{fmt(cs['all'])} / {fmt(cs['boundary'])}"
         lines.append(
             f"| {name} | " + " | ".join(cells) + f" | {col} | {fmt(r['time_s']['median'], 1)} / "
-            f"{fmt(r['time_s']['max'], 1)} |"
+            f"{fmt(r['time_s']['max'], 1)} | {fmt(r['time_s'].get('cpu_median'), 1)} |"
         )
     lines += [
         "",
@@ -269,6 +335,32 @@ def markdown(res: dict) -> str:
             if c != "none"
         ]
         lines.append("")
+    lines += [
+        "## Out-of-library detection (AUROC of the top-1 distance)",
+        "",
+        "A query is out of the library at a level when no library configuration has its class there (and at every "
+        "coarser level). AUROC: out-of-library queries should be farther than in-library ones (0.5 = chance); "
+        "flagged: the share of each side that infer's own out-of-library flag marks.",
+        "",
+        "| method | " + " | ".join(f"{lv}" for lv in LEVELS) + " |",
+        "|---|" + "---|" * len(LEVELS),
+    ]
+    for name, r in m.items():
+        ood = r.get("out_of_library_auroc") or {}
+        cells = []
+        for lv in LEVELS:
+            e = ood.get(lv) or {}
+            cells.append(
+                f"{fmt(e.get('auroc'))} (out {e.get('n_out', 0)} / in {e.get('n_in', 0)}; flagged "
+                f"{fmt(e.get('flagged_out'))} / {fmt(e.get('flagged_in'))})"
+            )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    first = next(iter(m.values())).get("out_of_library_auroc") or {}
+    for lv in LEVELS:
+        if (first.get(lv) or {}).get("out"):
+            lines.append(f"- out of library at {lv}: {', '.join(first[lv]['out'])}")
+    lines.append("")
     cnn = m.get("cnn") or next(iter(m.values()))
     lines += [
         "## Per image (cnn top-1)" if "cnn" in m else "## Per image",
@@ -349,6 +441,8 @@ def main(argv=None) -> None:
     )
     p.add_argument("--override", nargs="*", default=[], help="further infer key=value overrides")
     p.add_argument("--quick", action="store_true", help="3 images, cnn only; writes nothing under benchmarks/results")
+    p.add_argument("--names", nargs="*", default=None, help="only these held-out images (a documented subset)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N held-out images (a documented subset)")
     p.add_argument("--work", default="/tmp/surrogate_inversion", help="per-run reports (reused when present)")
     p.add_argument("--fresh", action="store_true", help="rerun inference even where a report exists")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "inversion"))
@@ -358,6 +452,16 @@ def main(argv=None) -> None:
     quiet_console(False)
     queries = read_heldout(a.heldout)
     methods = list(a.methods)
+    subset = ""
+    if a.names:
+        unknown = sorted(set(a.names) - {q.name for q in queries})
+        if unknown:
+            raise SystemExit(f"--names: {', '.join(unknown)} not in {a.heldout}/labels.json")
+        queries = [q for q in queries if q.name in set(a.names)]
+        subset = f"; subset --names: {len(queries)} of the set"
+    if a.limit is not None:
+        queries = queries[: a.limit]
+        subset = f"; subset --limit {a.limit}"
     if a.quick:
         queries, methods = queries[:3], ["cnn"]
     labels_of_cid = library_labels(a.library)
@@ -385,6 +489,8 @@ def main(argv=None) -> None:
         "checkpoint": str(Path(a.checkpoint).name),
         "refine_top": a.refine_top if a.refine_top is not None else "infer.yaml default",
         "n_images": len(queries),
+        "subset": subset,
+        "set": describe_set(queries),
         "by_family": fams,
         "methods": res_methods,
         "targets": TARGETS,
