@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
-__all__ = ["run_hydra", "config_error_line", "quiet_console"]
+__all__ = ["run_hydra", "config_error_line", "config_dict", "quiet_console"]
 
 
 def config_error_line(exc: BaseException) -> str:
@@ -44,6 +44,14 @@ def config_error_line(exc: BaseException) -> str:
         return f"no config {m.group(1)!r}{listed}"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("Set the environment")]
     return "bad config: " + "; ".join(lines[:3]) if lines else f"bad config ({type(exc).__name__})"
+
+
+def config_dict(node: Any) -> dict[str, Any]:
+    """A mapping node of a composed config (``cfg.search``, ``cfg.dft``) as a plain dict,
+    interpolations resolved: what a stage function takes as keyword arguments."""
+    from omegaconf import OmegaConf
+
+    return cast("dict[str, Any]", OmegaConf.to_container(node, resolve=True))
 
 
 def _check_experiment(name: str) -> None:

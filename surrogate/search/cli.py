@@ -10,23 +10,19 @@ Examples
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import hydra
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from surrogate.cli import config_dict, run_hydra
 from surrogate.errors import ConfigError, exit_on_user_error
 
 if TYPE_CHECKING:
     from ase import Atoms
 
 __all__ = ["run_search", "main"]
-
-
-def _plain(node: DictConfig) -> dict[str, Any]:
-    """A mapping node of the config as a plain dict, interpolations resolved."""
-    return cast("dict[str, Any]", OmegaConf.to_container(node, resolve=True))
 
 
 def _start(cfg: DictConfig):
@@ -50,7 +46,7 @@ def _start(cfg: DictConfig):
         return atoms
     if not cfg.get("structure"):
         raise ConfigError("no starting configuration: set structure (a recipe) or structure_file")
-    return build_structure(_plain(cfg.structure))
+    return build_structure(config_dict(cfg.structure))
 
 
 def _calculator(cfg: DictConfig):
@@ -76,7 +72,7 @@ def _target(cfg: DictConfig, out: Path):
     t = cfg.get("target")
     if not t or (not t.get("image") and not t.get("from_structure")):
         return None
-    conditions = ImagingConditions.from_dict(_plain(t.conditions))
+    conditions = ImagingConditions.from_dict(config_dict(t.conditions))
     if t.get("image"):
         path = Path(t.image)
         if path.suffix != ".npy" or not path.is_file():
@@ -86,7 +82,7 @@ def _target(cfg: DictConfig, out: Path):
         from surrogate.simulate import render
         from surrogate.structures import build_structure
 
-        recipe = _plain(t.from_structure)
+        recipe = config_dict(t.from_structure)
         atoms = build_structure(recipe)
         fov = recipe.get("fov", [12.8, 12.8])
         shape = (
@@ -112,7 +108,7 @@ def run_search(cfg: DictConfig):
     start = _start(cfg)
     model = _calculator(cfg)
     image = _target(cfg, out)
-    s = _plain(cfg.search)
+    s = config_dict(cfg.search)
     method = s.pop("method", "basin")
     weight = float(cfg.target.get("weight") or 0.0) if cfg.get("target") else 0.0
     common = dict(image=image, image_weight=weight, seed=int(cfg.seed), output_dir=out, progress=bool(cfg.progress))
@@ -122,7 +118,7 @@ def run_search(cfg: DictConfig):
         result = genetic_search(start, model, **s, **common)
     else:
         raise ConfigError(f"unknown search method {method!r}: use search=basin or search=ga")
-    e = _plain(cfg.export) if cfg.get("export") else {}
+    e = config_dict(cfg.export) if cfg.get("export") else {}
     export_for_library(result.candidates, out / "for_library.extxyz", **e)
     return result
 
@@ -142,8 +138,6 @@ def _main(cfg: DictConfig) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """``surrogate-search [key=value ...]``; a config typo is a one-line error."""
-    from surrogate.cli import run_hydra
-
     run_hydra(_main, "search", argv)
 
 
