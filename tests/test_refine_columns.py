@@ -1,4 +1,4 @@
-"""The column stage of the refinement (surrogate.inference.refine._fit_columns) and the column ranking."""
+"""The column stage of the refinement (surrogate.inference.refine.fit_columns) and the column ranking."""
 
 import numpy as np
 import pytest
@@ -50,16 +50,16 @@ def twin_case(conditions):
 def test_column_stage_fits_the_second_grain_and_reports_it(twin_case, conditions):
     import dataclasses
 
-    from surrogate.inference.refine import Refinement, _fit_columns, _measure
+    from surrogate.inference.refine import Refinement, fit_columns, measure_columns
     from surrogate.inference.settings import RefineSettings
 
     cand, truth, window, fit0 = twin_case
     fit = dataclasses.replace(fit0, extra=dict(fit0.extra))
-    measured = _measure(window, 0.2, "haadf")
+    measured = measure_columns(window, 0.2, "haadf")
     assert measured is not None and len(measured) > 30
     ref = Refinement(fit, 0.0, conditions.to_dict(), 1, atoms=cand)
     fom_rigid = fit.fom
-    _fit_columns(ref, window, 0.2, cand, conditions, measured, RefineSettings(), None)
+    fit_columns(ref, window, 0.2, cand, conditions, measured, RefineSettings(), None)
     rec = ref.record()
     assert rec["grains"]["used"] and rec["grains"]["fit"]["columns_before"]["column_fraction"] < 0.7
     assert rec["columns"]["column_fraction"] >= 0.95 and rec["columns"]["column_rms"] < 0.1
@@ -69,7 +69,7 @@ def test_column_stage_fits_the_second_grain_and_reports_it(twin_case, conditions
 
 
 def test_column_stage_leaves_a_single_crystal_to_the_rigid_fit(conditions):
-    from surrogate.inference.refine import Fit, Refinement, _fit_columns, _measure, fom, simulate_field, transform
+    from surrogate.inference.refine import Fit, Refinement, fit_columns, fom, measure_columns, simulate_field, transform
     from surrogate.inference.settings import RefineSettings
     from surrogate.structures import build_structure
 
@@ -81,7 +81,7 @@ def test_column_stage_leaves_a_single_crystal_to_the_rigid_fit(conditions):
     fit.extra["margin"] = MARGIN
     fit.fom, _, fit.ssim = fom(image, image)
     ref = Refinement(fit, 0.0, conditions.to_dict(), 1, atoms=slab)
-    _fit_columns(ref, image, 0.2, slab, conditions, _measure(image, 0.2, "haadf"), RefineSettings(), None)
+    fit_columns(ref, image, 0.2, slab, conditions, measure_columns(image, 0.2, "haadf"), RefineSettings(), None)
     assert ref.grains is None and ref.columns["column_fraction"] >= 0.95  # its own image: every column explained
 
 
@@ -104,3 +104,23 @@ def test_score_columns_needs_the_column_stage():
         RefineSettings(score="columns", columns=False)
     with pytest.raises(ConfigError, match="refine.search"):
         RefineSettings(search=-1)
+
+
+def test_unresolved_dumbbells_are_found_and_scored_as_one_column_each(conditions):
+    from surrogate.inference.columns import find_columns, match_columns, merge_columns, window_columns
+    from surrogate.inference.refine import simulate_field, transform
+    from surrogate.structures import build_structure
+
+    slab = build_structure(
+        {"kind": "bulk", "material": {"name": "CdTe"}, "zone_axis": [1, 1, 0], "thickness": 9.0, "fov": [25.6, 25.6]}
+    )
+    blurred = conditions.replace(source_size=0.75)  # the 1.6 Å Cd-Te dumbbells merge into blobs
+    image = transform(simulate_field(slab, blurred, SHAPE), SHAPE)
+    found = find_columns(image, 0.2, "haadf")
+    model = window_columns(slab, blurred, SHAPE, margin=MARGIN)
+    assert found.meta["merge_distance"] > 1.62  # the image's resolution, not the atoms', sets what a column is
+    blobs = merge_columns(model, found.meta["merge_distance"])
+    assert 0.4 * len(model) < len(blobs) < 0.6 * len(model)  # one blob a dumbbell
+    m = match_columns(found, blobs, tolerance=0.3, mirror=False, search=False)
+    assert m.fraction >= 0.75  # the blobs found sit on merged model columns
+    assert match_columns(found, model, tolerance=0.3, mirror=False, search=False).fraction < 0.5  # unmerged: not

@@ -39,6 +39,7 @@ __all__ = [
     "Columns",
     "ColumnMatch",
     "find_columns",
+    "merge_columns",
     "projected_columns",
     "match_columns",
     "window_columns",
@@ -49,6 +50,8 @@ __all__ = [
 
 #: exponent of the incoherent (HAADF) Z-contrast used for projected column intensities
 Z_EXPONENT = 1.7
+#: closest column separations [Å] :func:`find_columns` tries when the image's resolution decides
+SEPARATIONS = (1.0, 1.6, 2.4)
 
 
 @dataclass
@@ -287,7 +290,7 @@ def find_columns(
     image: np.ndarray,
     sampling: float,
     mode: str = "haadf",
-    min_separation: float = 1.0,
+    min_separation: float | None = None,
     threshold: float = 0.2,
     refine_passes: int = 1,
     polarity: int | None = None,
@@ -305,7 +308,11 @@ def find_columns(
         ``hrtem`` (the contrast sign is chosen by the fit, see the module docstring).
     min_separation
         Closest distance between two columns [Å]; sets the peak search's minimum distance and the
-        Gaussian patch (about 0.55 x this radius).
+        Gaussian patch (about 0.55 x this radius). ``None`` (default): the image's resolution decides,
+        :data:`SEPARATIONS` are tried and the one that finds the most columns is kept, so an image
+        whose dumbbells are not resolved (a large source size) gives one column per blob instead of
+        peaks rejected as too wide. Compare model columns with
+        ``merge_columns(model, measured.meta["merge_distance"])``.
     threshold
         Peaks below this fraction of the (1st-99.8th percentile) range of the smoothed image are ignored.
     refine_passes
@@ -337,15 +344,19 @@ def find_columns(
         signs = [1, -1]
     else:
         raise ImageError(f"unknown imaging mode {mode!r} for find_columns: use haadf, abf, bf or hrtem")
-    best: tuple[float, Columns, int] | None = None
-    scores = {}
-    for s in signs:
-        cols, score = _columns_of(s * img, sampling, min_separation, threshold, refine_passes)
-        scores[s] = score
-        if best is None or score > best[0]:
-            best = (score, cols, s)
-    assert best is not None
-    _, cols, sign = best
+    found: list[tuple[int, Columns, int, float, dict]] = []
+    for sep in SEPARATIONS if min_separation is None else (float(min_separation),):
+        best: tuple[float, Columns, int] | None = None
+        scores = {}
+        for s in signs:
+            cols, score = _columns_of(s * img, sampling, sep, threshold, refine_passes)
+            scores[s] = score
+            if best is None or score > best[0]:
+                best = (score, cols, s)
+        assert best is not None
+        found.append((len(best[1]), best[1], best[2], sep, scores))
+    _, cols, sign, sep, scores = max(found, key=lambda f: (f[0], -f[3]))  # most columns, then the finest
+    min_separation = sep
     cols.meta = {
         "mode": mode,
         "sampling": float(sampling),
@@ -353,8 +364,43 @@ def find_columns(
         "polarity_scores": {str(k): round(v, 4) for k, v in scores.items()},
         "frame": "image",
         "min_separation": float(min_separation),
+        # model columns closer than this are one blob at this image's resolution (0: all resolved)
+        "merge_distance": 0.0 if min_separation <= SEPARATIONS[0] else 0.9 * float(min_separation),
     }
     return cols
+
+
+def merge_columns(columns: Columns, distance: float) -> Columns:
+    """Columns closer than ``distance`` [Å] (chains of such neighbours) merged into one, as an image
+    that does not resolve them shows them: at the intensity-weighted centroid, intensities summed,
+    the species of the brightest member. ``distance <= 0`` returns ``columns`` unchanged."""
+    if distance <= 0 or len(columns) < 2:
+        return columns
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    n = len(columns)
+    pairs = cKDTree(columns.xy).query_pairs(distance, output_type="ndarray")
+    if not len(pairs):
+        return columns
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    ncomp, label = connected_components(graph, directed=False)
+    w = np.clip(np.nan_to_num(columns.intensity, nan=1.0), 1e-9, None)
+    xy = np.zeros((ncomp, 2))
+    np.add.at(xy, label, columns.xy * w[:, None])
+    tot = np.bincount(label, weights=w, minlength=ncomp)
+    xy /= tot[:, None]
+    intensity = np.bincount(label, weights=np.nan_to_num(columns.intensity), minlength=ncomp)
+    width = np.full(ncomp, np.nan)
+    species = None
+    if columns.species is not None:
+        brightest: dict[int, int] = {}
+        for i, lab in enumerate(label):
+            if lab not in brightest or w[i] > w[brightest[lab]]:
+                brightest[lab] = i
+        species = [columns.species[brightest[k]] for k in range(ncomp)]
+    return Columns(xy, intensity, width, species, dict(columns.meta, merged=float(distance)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -813,6 +859,10 @@ def window_columns(
     return placed.subset(keep)
 
 
+def _merge_distance(measured: Columns) -> float:
+    return float(measured.meta.get("merge_distance", 0.0) or 0.0)
+
+
 def score_candidate(
     window: np.ndarray,
     sampling: float,
@@ -848,7 +898,7 @@ def score_candidate(
         measured = find_columns(window, sampling, mode)
     margin = float(fit.extra.get("margin", 2.0)) if fit is not None else 2.0
     wide = widen_boundary(atoms, margin * max(window.shape) * conditions.sampling)
-    model = window_columns(wide, conditions, window.shape, fit, margin)
+    model = merge_columns(window_columns(wide, conditions, window.shape, fit, margin), _merge_distance(measured))
     match = match_columns(
         measured, model, tolerance, mirror=False, species=species, search=realign, max_rotation=None if realign else 1.0
     )

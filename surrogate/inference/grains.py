@@ -39,6 +39,7 @@ from surrogate.inference.columns import (
     Columns,
     find_columns,
     match_columns,
+    merge_columns,
     projected_columns,
     structure_to_window,
     window_columns,
@@ -273,17 +274,29 @@ def build_fitted(gr: _Grains, x: Mapping[str, float], collision: float, base: At
         nums.append(gr.numbers[g - 1][keep])
         tags.append(np.full(int(keep.sum()), g))
     if len(parts[0]) and len(parts[1]):
-        tree, off = _periodic_tree(parts[0], gr.cell[2])
-        q = parts[1].copy()
-        q[:, 2] = np.mod(q[:, 2], gr.cell[2])
-        d, _ = tree.query(q + off, distance_upper_bound=collision)
+        # periodic in all three directions: the cell is periodic, so grain 2's far edge meets grain 1's near edge
+        from scipy.spatial import cKDTree
+
+        box = np.asarray(gr.cell, float)
+        tree = cKDTree(np.mod(parts[0], box) % box, boxsize=box)
+        d, _ = tree.query(np.mod(parts[1], box) % box, distance_upper_bound=collision)
         ok = ~np.isfinite(d)
         removed = int((~ok).sum())
         parts[1], nums[1], tags[1] = parts[1][ok], nums[1][ok], tags[1][ok]
     else:
         removed = 0
-    atoms = Atoms(np.concatenate(nums), positions=np.vstack(parts), cell=np.diag(gr.cell), pbc=True)
-    atoms.set_tags(np.concatenate(tags))
+    pos, num, tg = np.vstack(parts), np.concatenate(nums), np.concatenate(tags)
+    # a grain tiled over the cell can put one atom at both periodic ends (x ~ 0 and x ~ L): keep one
+    from scipy.spatial import cKDTree
+
+    box = np.asarray(gr.cell, float)
+    dup = np.zeros(len(pos), bool)
+    for i, j in cKDTree(np.mod(pos, box) % box, boxsize=box).query_pairs(0.3):
+        if not (dup[i] or dup[j]):
+            dup[max(i, j)] = True
+    pos, num, tg = pos[~dup], num[~dup], tg[~dup]
+    atoms = Atoms(num, positions=pos, cell=np.diag(gr.cell), pbc=True)
+    atoms.set_tags(tg)
     atoms.wrap()
     from surrogate.structures.identity import tag
 
@@ -535,9 +548,11 @@ def fit_grains(
     if measured is None:
         measured = find_columns(window, sampling, mode)
     wide = widen_boundary(atoms, margin * max(shape) * conditions.sampling)
-    before_model = window_columns(wide, conditions, shape, fit, margin)
+    merge = float(measured.meta.get("merge_distance", 0.0) or 0.0)  # unresolved neighbours: one blob
+    before_model = merge_columns(window_columns(wide, conditions, shape, fit, margin), merge)
     before = match_columns(measured, before_model, tolerance, mirror=False, search=False).summary()
     gr = _grains(wide, field_xy)
+    gr.columns = [merge_columns(c, merge) for c in gr.columns]
     ext = (float(gr.cell[0]), float(gr.cell[1]))
     to_window, to_structure = _pose_maps(ext, conditions.sampling, shape, margin, fit.pose)
     x = {n: 0.0 for n, _ in PARAMS}
@@ -586,7 +601,7 @@ def fit_grains(
     final_cost = cost(x)
     collision = 0.75 * shortest_distance(_unit_of(atoms)) if _unit_of(atoms) is not None else 1.5
     fitted = build_fitted(gr, x, collision, atoms)
-    after_model = _window_columns_fitted(fitted, conditions, shape, to_window)
+    after_model = merge_columns(_window_columns_fitted(fitted, conditions, shape, to_window), merge)
     after = match_columns(measured, after_model, tolerance, mirror=False, search=False).summary()
     out = GrainFit(
         fitted,
@@ -695,8 +710,10 @@ def _proposals(recipe: dict[str, Any], tilts, inclinations, translations) -> lis
                 "grain2": dict(recipe["grain2"], tilt=float(recipe["grain2"].get("tilt", 0.0)) + d),
             }
             out.append((f"inclination {d:+g}°", r))
+    t0 = np.asarray(recipe.get("translation", [0, 0, 0]), float)
+    if np.any(t0 != 0):  # the library's rigid-translation variants of one boundary: try the untranslated one
+        out.append(("translation reset", {**recipe, "translation": [0.0, 0.0, 0.0]}))
     for tr in translations:
-        t0 = np.asarray(recipe.get("translation", [0, 0, 0]), float)
         out.append((f"translation {tr}", {**recipe, "translation": [float(v) for v in t0 + np.asarray(tr, float)]}))
     return out
 
@@ -772,7 +789,9 @@ def local_search(
                 continue
             fits.append((g, r, name))
             tried.append({"proposal": name, "cost": round(g.cost, 4), "column_fraction": g.after["column_fraction"]})
-    fits.sort(key=lambda f: f[0].cost)
+    # the column cost sees tiled grains cut at a line, so proposals the per-grain fit absorbs (a small
+    # misorientation) tie on it; the built structure's columns (the boundary's own atoms) decide first
+    fits.sort(key=lambda f: (-f[0].after["column_fraction"], f[0].cost))
     best, best_recipe = start, recipe
     for g, r, name in fits[: max(0, budget - sims)]:
         f, _, ssim, image = score_at_pose(window, g.atoms, conditions, fit, settings)

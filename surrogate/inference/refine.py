@@ -33,6 +33,8 @@ __all__ = [
     "atom_columns",
     "anchor_window",
     "refine_candidates",
+    "measure_columns",
+    "fit_columns",
 ]
 
 
@@ -644,15 +646,15 @@ def refine_candidates(library, windows, ranked: list, settings, progress: bool =
         ref = Refinement(fit, 0.0, conditions.to_dict(), c.rank, first, atoms=atoms)
         if settings.columns:
             if conditions.mode not in measured:
-                measured[conditions.mode] = _measure(win, library.sampling, conditions.mode)
+                measured[conditions.mode] = measure_columns(win, library.sampling, conditions.mode)
             if measured[conditions.mode] is not None:
-                _fit_columns(ref, win, library.sampling, atoms, conditions, measured[conditions.mode], settings, sim)
+                fit_columns(ref, win, library.sampling, atoms, conditions, measured[conditions.mode], settings, sim)
         assert fit.image is not None  # every fit ends with the image at its pose
         ref.residual = round(residual(win, fit.image), 5)
         c.refinement = ref
 
 
-def _measure(window: np.ndarray, sampling: float, mode: str):
+def measure_columns(window: np.ndarray, sampling: float, mode: str):
     """The window's atom columns, or ``None`` where too few are resolved to score on."""
     from surrogate.inference.columns import find_columns
 
@@ -663,7 +665,7 @@ def _measure(window: np.ndarray, sampling: float, mode: str):
     return cols if len(cols) >= 6 else None
 
 
-def _fit_columns(ref: Refinement, window, sampling, atoms, conditions, measured, settings, sim) -> None:
+def fit_columns(ref: Refinement, window, sampling, atoms, conditions, measured, settings, sim) -> None:
     """Score ``ref`` on the measured columns; a bicrystal is then fitted per grain (and, when its
     columns still fit badly, searched locally), and the fitted structure replaces the candidate's
     when it explains more columns without a worse figure of merit."""
