@@ -116,6 +116,39 @@ def library_modes(library: str) -> set[str]:
     return {MODES[c] for c in set(codes.tolist())}
 
 
+#: One-off gallery fits of the classical matchers in this run: ``(library, method) -> seconds``.
+GALLERY_FIT_S: dict[str, float] = {}
+
+
+def reuse_classic_galleries() -> bool:
+    """Fit each classical matcher's gallery (every library image's SIFT keypoints, HOG or spectrum
+    descriptor) once per run and reuse it for every query, as a service holding the library would;
+    ``infer`` alone refits it on each call (minutes for SIFT on 2 shared cores). The one-off fit time
+    goes to :data:`GALLERY_FIT_S`. Returns False (nothing patched) where the matcher class changed."""
+    try:
+        from surrogate.inference import retrieve
+    except ImportError:
+        return False
+    cls = getattr(retrieve, "ClassicMatcher", None)
+    if cls is None or getattr(cls, "_inversion_reuse", False):
+        return cls is not None
+    original = cls.__init__
+    fitted: dict[tuple[str, str], object] = {}
+
+    def init(self, library, method):
+        key = (str(Path(library.root).resolve()), str(method))
+        if key not in fitted:
+            t0 = time.perf_counter()
+            original(self, library, method)
+            GALLERY_FIT_S[f"{Path(key[0]).name}:{method}"] = round(time.perf_counter() - t0, 1)
+            fitted[key] = self.retriever
+        self.name, self.retriever = method, fitted[key]
+
+    cls.__init__ = init
+    cls._inversion_reuse = True
+    return True
+
+
 def run_one(q, method: str, a, modes: set[str]) -> dict:
     """Inference on one query (or its cached report); returns candidates.json and the wall time."""
     from surrogate.inference.cli import infer
@@ -173,20 +206,13 @@ def column_score(q, result_dir: Path, cands: list[dict]) -> float | None:
     f = result_dir / "structures" / f"rank{int(top['rank']):02d}_{top['config_id']}.extxyz"
     if not f.exists():
         return None
-    model = read(f, format="extxyz")
+    got = read(f, format="extxyz")
+    model = got[0] if isinstance(got, list) else got
     truth = truth_columns(q, side=float(min(model.cell.lengths()[:2])) - 2.0)
     if not len(truth):
         return None
     found = projected_columns(model)
-    m = match_columns(truth, found, tolerance=COLUMN_TOLERANCE, species=True)
-    if isinstance(m, dict):
-        for key in ("fraction", "matched_fraction", "score", "recall"):
-            if key in m:
-                return float(m[key])
-        raise KeyError(f"match_columns returned {sorted(m)}: no matched fraction")
-    if hasattr(m, "fraction"):
-        return float(m.fraction)
-    return float(m)
+    return float(match_columns(truth, found, tolerance=COLUMN_TOLERANCE, species=True).fraction)
 
 
 def evaluate(queries, method: str, a, labels_of_cid: dict, modes: set[str]) -> dict:
@@ -397,7 +423,7 @@ def markdown(res: dict) -> str:
 
 
 def verdict(m: dict) -> list[str]:
-    out = []
+    out: list[str] = []
     if "cnn" not in m:
         return out
     c = m["cnn"]
@@ -464,11 +490,12 @@ def main(argv=None) -> None:
         subset = f"; subset --limit {a.limit}"
     if a.quick:
         queries, methods = queries[:3], ["cnn"]
+    reused = reuse_classic_galleries()
     labels_of_cid = library_labels(a.library)
     modes = library_modes(a.library)
     t0 = time.perf_counter()
     res_methods = {m: evaluate(queries, m, a, labels_of_cid, modes) for m in methods}
-    fams = {}
+    fams: dict[str, int] = {}
     for q in queries:
         fams[q.labels["family"]] = fams.get(q.labels["family"], 0) + 1
     notes = []
@@ -481,6 +508,11 @@ def main(argv=None) -> None:
         f"library modes: {sorted(modes)}; queries of another mode (ABF with the demo library) run without "
         "retrieval.mode"
     )
+    if reused:
+        notes.append(
+            "classical matchers: each gallery (all library images' descriptors) is fitted once per run and reused "
+            f"for every query; the per-image times exclude that one-off fit (seconds: {GALLERY_FIT_S or 'cached'})"
+        )
     res = {
         "command": "python "
         + " ".join([Path(sys.argv[0]).name if not argv else "benchmarks/inversion.py"] + (argv or sys.argv[1:])),
@@ -497,6 +529,7 @@ def main(argv=None) -> None:
         "verdict": verdict(res_methods),
         "notes": notes,
         "total_s": time.perf_counter() - t0,
+        "gallery_fit_s": GALLERY_FIT_S,
         "platform": {
             "python": platform.python_version(),
             "cpus": os.cpu_count(),

@@ -420,7 +420,8 @@ def simulate(atoms, c: dict, seed: int) -> np.ndarray:
         arr = np.asarray(meas.array)
         while arr.ndim > 2:
             arr = arr.mean(0)
-        arr = _fourier_resize(arr, tuple(int(round(L / 0.05)) for L in atoms.cell.lengths()[:2]))
+        lx, ly = atoms.cell.lengths()[:2]
+        arr = _fourier_resize(arr, (int(round(lx / 0.05)), int(round(ly / 0.05))))
     # abTEM arrays are (x, y) with y up; images are (row = y from the top, col = x)
     field = arr.T[::-1]
     if c["mode"] != "hrtem" and c["source_size"] > 0:
