@@ -275,6 +275,17 @@ def physics_on_labels(calc, frames) -> dict:
     return {k: {s: float(v) for s, v in d.items()} for k, d in out.items()}
 
 
+def labelled_splits(frames) -> dict[str, list[str]]:
+    """Which split (train / test) the labelled cells of :func:`physics_on_labels` are in."""
+    cells = labelled_cells(frames)
+    out: dict[str, list[str]] = {"bulk and E-V": [str(a.info.get("split", "train")) for a in cells["eos"]]}
+    out["8-atom defects"] = [str(cells[k].info.get("split", "train")) for k in ("V_Cd", "V_Te", "Cd_Te", "Te_Cd")]
+    for family, pair in cells["twin"].items():
+        out[family] = [str(a.info.get("split", "train")) for a in pair.values()]
+    out["boundaries"] = [str(a.info.get("split", "train")) for a in cells["gb"].values()]
+    return {k: sorted(set(v)) for k, v in out.items()}
+
+
 def physics_own(calc, material: str, mode: str, steps: int) -> dict:
     """:mod:`surrogate.potential.physics` at the model's own lattice constant (``light``: EOS only)."""
     from surrogate.potential import physics
@@ -422,6 +433,8 @@ def markdown(res: dict) -> str:
         f"Subset: {res['subset']}.",
         "",
     ]
+    if res.get("reused"):
+        lines += [f"(Tables re-rendered from the saved per-model results of: {', '.join(res['reused'])}.)", ""]
     for k, v in res["models"].items():
         if v.get("error"):
             lines.append(f"- {LABELS.get(k, k)}: **failed**: {v['error']}")
@@ -494,6 +507,11 @@ def markdown(res: dict) -> str:
             lines += [
                 "",
                 "## Physics checks, CdTe, on the labelled DFT cells (model and DFT on the same unrelaxed cells)",
+                "",
+                "Splits of these cells in our data: "
+                + "; ".join(f"{k}: {'+'.join(v)}" for k, v in res.get("labelled_splits", {}).items())
+                + ". Cells in the training split were fitted by our model (not a held-out check for it); the "
+                "universal models saw none of them.",
                 "",
                 "| quantity | " + " | ".join(names) + " | DFT (GPAW PBE, our labels) |",
                 "|---|" + "---|" * (len(models) + 1),
@@ -588,7 +606,9 @@ def main(argv=None) -> dict:
     )
     full = a.max_frames is None and a.max_train is None
     res: dict = {
-        "command": "python benchmarks/potential_universal.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python benchmarks/potential_universal.py "
+        + " ".join(x for x in (argv if argv is not None else sys.argv[1:]) if x != "--reuse"),
+        "reused": [],
         "subset": subset + (" (all frames)" if full else " (evenly spaced subsets)"),
         "options": opts,
         "machine": {
@@ -622,6 +642,7 @@ def main(argv=None) -> dict:
             t = time.perf_counter()
             if a.reuse and cache.is_file():
                 out = json.loads(cache.read_text())
+                res["reused"].append(model)
             elif model == "ours":
                 out = evaluate_model("ours", data, opts, all_cdte)
             else:
@@ -636,6 +657,7 @@ def main(argv=None) -> dict:
                 _summarise(out, data, res, model)
     if a.physics != "none":
         res["si_dft"] = si_dft_reference()
+        res["labelled_splits"] = labelled_splits(all_cdte)
     (out_dir / f"{a.name}.json").write_text(json.dumps(res, indent=1, default=float))
     (out_dir / f"{a.name}.md").write_text(markdown(res))
     print(markdown(res))
