@@ -647,12 +647,12 @@ def main(argv=None) -> dict:
                 out = evaluate_model("ours", data, opts, all_cdte)
             else:
                 out = run_universal(a.universal_python, model, folder, opts)
+            out.setdefault("wall_s", time.perf_counter() - t)
             if "error" not in out:
                 tmp_cache = cache.with_suffix(".json.tmp")
                 tmp_cache.write_text(json.dumps(out, default=float))
                 tmp_cache.replace(cache)
-            res["models"][model] = {"wall_s": out.get("wall_s", time.perf_counter() - t), "error": out.get("error")}
-            out["wall_s"] = res["models"][model]["wall_s"]
+            res["models"][model] = {"wall_s": out["wall_s"], "error": out.get("error")}
             if "error" not in out:
                 _summarise(out, data, res, model)
     if a.physics != "none":
