@@ -373,7 +373,9 @@ def find_columns(
 def merge_columns(columns: Columns, distance: float) -> Columns:
     """Columns closer than ``distance`` [Å] (chains of such neighbours) merged into one, as an image
     that does not resolve them shows them: at the intensity-weighted centroid, intensities summed,
-    the species of the brightest member. ``distance <= 0`` returns ``columns`` unchanged."""
+    the brightest member's species. (A blurred dumbbell peaks between the centroid and its heavier
+    column, nearer the centroid the stronger the blur: within 0.15 Å of it at a 0.7 Å source.)
+    ``distance <= 0`` returns ``columns`` unchanged."""
     if distance <= 0 or len(columns) < 2:
         return columns
     from scipy.sparse import coo_matrix
@@ -386,20 +388,19 @@ def merge_columns(columns: Columns, distance: float) -> Columns:
         return columns
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     ncomp, label = connected_components(graph, directed=False)
-    w = np.clip(np.nan_to_num(columns.intensity, nan=1.0), 1e-9, None)
+    w = np.nan_to_num(columns.intensity, nan=1.0)
+    brightest: dict[int, int] = {}
+    for i, lab in enumerate(label):
+        if lab not in brightest or w[i] > w[brightest[lab]]:
+            brightest[lab] = i
+    first = np.array([brightest[k] for k in range(ncomp)])
+    wc = np.clip(w, 1e-9, None)
     xy = np.zeros((ncomp, 2))
-    np.add.at(xy, label, columns.xy * w[:, None])
-    tot = np.bincount(label, weights=w, minlength=ncomp)
-    xy /= tot[:, None]
-    intensity = np.bincount(label, weights=np.nan_to_num(columns.intensity), minlength=ncomp)
+    np.add.at(xy, label, columns.xy * wc[:, None])
+    xy /= np.bincount(label, weights=wc, minlength=ncomp)[:, None]
+    intensity = np.bincount(label, weights=w, minlength=ncomp)
     width = np.full(ncomp, np.nan)
-    species = None
-    if columns.species is not None:
-        brightest: dict[int, int] = {}
-        for i, lab in enumerate(label):
-            if lab not in brightest or w[i] > w[brightest[lab]]:
-                brightest[lab] = i
-        species = [columns.species[brightest[k]] for k in range(ncomp)]
+    species = None if columns.species is None else [columns.species[i] for i in first]
     return Columns(xy, intensity, width, species, dict(columns.meta, merged=float(distance)))
 
 
