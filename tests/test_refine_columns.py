@@ -3,48 +3,16 @@
 import numpy as np
 import pytest
 
+from tests.test_grains import conditions, rotated, twin_recipe  # noqa: F401  (shared fixtures)
+
 SHAPE = (96, 96)
 MARGIN = 2.0
 
 
 @pytest.fixture(scope="module")
-def conditions():
-    from surrogate.simulate.conditions import ImagingConditions
-
-    return ImagingConditions(mode="haadf", method="incoherent", sampling=0.2, source_size=0.4)
-
-
-@pytest.fixture(scope="module")
-def twin_case(conditions):
-    """A Σ3 twin candidate and an image of the truth: its grain 2 rotated 1° and moved (0.3, 0.5) Å."""
-    from surrogate.inference import grains
-    from surrogate.inference.refine import Fit, fom, simulate_field, transform, widen_boundary
-    from surrogate.structures import build_structure
-
-    g = {"zone_axis": [1, 1, 0], "upward": [0, 0, 1]}
-    cand = build_structure(
-        {
-            "kind": "gb",
-            "name": "twin",
-            "material": {"name": "CdTe"},
-            "thickness": 9.0,
-            "fov": [25.6, 25.6],
-            "zone_axis": [1, 1, 0],
-            "grain1": dict(g, tilt=54.73538),
-            "grain2": dict(g, tilt=125.26462, flip_species=True),
-            "translation": [0, 0, 0],
-        }
-    )
-    wide = widen_boundary(cand, MARGIN * SHAPE[0] * conditions.sampling)
-    gr = grains._grains(wide, (MARGIN * SHAPE[1] * 0.2, MARGIN * SHAPE[0] * 0.2))
-    x = {n: 0.0 for n, _ in grains.PARAMS}
-    x.update(rot2=1.0, tx2=0.3, ty2=0.5, boundary=0.4)
-    truth = grains.build_fitted(gr, x, 1.5, cand)
-    window = transform(simulate_field(truth, conditions, SHAPE), SHAPE)
-    fit = Fit(image=transform(simulate_field(wide, conditions, SHAPE), SHAPE).astype(np.float32))
-    fit.extra["margin"] = MARGIN
-    fit.fom, _, fit.ssim = fom(window, fit.image)
-    return cand, truth, window, fit
+def twin_case(rotated):
+    """The Σ3 twin candidate, its truth (grain 2 rotated 1°, moved) imaged, and the rigid fit (tests.test_grains)."""
+    return rotated
 
 
 def test_column_stage_fits_the_second_grain_and_reports_it(twin_case, conditions):

@@ -618,7 +618,7 @@ def _seed_translations(
     # merge each bin with its 8 neighbours (a peak split over bin edges)
     lookup = {tuple(k): c for k, c in zip(keys, counts)}
     merged = np.array([sum(lookup.get((k[0] + i, k[1] + j), 0) for i in (-1, 0, 1) for j in (-1, 0, 1)) for k in keys])
-    out = []
+    out: list[np.ndarray] = []
     for o in np.argsort(-merged)[: top * 3]:
         k = keys[o]
         near = np.abs(np.floor(d / tol).astype(np.int64) - k).max(axis=1) <= 1
@@ -894,7 +894,7 @@ def score_candidate(
     """
     from surrogate.inference.refine import widen_boundary
 
-    mode = mode or getattr(conditions, "mode", "haadf")
+    mode = str(mode or getattr(conditions, "mode", "haadf"))
     if measured is None:
         measured = find_columns(window, sampling, mode)
     margin = float(fit.extra.get("margin", 2.0)) if fit is not None else 2.0

@@ -91,8 +91,8 @@ def _periodic_tree(pos: np.ndarray, lz: float):
 
 def grain_lattice(
     atoms: Atoms, region: tuple[float, float], max_length: float = 10.0, tol: float = 0.2
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """In-plane lattice of one grain's atoms: two 3-D translations and the basis.
+) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """In-plane lattice of one grain's atoms: two 3-D translations, the basis, its origin.
 
     Parameters
     ----------
@@ -182,7 +182,7 @@ def _tile(
     xlim: tuple[float, float],
     ylim: tuple[float, float],
     lz: float,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Basis tiled by the two translations over the rectangle ``xlim`` x ``ylim`` (grown by 6 Å)."""
     corners = np.array(
         [[xlim[0] - 6, ylim[0] - 6], [xlim[1] + 6, ylim[0] - 6], [xlim[0] - 6, ylim[1] + 6], [xlim[1] + 6, ylim[1] + 6]]
@@ -427,7 +427,7 @@ def _seed_grain(
         win[near],
         gr.columns[g - 1].intensity[near],
         np.full(int(near.sum()), np.nan),
-        [gr.columns[g - 1].species[i] for i in np.flatnonzero(near)] if gr.columns[g - 1].species else None,
+        [species[i] for i in np.flatnonzero(near)] if (species := gr.columns[g - 1].species) else None,
     )
     m = match_columns(measured.subset(side), model, tolerance, mirror=False, max_rotation=max_rotation)
     if m.fraction < 0.3:
@@ -541,7 +541,7 @@ def fit_grains(
     from surrogate.structures.crystals import shortest_distance
 
     t0 = time.perf_counter()
-    mode = mode or getattr(conditions, "mode", "haadf")
+    mode = str(mode or getattr(conditions, "mode", "haadf"))
     margin = float(fit.extra.get("margin", 2.0) if margin is None else margin)
     shape = window.shape
     field_xy = (shape[1] * margin * conditions.sampling, shape[0] * margin * conditions.sampling)
@@ -761,7 +761,7 @@ def local_search(
     from surrogate.structures.recipes import build_structure
 
     t0 = time.perf_counter()
-    mode = mode or getattr(conditions, "mode", "haadf")
+    mode = str(mode or getattr(conditions, "mode", "haadf"))
     if measured is None:
         measured = find_columns(window, sampling, mode)
     if start is None:
@@ -776,7 +776,7 @@ def local_search(
             "fom": start.fom,
         }
     ]
-    fits: list[tuple[GrainFit, dict | None, str]] = []
+    fits: list[tuple[GrainFit, dict[str, Any] | None, str]] = []
     if recipe is not None:
         for name, r in _proposals(recipe, tilts, inclinations, translations)[:max_proposals]:
             try:
@@ -792,8 +792,9 @@ def local_search(
     # the column cost sees tiled grains cut at a line, so proposals the per-grain fit absorbs (a small
     # misorientation) tie on it; the built structure's columns (the boundary's own atoms) decide first
     fits.sort(key=lambda f: (-f[0].after["column_fraction"], f[0].cost))
-    best, best_recipe = start, recipe
-    for g, r, name in fits[: max(0, budget - sims)]:
+    best: GrainFit = start
+    best_recipe: dict[str, Any] | None = recipe
+    for g, rec, name in fits[: max(0, budget - sims)]:
         f, _, ssim, image = score_at_pose(window, g.atoms, conditions, fit, settings)
         sims += 1
         g.fom, g.ssim, g.image, g.simulations = float(f), float(ssim), image, 1
@@ -802,5 +803,5 @@ def local_search(
                 t["fom"] = round(float(f), 4)
         key = (g.after["column_fraction"], -g.fom)
         if key > (best.after["column_fraction"], -(best.fom if np.isfinite(best.fom) else np.inf)):
-            best, best_recipe = g, r
+            best, best_recipe = g, rec
     return SearchResult(best, best_recipe, tried, sims, time.perf_counter() - t0)

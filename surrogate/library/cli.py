@@ -34,6 +34,11 @@ def build(cfg: DictConfig):
 @hydra.main(version_base="1.3", config_path="../configs", config_name="build_library")
 @exit_on_user_error
 def _main(cfg: DictConfig) -> None:
+    import distributed  # noqa: F401  (installs its console log handlers on import: quiet_console reroutes them)
+
+    from surrogate.cli import quiet_console
+
+    quiet_console(bool(cfg.get("verbose", False)))
     build(cfg)
 
 
