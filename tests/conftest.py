@@ -86,3 +86,52 @@ def embedder_ckpt(tiny_library, tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     torch.save({"format": FORMAT, "state_dict": net.state_dict(), "surrogate": rec}, path)
     return path
+
+
+# bicrystal fixtures shared by test_grains and test_refine_columns: a Σ3 twin and its grain 2 moved
+GRAIN_SHAPE = (96, 96)
+GRAIN_MARGIN = 2.0
+
+
+@pytest.fixture(scope="module")
+def twin_recipe():
+    # the Σ3 twin as ingrained describes it (CdTe [110], tilts ±35.26° about [001] up)
+    g = {"zone_axis": [1, 1, 0], "upward": [0, 0, 1]}
+    return {
+        "kind": "gb",
+        "name": "twin",
+        "material": {"name": "CdTe"},
+        "thickness": 9.0,
+        "fov": [25.6, 25.6],
+        "zone_axis": [1, 1, 0],
+        "grain1": dict(g, tilt=54.73538),
+        "grain2": dict(g, tilt=125.26462, flip_species=True),
+        "translation": [0, 0, 0],
+    }
+
+
+@pytest.fixture(scope="module")
+def conditions():
+    from surrogate.simulate.conditions import ImagingConditions
+
+    return ImagingConditions(mode="haadf", method="incoherent", sampling=0.2, source_size=0.4)
+
+
+@pytest.fixture(scope="module")
+def rotated(twin_recipe, conditions):
+    """The candidate, and the truth: its grain 2 rotated by 1° (and moved 0.3, 0.5 Å), imaged."""
+    from surrogate.inference import grains
+    from surrogate.inference.refine import Fit, fom, simulate_field, transform, widen_boundary
+    from surrogate.structures import build_structure
+
+    cand = build_structure(twin_recipe)
+    wide = widen_boundary(cand, GRAIN_MARGIN * GRAIN_SHAPE[0] * conditions.sampling)
+    gr = grains._grains(wide, (GRAIN_MARGIN * GRAIN_SHAPE[1] * 0.2, GRAIN_MARGIN * GRAIN_SHAPE[0] * 0.2))
+    x = {n: 0.0 for n, _ in grains.PARAMS}
+    x.update(rot2=1.0, tx2=0.3, ty2=0.5, boundary=0.4)
+    truth = grains.build_fitted(gr, x, 1.5, cand)
+    window = transform(simulate_field(truth, conditions, GRAIN_SHAPE), GRAIN_SHAPE)
+    fit = Fit()  # the library pose, as the refinement leaves it when it cannot do better
+    fit.extra["margin"] = GRAIN_MARGIN
+    fit.fom, _, fit.ssim = fom(window, transform(simulate_field(wide, conditions, GRAIN_SHAPE), GRAIN_SHAPE))
+    return cand, truth, window, fit

@@ -3,15 +3,13 @@
 import numpy as np
 import pytest
 
-from tests.test_grains import conditions, rotated, twin_recipe  # noqa: F401  (shared fixtures)
-
 SHAPE = (96, 96)
 MARGIN = 2.0
 
 
 @pytest.fixture(scope="module")
 def twin_case(rotated):
-    """The Σ3 twin candidate, its truth (grain 2 rotated 1°, moved) imaged, and the rigid fit (tests.test_grains)."""
+    """The Σ3 twin candidate, its truth (grain 2 rotated 1°, moved) imaged, and the rigid fit (conftest.py)."""
     return rotated
 
 
