@@ -298,11 +298,23 @@ def main(argv=None):
     p.add_argument("--search", type=int, default=8, help="local-search simulations per candidate (default 8)")
     p.add_argument("--skip-real", action="store_true", help="skip the real twin (part 2)")
     p.add_argument("--real-only", action="store_true", help="only the real twin (part 2)")
+    p.add_argument(
+        "--reuse",
+        nargs="+",
+        default=[],
+        metavar="JSON",
+        help="take part 1 and/or part 2 from earlier runs' JSON files instead of running them",
+    )
     a = p.parse_args(argv)
     out = Path(a.out)
     t0 = time.perf_counter()
-    rows = [] if a.real_only else simulated(a.search, a.quick)
-    real = None if (a.skip_real or a.quick or not REAL_TWIN.exists()) else real_twin(a.search, out)
+    reused = [json.loads(Path(f).read_text()) for f in a.reuse]
+    rows = next((r["simulated"] for r in reused if r.get("simulated")), None)
+    real = next((r["real_twin"] for r in reused if isinstance(r.get("real_twin"), list)), None)
+    if rows is None:
+        rows = [] if a.real_only else simulated(a.search, a.quick)
+    if real is None and not (a.skip_real or a.quick or not REAL_TWIN.exists()):
+        real = real_twin(a.search, out)
     cols = [
         "query",
         "truth_before",
