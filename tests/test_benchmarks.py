@@ -89,3 +89,11 @@ def test_retrieval_benchmark_runs_the_cnn_and_the_classical_matchers_side_by_sid
     for method in ("cnn", "hog", "spectrum"):
         assert method in text
     assert res["n_ood"] >= 1
+
+
+def test_refinement_benchmark_scores_a_boundary_against_its_truth(tmp_path):
+    _run("refinement.py", "--quick", "--out", tmp_path / "refinement")
+    rows = json.loads((tmp_path / "refinement.json").read_text())["simulated"]
+    assert len(rows) == 1 and rows[0]["grain_fit_used"]
+    assert rows[0]["truth_after"] >= rows[0]["truth_before"] and rows[0]["fom_after"] <= rows[0]["fom_before"] + 0.02
+    assert "| query |" in (tmp_path / "refinement.md").read_text()
