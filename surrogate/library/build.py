@@ -59,7 +59,9 @@ def unit_conditions(sim: Mapping[str, Any], unit: int, k: int, sampling: float, 
     )
 
 
-def run_unit(root: str, unit: int, recipe: dict, sim: dict, k: int, shape, sampling: float, seed: int) -> dict:
+def run_unit(
+    root: str, unit: int, recipe: Mapping[str, Any], sim: Mapping[str, Any], k: int, shape, sampling: float, seed: int
+) -> dict:
     """Build, simulate and write one unit's chunks; returns what the driver records."""
     atoms = build_structure(recipe)
     conditions = unit_conditions(sim, unit, k, sampling, seed)
@@ -153,7 +155,8 @@ def build_library(
     structures, simulate, library = _plain(structures), _plain(simulate), _plain(library)
     root = Path(library.get("output_dir") or "library").expanduser()
     k = int(library.get("images_per_structure", 1))
-    shape = tuple(int(v) for v in library.get("shape", (128, 128)))
+    rows, cols = (int(v) for v in library.get("shape", (128, 128)))
+    shape = (rows, cols)
     sampling = float(library.get("sampling", 0.2))
     if k < 1 or min(shape) < 8 or sampling <= 0:
         raise ConfigError("library.images_per_structure >= 1, shape >= 8 px and sampling > 0 are required")
