@@ -21,7 +21,17 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 REAL_TWIN = REPO.parent / "shared" / "data" / "real" / "cdte_110_twin" / "HAADF26.dm3"
 
-__all__ = ["REPO", "RESULTS", "REAL_TWIN", "parser", "machine", "write_results", "markdown_table", "auroc"]
+__all__ = [
+    "REPO",
+    "RESULTS",
+    "REAL_TWIN",
+    "parser",
+    "machine",
+    "write_results",
+    "markdown_table",
+    "auroc",
+    "real_twin_conditions",
+]
 
 
 def parser(
@@ -77,3 +87,20 @@ def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
     r = rankdata(np.concatenate([in_scores, out_scores]))
     n_in, n_out = len(in_scores), len(out_scores)
     return float((r[n_in:].sum() - n_out * (n_out + 1) / 2) / (n_in * n_out))
+
+
+def real_twin_conditions(sampling: float):
+    """Imaging conditions the refinements of the real CdTe twin start from (HAADF26.dm3: 200 kV, 22 mrad,
+    80-200 mrad detector, 0.5 Å source), at ``sampling`` [Å/px]."""
+    from surrogate.simulate.conditions import ImagingConditions
+
+    return ImagingConditions(
+        mode="haadf",
+        method="incoherent",
+        energy=200e3,
+        semiangle=22.0,
+        inner=80.0,
+        outer=200.0,
+        source_size=0.5,
+        sampling=sampling,
+    )

@@ -15,8 +15,8 @@ import json
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-REAL = REPO.parent / "shared" / "data" / "real" / "cdte_110_twin" / "HAADF26.dm3"
+from common import REAL_TWIN as REAL
+from common import REPO, real_twin_conditions
 
 
 def main(argv=None):
@@ -40,7 +40,6 @@ def main(argv=None):
     from surrogate.io.files import atomic_open, atomic_write_text
     from surrogate.io.readers import read_image
     from surrogate.library import Library
-    from surrogate.simulate.conditions import ImagingConditions
     from surrogate.simulate.images import SimulationSettings
 
     lib = Library(a.library)
@@ -54,16 +53,7 @@ def main(argv=None):
         if rec.material != "CdTe" or rec.family == "defect" or name in picks:
             continue
         picks[name] = cid
-    base = ImagingConditions(
-        mode="haadf",
-        method="incoherent",
-        energy=200e3,
-        semiangle=22.0,
-        inner=80.0,
-        outer=200.0,
-        source_size=0.5,
-        sampling=lib.sampling,
-    )
+    base = real_twin_conditions(lib.sampling)
     rs = RefineSettings()  # the inference defaults (surrogate.inference.settings)
     settings = SimulationSettings(potential_sampling=rs.potential_sampling)
     rows, best_twin = [], None

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import REAL_TWIN, RESULTS, machine, markdown_table, parser, write_results
+from common import REAL_TWIN, RESULTS, machine, markdown_table, parser, real_twin_conditions, write_results
 
 SHAPE = (128, 128)
 SAMPLING = 0.2
@@ -38,57 +38,48 @@ MARGIN = 2.0
 INGRAINED = {"fom": 0.179, "simulations": 3542}
 
 _G110 = {"zone_axis": [1, 1, 0], "upward": [0, 0, 1]}
+#: grain tilts [deg] about [001] up of the Σ3 {112} twin (ingrained's config.json) and the coherent Σ3 (111) twin
+TWIN_112 = (54.73538, 125.26462)
+TWIN_111 = (35.26439, -35.26439)
+
+
+def _gb(name: str, material: str, tilts: tuple[float, float], flip: bool = False, **extra) -> dict:
+    """A [110] bicrystal recipe (build_structure) with grain tilts ``tilts``; ``flip``: grain 2's species swapped."""
+    grain2 = dict(_G110, tilt=tilts[1], **({"flip_species": True} if flip else {}))
+    return {
+        "kind": "gb",
+        "name": name,
+        "material": {"name": material},
+        "zone_axis": [1, 1, 0],
+        "grain1": dict(_G110, tilt=tilts[0]),
+        "grain2": grain2,
+        **extra,
+    }
+
+
 #: library candidates (build_structure recipes) and the true structure's departure from each
 CASES = [
     {
-        "name": "CdTe Σ3(111) twin, grain 2 +1.0°",
-        "recipe": {
-            "kind": "gb",
-            "name": "twin",
-            "material": {"name": "CdTe"},
-            "zone_axis": [1, 1, 0],
-            "grain1": dict(_G110, tilt=54.73538),
-            "grain2": dict(_G110, tilt=125.26462, flip_species=True),
-        },
+        "name": "CdTe Σ3 {112} twin, grain 2 +1.0°",
+        "recipe": _gb("twin", "CdTe", TWIN_112, True),
         "truth": {"rot2": 1.0, "tx2": 0.3, "ty2": 0.5, "boundary": 0.4},
         "pose": {"angle": 0.0, "scale": 1.0},
     },
     {
-        "name": "CdTe Σ3(111) twin, grain 2 −1.5°, window rotated 12°",
-        "recipe": {
-            "kind": "gb",
-            "name": "twin",
-            "material": {"name": "CdTe"},
-            "zone_axis": [1, 1, 0],
-            "grain1": dict(_G110, tilt=54.73538),
-            "grain2": dict(_G110, tilt=125.26462, flip_species=True),
-        },
+        "name": "CdTe Σ3 {112} twin, grain 2 −1.5°, window rotated 12°",
+        "recipe": _gb("twin", "CdTe", TWIN_112, True),
         "truth": {"rot2": -1.5, "tx2": -0.4, "ty2": 0.2, "boundary": -0.8},
         "pose": {"angle": 12.0, "scale": 1.02},
     },
     {
         "name": "CdTe Σ9 tilt, grain 2 +0.7°",
-        "recipe": {
-            "kind": "gb",
-            "name": "sigma9",
-            "material": {"name": "CdTe"},
-            "zone_axis": [1, 1, 0],
-            "grain1": dict(_G110, tilt=-19.47),
-            "grain2": dict(_G110, tilt=19.47),
-        },
+        "recipe": _gb("sigma9", "CdTe", (-19.47, 19.47)),
         "truth": {"rot2": 0.7, "tx2": 0.5, "ty2": -0.3, "boundary": 0.6},
         "pose": {"angle": -5.0, "scale": 0.98},
     },
     {
-        "name": "Si Σ3(111) twin, grain 2 −0.8°",
-        "recipe": {
-            "kind": "gb",
-            "name": "twin",
-            "material": {"name": "Si"},
-            "zone_axis": [1, 1, 0],
-            "grain1": dict(_G110, tilt=54.73538),
-            "grain2": dict(_G110, tilt=125.26462),
-        },
+        "name": "Si Σ3 {112} twin, grain 2 −0.8°",
+        "recipe": _gb("twin", "Si", TWIN_112),
         "truth": {"rot2": -0.8, "tx2": 0.2, "ty2": 0.4, "boundary": 0.3},
         "pose": {"angle": 30.0, "scale": 1.0},
     },
@@ -186,17 +177,7 @@ def simulated(search: int, quick: bool) -> list[dict]:
 
 
 #: the coherent Σ3 (111) twin (boundary at 35.26° to [001]), the boundary the real image shows (docs/inference.md)
-COHERENT_111 = {
-    "kind": "gb",
-    "name": "twin_sigma3_111",
-    "material": {"name": "CdTe"},
-    "zone_axis": [1, 1, 0],
-    "grain1": dict(_G110, tilt=35.26439),
-    "grain2": dict(_G110, tilt=-35.26439, flip_species=True),
-    "thickness": 14.0,
-    "fov": [34.4, 34.4],
-    "translation": [0, 0, 0],
-}
+COHERENT_111 = _gb("twin_sigma3_111", "CdTe", TWIN_111, True, thickness=14.0, fov=[34.4, 34.4], translation=[0, 0, 0])
 
 
 def real_twin(search: int, out: Path, corner=(128, 190)) -> list[dict]:
@@ -232,23 +213,13 @@ def _real_one(name: str, cand, search: int, out: Path, corner) -> dict:
     from surrogate.inference.settings import RefineSettings
     from surrogate.io.files import atomic_open
     from surrogate.io.readers import read_image
-    from surrogate.simulate.conditions import ImagingConditions
     from surrogate.simulate.images import SimulationSettings
 
     m = read_image(REAL_TWIN)
     img = normalise(denoise(resample(m.data, m.sampling, SAMPLING), "gaussian", SAMPLING))
     r, c = corner
     window = img[r : r + SHAPE[0], c : c + SHAPE[1]]
-    cond = ImagingConditions(
-        mode="haadf",
-        method="incoherent",
-        energy=200e3,
-        semiangle=22.0,
-        inner=80.0,
-        outer=200.0,
-        source_size=0.5,
-        sampling=SAMPLING,
-    )
+    cond = real_twin_conditions(SAMPLING)
     rs = RefineSettings(search=search)
     sim = SimulationSettings(potential_sampling=rs.potential_sampling)
     t0 = time.perf_counter()

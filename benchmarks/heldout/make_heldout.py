@@ -31,7 +31,7 @@ with the boundary in the middle, so the partner boundary of the periodic cell li
 the edge of the field.
 
 Each image is written as ``data/heldout/<name>.tif`` (float32, calibrated in nm as rosettasciio
-writes it, so :func:`surrogate.io.readers.read_image` reads its pixel size), ``<name>.extxyz`` (the
+writes it, so :func:`surrogate.io.readers.read_image` reads its pixel size), ``<name>.extxyz.gz`` (the
 ground-truth cell with the image transform in its info) and one record in ``labels.json``.
 Resumable: an image whose three outputs exist is skipped; files are written to a temporary name and
 renamed.
@@ -507,7 +507,8 @@ def write_tiff(path: Path, image: np.ndarray, pixel: float, title: str) -> None:
 
 
 def write_extxyz(path: Path, atoms) -> None:
-    """Extended XYZ with positions to 1 mÅ (ASE's writer uses 8 decimals: 2x the size)."""
+    """Extended XYZ with positions to 1 mÅ (ASE's writer uses 8 decimals: 2x the size); gzipped when
+    ``path`` ends in ``.gz`` (ASE reads it as it is)."""
     lat = " ".join(f"{v:.6f}" for v in atoms.cell.array.ravel())
     info = " ".join(
         f"{k}={json.dumps(v).replace(' ', '')}" if not isinstance(v, str) else f"{k}={v}" for k, v in atoms.info.items()
@@ -515,7 +516,13 @@ def write_extxyz(path: Path, atoms) -> None:
     lines = [str(len(atoms)), f'Lattice="{lat}" Properties=species:S:1:pos:R:3 {info} pbc="T T T"']
     lines += [f"{s} {x:.3f} {y:.3f} {z:.3f}" for s, (x, y, z) in zip(atoms.get_chemical_symbols(), atoms.positions)]
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    if path.suffix == ".gz":
+        import gzip
+
+        tmp.write_bytes(gzip.compress(text.encode(), mtime=0))
+    else:
+        tmp.write_text(text)
     os.replace(tmp, path)
 
 
@@ -550,12 +557,12 @@ def one(spec: dict, index: int, out: Path) -> dict:
         pixel_size=pixel,
         image_shape=[SHAPE, SHAPE],
     )
-    write_extxyz(out / f"{name}.extxyz", truth)
+    write_extxyz(out / f"{name}.extxyz.gz", truth)
     write_tiff(out / f"{name}.tif", image, pixel, f"held-out {name} ({spec['mode']}), simulated")
     record = {
         "name": name,
         "image": f"{name}.tif",
-        "structure": f"{name}.extxyz",
+        "structure": f"{name}.extxyz.gz",
         "labels": labels,
         "mode": spec["mode"],
         "pixel_size": pixel,
@@ -603,7 +610,7 @@ def main(argv: list[str] | None = None) -> None:
     for i, spec in bar:
         name = spec["name"]
         bar.set_postfix_str(name)
-        if all((out / f).exists() for f in (f"{name}.tif", f"{name}.extxyz", f".{name}.json")):
+        if all((out / f).exists() for f in (f"{name}.tif", f"{name}.extxyz.gz", f".{name}.json")):
             continue
         rec = one(spec, i, out)
         bar.write(f"{name}: {rec['simulation_s']} s, {rec['n_atoms']} atoms, {rec['mode']}")
