@@ -192,33 +192,36 @@ def truth_columns(q, side: float):
     return tiled.subset(keep)
 
 
-def column_score(q, result_dir: Path, cands: list[dict]) -> float | None:
-    """Fraction of the truth's projected columns matched by the rank-1 structure (None if unavailable)."""
+def column_score(q, result_dir: Path, cands: list[dict]) -> tuple[float | None, float | None]:
+    """Fraction of the truth's projected columns matched by the rank-1 structure, same species and
+    (second) geometry only, species ignored (None if unavailable)."""
     try:
         from surrogate.inference.columns import match_columns, projected_columns
     except ImportError:
-        return None
+        return None, None
     if not cands:
-        return 0.0
+        return 0.0, 0.0
     from ase.io import read
 
     top = cands[0]
     f = result_dir / "structures" / f"rank{int(top['rank']):02d}_{top['config_id']}.extxyz"
     if not f.exists():
-        return None
+        return None, None
     got = read(f, format="extxyz")
     model = got[0] if isinstance(got, list) else got
     truth = truth_columns(q, side=float(min(model.cell.lengths()[:2])) - 2.0)
     if not len(truth):
-        return None
+        return None, None
     found = projected_columns(model)
-    return float(match_columns(truth, found, tolerance=COLUMN_TOLERANCE, species=True).fraction)
+    same = match_columns(truth, found, tolerance=COLUMN_TOLERANCE, species=True).fraction
+    geometry = match_columns(truth, found, tolerance=COLUMN_TOLERANCE, species=False).fraction
+    return float(same), float(geometry)
 
 
 def evaluate(queries, method: str, a, labels_of_cid: dict, modes: set[str]) -> dict:
     from tqdm import tqdm
 
-    truths, ranked, per_image, times, cols, cpus = [], [], [], [], [], []
+    truths, ranked, per_image, times, cols, cpus, geos = [], [], [], [], [], [], []
     for q in tqdm(queries, desc=method, file=sys.stdout):
         try:
             r = run_one(q, method, a, modes)
@@ -229,8 +232,9 @@ def evaluate(queries, method: str, a, labels_of_cid: dict, modes: set[str]) -> d
         labs = [labels_of_cid.get(c["config_id"]) for c in cands]
         truths.append(q.labels)
         ranked.append(labs)
-        cs = column_score(q, Path(a.work) / method / q.name, cands) if "error" not in r else 0.0
+        cs, geo = column_score(q, Path(a.work) / method / q.name, cands) if "error" not in r else (0.0, 0.0)
         cols.append(cs)
+        geos.append(geo)
         if r.get("wall_s") is not None:
             times.append(float(r["wall_s"]))
         if r.get("cpu_s") is not None:
@@ -255,6 +259,7 @@ def evaluate(queries, method: str, a, labels_of_cid: dict, modes: set[str]) -> d
                 "wall_s": r.get("wall_s"),
                 "cpu_s": r.get("cpu_s"),
                 "column_score": cs,
+                "column_score_geometry": geo,
                 "error": r.get("error"),
             }
         )
@@ -274,6 +279,8 @@ def evaluate(queries, method: str, a, labels_of_cid: dict, modes: set[str]) -> d
     cm = confusion_matrix(truths, [r[0] if r else None for r in ranked], "family", FAMILIES + ["none"])
     bnd = [c for c, t in zip(cols, truths) if c is not None and level_applies(t, "boundary")]
     allc = [c for c in cols if c is not None]
+    bnd_g = [c for c, t in zip(geos, truths) if c is not None and level_applies(t, "boundary")]
+    all_g = [c for c in geos if c is not None]
     return {
         "levels": s["levels"],
         "confusion_family": cm,
@@ -281,6 +288,8 @@ def evaluate(queries, method: str, a, labels_of_cid: dict, modes: set[str]) -> d
             "all": float(np.mean(allc)) if allc else None,
             "boundary": float(np.mean(bnd)) if bnd else None,
             "n": len(allc),
+            "geometry_all": float(np.mean(all_g)) if all_g else None,
+            "geometry_boundary": float(np.mean(bnd_g)) if bnd_g else None,
         },
         "time_s": {
             "mean": float(np.mean(times)) if times else None,
@@ -353,7 +362,12 @@ def markdown(res: dict) -> str:
     for name, r in m.items():
         cells = [f"{fmt(r['levels'][lv]['top1'])} / {fmt(r['levels'][lv]['top5'])}" for lv in LEVELS]
         cs = r["column_score"]
-        col = "n/a" if cs["all"] is None else f"{fmt(cs['all'])} / {fmt(cs['boundary'])}"
+        col = (
+            "n/a"
+            if cs["all"] is None
+            else f"{fmt(cs['all'])} / {fmt(cs['boundary'])} (species ignored: {fmt(cs.get('geometry_all'))} / "
+            f"{fmt(cs.get('geometry_boundary'))})"
+        )
         label = f"{name} [{r['n_queries']} images]" if r.get("subset") else name
         lines.append(
             f"| {label} | " + " | ".join(cells) + f" | {col} | {fmt(r['time_s']['median'], 1)} / "
@@ -410,7 +424,8 @@ def markdown(res: dict) -> str:
     lines += [
         "## Per image (cnn top-1)" if "cnn" in m else "## Per image",
         "",
-        "| image | mode | truth | top-1 | first right rank (family / boundary / defect) | column score | s |",
+        "| image | mode | truth | top-1 | first right rank (family / boundary / defect) | column score (species / "
+        "geometry) | s |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in cnn["per_image"]:
@@ -435,7 +450,7 @@ def markdown(res: dict) -> str:
         fr = r.get("first_right_rank") or {}
         ranks = " / ".join(str(fr.get(k, "-")) for k in ("family", "boundary", "defect_kind"))
         lines.append(
-            f"| {r['name']} | {r['mode']} | {tl} | {pl} | {ranks} | {fmt(r['column_score'])} | {fmt(r['wall_s'], 1)} |"
+            f"| {r['name']} | {r['mode']} | {tl} | {pl} | {ranks} | {fmt(r['column_score'])} / {fmt(r.get('column_score_geometry'))} | {fmt(r['wall_s'], 1)} |"
         )
     lines += ["", "## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
     return "\n".join(lines)
