@@ -574,7 +574,7 @@ def main(argv=None) -> dict:
     p.add_argument("--max-frames", type=int, default=None, help="evenly spaced N frames of each test split")
     p.add_argument("--max-train", type=int, default=None, help="evenly spaced N training frames (reference fit)")
     p.add_argument("--physics", choices=("full", "light", "none"), default="full")
-    p.add_argument("--relax-steps", type=int, default=80, help="optimiser steps of each defect / boundary")
+    p.add_argument("--relax-steps", type=int, default=200, help="optimiser steps of each defect / boundary")
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--speed-repeat", type=int, default=5, help="conventional cells per edge of the speed cell")
     p.add_argument("--threads", type=int, default=1)
