@@ -4,7 +4,7 @@ SevenNet-0), on the same held-out Si and CdTe splits as ``benchmarks/potential.p
     python benchmarks/potential_universal.py [--universal-python /work/venvs/universal/bin/python]
         [--models ours chgnet sevennet] [--max-frames N] [--max-train N] [--relax-steps N]
         [--physics full|light|none] [--skip-speed] [--reuse] [--out benchmarks/results]
-    python benchmarks/potential_universal.py --smoke --out /tmp/x     # two structures per split, ours only
+    python benchmarks/potential_universal.py --smoke     # two structures per split, ours only (<out>/..._smoke.*)
 
 For every model and data set: energy MAE raw and after a per-element reference energy fitted on the
 training split (the DFT settings differ: mlearn's VASP PBE for Si, our GPAW PBE for CdTe, the
@@ -582,13 +582,14 @@ def main(argv=None) -> dict:
     p.add_argument("--reuse", action="store_true", help="reuse <out>/<name>.<model>.json where it exists")
     p.add_argument("--note", default="2-core VM shared with other jobs")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
-    p.add_argument("--name", default="potential_universal")
+    p.add_argument("--name", default=None, help="file stem (default potential_universal; --smoke: ..._smoke)")
     a = p.parse_args(argv)
     if a.smoke:
         a.max_frames, a.max_train = a.max_frames or 2, a.max_train or 2
         a.physics = "light" if a.physics == "full" else a.physics
         a.speed_repeat = min(a.speed_repeat, 2)
         a.models = a.models or ["ours"]
+    a.name = a.name or ("potential_universal_smoke" if a.smoke else "potential_universal")  # never the shipped tables
     a.models = a.models or ["ours", *UNIVERSAL]
     import torch
 

@@ -31,7 +31,7 @@ def test_smoke_run_on_two_structures_with_our_model(bench, tmp_path):
         ["--smoke", "--models", "ours", "chgnet", "--universal-python", "/nonexistent/python", "--out", str(tmp_path)]
     )
     assert res["models"]["ours"]["error"] is None and res["models"]["chgnet"]["error"]
-    saved = json.loads((tmp_path / "potential_universal.json").read_text())
+    saved = json.loads((tmp_path / "potential_universal_smoke.json").read_text())
     for material in ("Si", "CdTe"):
         acc = saved["accuracy"][material]["ours"]
         assert acc["n_frames"] == 2 and acc["n_train_frames"] == 2
@@ -44,9 +44,9 @@ def test_smoke_run_on_two_structures_with_our_model(bench, tmp_path):
     labelled = saved["physics"]["CdTe"]["ours"]["labelled"]
     pair = labelled["Schottky pair V_Cd + V_Te, ideal 8-atom cells [eV]"]
     assert pair["model"] == pytest.approx(pair["dft"], abs=0.3)
-    md = (tmp_path / "potential_universal.md").read_text()
+    md = (tmp_path / "potential_universal_smoke.md").read_text()
     assert "2 test frames" in md and "evenly spaced subsets" in md and "failed" in md
-    assert (tmp_path / "potential_universal.ours.json").is_file()  # resumable per model
+    assert (tmp_path / "potential_universal_smoke.ours.json").is_file()  # resumable per model
 
 
 def test_per_element_reference_removes_a_constant_offset_per_element(bench):
