@@ -2,7 +2,7 @@
 
 Runs the shipped inference on every image of ``data/heldout`` (made by a second simulation
 pipeline, ``benchmarks/heldout/make_heldout.py``: abTEM PRISM / multislice with frozen phonons,
-100-140 Å thick cells, conditions outside the library's) the way a user would: the ``infer``
+100-110 Å thick cells, 256 px fields of 31-41 Å, conditions outside the library's) the way a user would: the ``infer``
 Hydra config composed with ``image=<tif>`` (pixel size from the file), ``library_dir``,
 ``checkpoint``, ``method`` and ``output_dir`` overrides, then :func:`surrogate.inference.cli.infer`,
 then the written ``candidates.json``. The imaging mode is passed as ``retrieval.mode`` where the

@@ -63,7 +63,7 @@ SHAPE = 256  # image side [px]: 31-41 Å at 0.12-0.16 Å/px, larger than the lib
 COH_TWIN = "coherent_twin"
 
 # ---------------------------------------------------------------------------------------------
-# The plan: 37 structures, one image each. Labels use the keys of surrogate.structures.labels.
+# The plan: 38 structures, one image each (32 shipped, the 6 EXTRA with --extra). Labels use the keys of surrogate.structures.labels.
 # ---------------------------------------------------------------------------------------------
 
 
