@@ -233,3 +233,31 @@ def test_out_of_library_auroc_per_level_on_a_trivial_case():
     assert res["defect_kind"]["auroc"] is None  # the only defect query has no score
     # a score that ranks the novel class lowest has AUROC 0
     assert out_of_library_auroc(truths, [0.9, 0.9, 0.2, 0.1, 0.5], library)["material_zone"]["auroc"] == 0.0
+
+
+def _inversion():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("inversion_bench", SHIPPED.parents[1] / "benchmarks" / "inversion.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_inversion_subset_is_family_balanced_and_truth_columns_tile_the_cell(tmp_path):
+    from types import SimpleNamespace
+
+    inv = _inversion()
+    fams = ["bulk"] * 5 + ["defect"] * 3 + ["twin"] + ["gb"] * 4
+    qs = [SimpleNamespace(name=f"q{i}", labels={"family": f}) for i, f in enumerate(fams)]
+    part = inv.balanced_subset(qs, 8)
+    # round-robin over the families (the one twin once), returned in set order
+    assert [q.name for q in part] == ["q0", "q1", "q2", "q5", "q6", "q8", "q9", "q10"]
+    # truth columns: the 5 Å cell's two columns, tiled, inside a 12 Å square about the crop centre
+    q = read_heldout(_tiny_set(tmp_path))[0]
+    q.record["crop_centre"] = [2.5, 2.5]
+    cols = inv.truth_columns(q, side=12.0)
+    assert len(cols) > 2 and (abs(cols.xy - 2.5) <= 6.0 + 1e-9).all()
+    assert sorted(set(cols.species)) == ["Cd", "Te"]
+    # Cd at x, y in {0, 5} (-5 and 10 fall outside [-3.5, 8.5]); Te at x in {-3.4, 1.6, 6.6}, y in {0, 5}
+    assert sum(s == "Cd" for s in cols.species) == 4 and sum(s == "Te" for s in cols.species) == 6
