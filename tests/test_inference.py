@@ -133,7 +133,7 @@ def test_mode_restricts_matches_to_library_images_of_that_mode(tiny_library, tmp
     from surrogate.simulate.conditions import MODES
 
     lib = Library(tiny_library)
-    codes = lib.condition_table()[:, 0].astype(int)
+    codes = lib.condition_column("mode").astype(int)
     i = 7
     mode = MODES[codes[i]]
     np.save(tmp_path / "q.npy", lib.image(i))

@@ -255,7 +255,7 @@ def _mode_mask(library: Library, mode: str | None) -> np.ndarray | None:
         return None
     from surrogate.simulate.conditions import MODES
 
-    codes = library.condition_table()[:, 0].astype(int)
+    codes = library.condition_column("mode").astype(int)
     mask = codes == MODES.index(mode)
     if not mask.any():
         present = sorted({MODES[c] for c in np.unique(codes)})

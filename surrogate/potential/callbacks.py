@@ -25,7 +25,7 @@ def parity_data(net, graphs, batch_size: int = 8, max_frames: int = 1000) -> dic
     was_training = net.training
     net.eval()
     device, dtype = next(net.parameters()).device, next(net.parameters()).dtype
-    out = {"energy_ref": [], "energy_pred": [], "forces_ref": [], "forces_pred": []}
+    out: dict[str, list] = {"energy_ref": [], "energy_pred": [], "forces_ref": [], "forces_pred": []}
     graphs = list(graphs)[:max_frames]
     for s in range(0, len(graphs), batch_size):
         b = {n: t.to(device) for n, t in collate(graphs[s : s + batch_size], dtype=dtype).items()}

@@ -242,7 +242,7 @@ def _lightning_base():
     return L.LightningDataModule
 
 
-class PotentialDataModule(_lightning_base()):
+class PotentialDataModule(_lightning_base()):  # type: ignore[misc]  # Lightning imported lazily
     """Train / val / test graphs from labelled extxyz files.
 
     Parameters
@@ -334,8 +334,9 @@ class PotentialDataModule(_lightning_base()):
         from torch.utils.data import DataLoader
 
         self.setup()
+        assert self.graphs is not None  # setup() fills it
         return DataLoader(
-            _Graphs(self.graphs[split]),
+            _Graphs(self.graphs[split]),  # type: ignore[arg-type]  # a map-style dataset
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,

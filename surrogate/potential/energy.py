@@ -152,14 +152,14 @@ def resolve_calculator(
     if calculator is None:
         raise ConfigError("no energy model: pass a calculator or a potential checkpoint")
     is_factory = isinstance(calculator, type) or not hasattr(calculator, "get_potential_energy")
-    calc = calculator() if is_factory and callable(calculator) else calculator
-    if not hasattr(calc, "get_potential_energy"):
+    given: Any = calculator() if is_factory and callable(calculator) else calculator
+    if not hasattr(given, "get_potential_energy"):
         raise ConfigError(f"{calculator!r} is not an ASE calculator (nor a factory of one)")
     return EnergyModel(
-        calc,
-        model_id or _calculator_model_id(calc),
+        given,
+        model_id or _calculator_model_id(given),
         None,
-        frozenset(elements) if elements is not None else _declared_elements(calc),
+        frozenset(elements) if elements is not None else _declared_elements(given),
     )
 
 

@@ -110,9 +110,11 @@ def _elemental_cell(symbol: str, scale: float) -> Atoms:
 
     kind, a, c, x = _ELEMENTAL[symbol]
     a = a * scale
+    assert c is not None  # every entry has its c; x only the trigonal ones
     if kind == "hcp":
         return bulk(symbol, "hcp", a=a, c=c * scale)
     if kind == "trigonal":  # A8 (P3_121): three atoms at (x,0,1/3), (0,x,2/3), (-x,-x,0)
+        assert x is not None
         cell = [[a, 0, 0], [-a / 2, a * math.sqrt(3) / 2, 0], [0, 0, c * scale]]
         return Atoms(symbol * 3, scaled_positions=[(x, 0, 1 / 3), (0, x, 2 / 3), (-x, -x, 0)], cell=cell, pbc=True)
     return bulk(symbol, kind, a=a, cubic=True)

@@ -28,6 +28,7 @@ KEYS = ("species", "positions", "cell", "batch", "edge_index", "shifts", "n_atom
 
 
 class BesselBasis(nn.Module):
+    freq: torch.Tensor  # registered buffer
     """``sqrt(2/rc) sin(n pi r / rc) / r`` for n = 1..num_basis [1/Å^(1/2)]."""
 
     def __init__(self, cutoff: float, num_basis: int = 8):

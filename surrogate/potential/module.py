@@ -4,7 +4,7 @@ checkpoint record (elements, cutoff, reference energies, data hash) for the calc
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, cast
 
 import lightning as L
 import torch
@@ -85,10 +85,10 @@ class PotentialModule(L.LightningModule):
     @property
     def averaged(self) -> Potential:
         """The EMA network (or the raw one without EMA)."""
-        return self.ema.module if self.ema is not None else self.net
+        return cast(Potential, self.ema.module) if self.ema is not None else self.net
 
     def _use_stress(self, batch) -> bool:
-        return self.hparams.stress_weight > 0 and "stress" in batch
+        return self.hparams["stress_weight"] > 0 and "stress" in batch
 
     def _losses(self, out, batch):
         hp = self.hparams
@@ -190,9 +190,9 @@ class PotentialModule(L.LightningModule):
             "config": dict(net.config),
             "elements": list(net.elements),
             "cutoff": float(net.cutoff),
-            "ref_energies": [float(x) for x in net.ref_energies.cpu()],
-            "scale": float(net.scale),
-            "data_hash": self.hparams.data_hash,
+            "ref_energies": [float(x) for x in cast(torch.Tensor, net.ref_energies).cpu()],
+            "scale": float(cast(torch.Tensor, net.scale)),
+            "data_hash": self.hparams["data_hash"],
         }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -11,8 +11,9 @@ import json
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from surrogate.cli import config_dict
 from surrogate.potential.errors import PotentialError
 
 __all__ = ["train_potential"]
@@ -41,7 +42,7 @@ def train_potential(cfg: DictConfig) -> dict:
     torch.set_float32_matmul_precision("highest")  # forces need full fp32 (no TF32)
     out = Path(cfg.paths.output_dir)
     net_cfg = cfg.model.net
-    dft = OmegaConf.to_container(cfg.dft, resolve=True)
+    dft = config_dict(cfg.dft)
     cutoff = record["cutoff"] if record else float(net_cfg.cutoff)
     dm = PotentialDataModule(**dft, cutoff=cutoff, elements=record["elements"] if record else None)
     print(f"potential data {dft['files']}: {dm.summary()}; data hash {dm.data_hash}")
@@ -85,6 +86,7 @@ def train_potential(cfg: DictConfig) -> dict:
     record = read_record(best_path)
     exported = export_potential(net, record, out / "potential.pt")
     dm.setup()
+    assert dm.graphs is not None  # setup() fills it
     device = "cuda" if torch.cuda.is_available() and cfg.trainer.get("accelerator") == "gpu" else "cpu"
     metrics = {split: evaluate(net, dm.graphs[split], device=device) for split in ("val", "test") if dm.graphs[split]}
     result = {
