@@ -93,3 +93,21 @@ def test_unresolved_dumbbells_are_found_and_scored_as_one_column_each(conditions
     everyone = model.subset((model.xy > 1.0).all(axis=1) & (model.xy < 18.2).all(axis=1))
     assert match_columns(inside, found, tolerance=0.3, mirror=False, search=False).fraction >= 0.75
     assert match_columns(everyone, found, tolerance=0.3, mirror=False, search=False).fraction < 0.6
+
+
+def test_species_aware_matching_prefers_the_alignment_whose_species_agree():
+    from surrogate.inference.columns import Columns, match_columns, projected_columns
+    from surrogate.structures import build_structure
+
+    slab = build_structure(
+        {"kind": "bulk", "material": {"name": "CdTe"}, "zone_axis": [1, 1, 0], "thickness": 9.0, "fov": [19.2, 19.2]}
+    )
+    cols = projected_columns(slab)
+    inner = cols.subset((cols.xy > 3.0).all(axis=1) & (cols.xy < 16.0).all(axis=1))
+    # the model turned by 180° about the field's centre: geometrically it fits unturned (Cd on Te) and turned back
+    centre = inner.xy.mean(axis=0)
+    turned = Columns(2 * centre - inner.xy, inner.intensity, inner.width, inner.species)
+    # the image side knows no species, only intensities (HAADF: Te brighter); its first columns sit a little off
+    measured = Columns(inner.xy + np.where(np.arange(len(inner))[:, None] < 4, 0.25, 0.0), inner.intensity, inner.width)
+    m = match_columns(measured, turned, tolerance=0.3, mirror=False, species=True)
+    assert m.fraction >= 0.8 and m.species_fraction == 1.0

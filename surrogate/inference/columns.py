@@ -718,7 +718,8 @@ def match_columns(
     ``n_model``. With ``species=True`` only pairs of the same species count: measured species come
     from ``measured.species`` or, when unknown, from the intensity ranking (HAADF Z contrast).
     ``species_fraction`` (pairs whose species agree, over all pairs) is given whenever the model's
-    species are known.
+    species are known. With ``species=True`` the alignment with the most species-agreeing pairs wins
+    (a sublattice swap fits the geometry as well).
 
     Returns
     -------
@@ -753,7 +754,15 @@ def match_columns(
         cur = Bm @ _rot(theta).T + t
         pairs, d = _mutual_pairs(A, cur, tolerance, cKDTree(cur))
         rms = float(np.sqrt(np.mean(d**2))) if len(d) else np.inf
-        key = (len(pairs), -rms)
+        agree = 0
+        if species and model.species is not None and len(pairs):  # a lattice fits as well shifted onto the
+            msp = (  # other sublattice (Cd on Te): among alignments, the one whose species agree wins
+                measured.species
+                if measured.species is not None
+                else _intensity_species(measured, model.species, model.intensity, pairs)
+            )
+            agree = int(sum(msp[i] == model.species[j] for i, j in pairs))
+        key = (agree, len(pairs), -rms)
         if best is None or key > best[0]:
             best = (key, theta, t, mir, pairs, d)
     assert best is not None
