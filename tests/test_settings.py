@@ -50,7 +50,7 @@ def test_the_settings_classes_are_the_only_home_of_the_stage_defaults():
         ({"lattice_check": {"tolerance": 0}}, "lattice_check.tolerance"),
         ({"refine": {"score": "ssim"}}, "refine.score"),
         ({"refine": {"window": "left"}}, "refine.window"),
-        ({"refine": {"relax": True}}, "refine.potential"),
+        ({"refine": {"search": -1}}, "refine.search"),
         ({"preprocess": {"denoise": "median"}}, "preprocess.denoise"),
         ({"method": "orb"}, "unknown method"),
     ],
@@ -105,3 +105,21 @@ def test_the_console_shows_the_result_and_the_log_file_keeps_the_library_logs(ti
     assert "[faiss.loader][INFO]" in logs
     loud = run(f"hydra.run.dir={tmp_path / 'loud'}", "verbose=true")
     assert loud.returncode == 0 and "[faiss.loader][INFO]" in loud.stdout + loud.stderr
+
+
+def test_relax_takes_the_librarys_potentials_or_says_how_to_give_one(tmp_path):
+    from types import SimpleNamespace
+
+    from surrogate.inference.refine import _calculator_for, _relax_calculators
+    from surrogate.inference.settings import RefineSettings
+
+    bare = SimpleNamespace(root=tmp_path)  # a library without energies.json
+    with pytest.raises(ConfigError, match="refine.potential"):
+        _relax_calculators(bare, RefineSettings(relax=True))
+    from ase.build import bulk
+
+    cdte, si = object(), object()
+    calcs = {frozenset({"Cd", "Te", "Se", "Cl"}): cdte, frozenset({"Si"}): si}
+    assert _calculator_for(calcs, bulk("CdTe", "zincblende", a=6.48)) is cdte
+    assert _calculator_for(calcs, bulk("Si", "diamond", a=5.43)) is si
+    assert _calculator_for(calcs, bulk("Ge", "diamond", a=5.66)) is None  # no potential knows Ge: not relaxed

@@ -597,11 +597,7 @@ def refine_candidates(library, windows, ranked: list, settings, progress: bool =
     if settings.top <= 0 or not ranked:
         return
     sim = SimulationSettings(potential_sampling=float(settings.potential_sampling))
-    calculator = None
-    if settings.relax:
-        from surrogate.potential.calculator import load_calculator
-
-        calculator = load_calculator(settings.potential)
+    calculators = _relax_calculators(library, settings) if settings.relax else {}
     share = settings.shares_poses
     group_of = library.groups() if share else {}
     fitted: dict[str, tuple[Fit, ImagingConditions, str]] = {}
@@ -612,6 +608,7 @@ def refine_candidates(library, windows, ranked: list, settings, progress: bool =
         atoms = library.atoms(c.config_id)
         conditions = library.conditions(c.entry)
         group = group_of.get(int(c.config_id, 16), c.config_id)
+        calculator = _calculator_for(calculators, atoms) if settings.relax else None
         first = None
         if share and group in fitted:
             fit0, conditions, first = fitted[group]
@@ -652,6 +649,33 @@ def refine_candidates(library, windows, ranked: list, settings, progress: bool =
         assert fit.image is not None  # every fit ends with the image at its pose
         ref.residual = round(residual(win, fit.image), 5)
         c.refinement = ref
+
+
+def _relax_calculators(library, settings) -> dict[frozenset[str] | None, Any]:
+    """The potentials ``refine.relax`` uses: ``refine.potential`` for every candidate, or (unset) the
+    ones that gave the library its energies, each for the elements it knows."""
+    from surrogate.errors import ConfigError
+    from surrogate.library.energies import energy_models
+    from surrogate.potential.calculator import load_calculator
+
+    if settings.potential:
+        return {None: load_calculator(settings.potential)}
+    models = energy_models(library.root)
+    if not models:
+        raise ConfigError(
+            "refine.relax=true: the library has no energies to take its potential from; "
+            "pass refine.potential=<checkpoint> or run surrogate-annotate-energies"
+        )
+    return {frozenset(m.get("elements") or ()): load_calculator(m["checkpoint"]) for m in models}
+
+
+def _calculator_for(calculators: dict, atoms: Atoms):
+    """The first potential that knows every element of ``atoms`` (``None``: none does, no relaxation)."""
+    present = set(atoms.get_chemical_symbols())
+    for elements, calc in calculators.items():
+        if elements is None or not elements or present <= elements:
+            return calc
+    return None
 
 
 def measure_columns(window: np.ndarray, sampling: float, mode: str):

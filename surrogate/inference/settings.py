@@ -134,8 +134,10 @@ class RefineSettings:
     potential_sampling: float = 0.08  # [Å] projected-potential sampling of the refinement simulations
     defocus_steps: List[float] = field(default_factory=lambda: [-30.0, 30.0])  # [Å] tried around the library's
     max_evals: int = 300  # Nelder-Mead evaluations of each registration stage
-    relax: bool = False  # relax each candidate with the potential, re-simulate, re-fit
-    potential: Optional[str] = None  # potential checkpoint for relax
+    relax: bool = False  # relax each candidate with the potential (fixed cell), re-simulate, re-fit
+    potential: Optional[str] = (
+        None  # potential checkpoint for relax; default: the ones that gave the library its energies
+    )
     final_method: Optional[str] = None  # re-simulate the final image with multislice | prism (slow on CPU)
     score: str = "fom"  # fom (0.1 x shift + 1 - SSIM) | residual (1 - R^2: sharper for point defects) | columns
     shared_pose: bool = False  # fit the first candidate of each material + zone axis, score its siblings at its pose
@@ -164,8 +166,6 @@ class RefineSettings:
                 raise ConfigError(f"refine.window={self.window!r}: use top, boundary or a window index") from None
         if not float(self.potential_sampling) > 0:
             raise ConfigError(f"refine.potential_sampling={self.potential_sampling} must be > 0 [Å]")
-        if self.relax and not self.potential:
-            raise ConfigError("refine.relax=true needs a potential checkpoint: refine.potential=<file>")
 
     @property
     def shares_poses(self) -> bool:

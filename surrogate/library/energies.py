@@ -412,6 +412,19 @@ def energy_model(library_dir: str | os.PathLike) -> str | None:
         raise LibraryError(f"corrupt {path} ({exc}); rerun python -m surrogate.library.energies") from None
 
 
+def energy_models(library_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The potentials that annotated a library (``energies.json``'s ``models``: ``checkpoint``,
+    ``elements``, ``model_id``), in the order they were tried; empty when it has none."""
+    path = Path(library_dir) / SIDECAR
+    if not path.is_file():
+        return []
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise LibraryError(f"corrupt {path} ({exc}); rerun python -m surrogate.library.energies") from None
+    return [m for m in doc.get("models", []) if m.get("checkpoint")]
+
+
 def read_energies(library_dir: str | os.PathLike, relaxed: bool = False, model: str | None = None) -> dict[str, float]:
     """Energy per atom [eV/atom] of every configuration, keyed by its 16-hex ``config_id``.
 
