@@ -111,3 +111,20 @@ def test_species_aware_matching_prefers_the_alignment_whose_species_agree():
     measured = Columns(inner.xy + np.where(np.arange(len(inner))[:, None] < 4, 0.25, 0.0), inner.intensity, inner.width)
     m = match_columns(measured, turned, tolerance=0.3, mirror=False, species=True)
     assert m.fraction >= 0.8 and m.species_fraction == 1.0
+
+
+def test_rigid_starts_keep_magnification_one_when_the_spectra_misjudge_it(monkeypatch, conditions):
+    """The query is resampled to the library's sampling, so magnification 1 stays a start even when
+    the power spectra's estimate is off (as for a Si twin rotated 30°: every start came out at x0.8)."""
+    from surrogate.inference import preprocess
+    from surrogate.inference.refine import _initial, simulate_field, transform
+    from surrogate.structures import build_structure
+
+    slab = build_structure(
+        {"kind": "bulk", "material": {"name": "Si"}, "zone_axis": [1, 1, 0], "thickness": 8.0, "fov": [19.2, 19.2]}
+    )
+    field = simulate_field(slab, conditions, SHAPE)
+    window = transform(field, SHAPE, angle=30.0)
+    monkeypatch.setattr(preprocess, "estimate_rotation", lambda a, b: (0.0, 0.8))  # a wrong magnification
+    best = _initial(window, field)[0]
+    assert abs(best["log_scale"]) < 1e-9 and abs((best["angle"] - 30.0 + 90) % 180 - 90) < 3.0

@@ -286,12 +286,13 @@ def build_fitted(gr: _Grains, x: Mapping[str, float], collision: float, base: At
     else:
         removed = 0
     pos, num, tg = np.vstack(parts), np.concatenate(nums), np.concatenate(tags)
-    # a grain tiled over the cell can put one atom at both periodic ends (x ~ 0 and x ~ L): keep one
+    # a grain tiled over the cell can put one atom at both periodic ends (x ~ 0 and x ~ L), or, once turned
+    # and strained, two atoms closer than any bond across the periodic seam: keep one of each such pair
     from scipy.spatial import cKDTree
 
     box = np.asarray(gr.cell, float)
     dup = np.zeros(len(pos), bool)
-    for i, j in cKDTree(np.mod(pos, box) % box, boxsize=box).query_pairs(0.3):
+    for i, j in cKDTree(np.mod(pos, box) % box, boxsize=box).query_pairs(collision):
         if not (dup[i] or dup[j]):
             dup[max(i, j)] = True
     pos, num, tg = pos[~dup], num[~dup], tg[~dup]

@@ -345,6 +345,8 @@ def _initial(window: np.ndarray, field: np.ndarray, starts: int = 3, step: float
     a = _norm(window)
     tried = [(0.0, 1.0), (angle0, scale0), (angle0 + 180.0, scale0)]
     tried += [(float(t), scale0) for t in np.arange(0.0, 360.0, step)]
+    if abs(np.log(scale0)) > 0.02:  # the query is resampled to the library's sampling: magnification 1 is the prior,
+        tried += [(float(t), 1.0) for t in np.arange(0.0, 360.0, step)]  # and the spectra's estimate can be wrong
     scored = []
     for angle, scale in tried:
         sim = transform(field, window.shape, angle, scale)
