@@ -401,28 +401,26 @@ def _write_sidecar(root: Path, summary: dict) -> None:
     atomic_write_text(path, json.dumps({**summary, "history": history[-20:]}, indent=1))
 
 
-def energy_model(library_dir: str | os.PathLike) -> str | None:
-    """The ``energy_model`` of a library's energies (from ``energies.json``), or ``None``."""
+def _sidecar(library_dir: str | os.PathLike) -> dict[str, Any]:
+    """A library's ``energies.json`` (empty when it has none)."""
     path = Path(library_dir) / SIDECAR
     if not path.is_file():
-        return None
+        return {}
     try:
-        return json.loads(path.read_text()).get("energy_model")
+        return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise LibraryError(f"corrupt {path} ({exc}); rerun python -m surrogate.library.energies") from None
+
+
+def energy_model(library_dir: str | os.PathLike) -> str | None:
+    """The ``energy_model`` of a library's energies (from ``energies.json``), or ``None``."""
+    return _sidecar(library_dir).get("energy_model")
 
 
 def energy_models(library_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """The potentials that annotated a library (``energies.json``'s ``models``: ``checkpoint``,
     ``elements``, ``model_id``), in the order they were tried; empty when it has none."""
-    path = Path(library_dir) / SIDECAR
-    if not path.is_file():
-        return []
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise LibraryError(f"corrupt {path} ({exc}); rerun python -m surrogate.library.energies") from None
-    return [m for m in doc.get("models", []) if m.get("checkpoint")]
+    return [m for m in _sidecar(library_dir).get("models", []) if m.get("checkpoint")]
 
 
 def read_energies(library_dir: str | os.PathLike, relaxed: bool = False, model: str | None = None) -> dict[str, float]:
