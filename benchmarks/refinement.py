@@ -209,7 +209,7 @@ def _real_one(name: str, cand, search: int, out: Path, corner) -> dict:
 
     from surrogate.inference.preprocess import denoise, normalise, resample
     from surrogate.inference.refine import Refinement, fit_columns, measure_columns, refine
-    from surrogate.inference.report import _png, overlay_figure
+    from surrogate.inference.report import _png, overlay_figure, overlay_points
     from surrogate.inference.settings import RefineSettings
     from surrogate.io.files import atomic_open
     from surrogate.io.readers import read_image
@@ -243,18 +243,14 @@ def _real_one(name: str, cand, search: int, out: Path, corner) -> dict:
         "ingrained": INGRAINED,
     }
     if ref.model_columns is not None and ref.fit.image is not None:
-        s = SAMPLING
-        cols = [
-            {"row": y / s, "col": x / s, "symbol": sp or "?"}
-            for (x, y), sp in zip(ref.model_columns.xy, ref.model_columns.species or [None] * len(ref.model_columns))
-        ]
+        cols = overlay_points(ref.model_columns, SAMPLING)
         frac = (ref.columns or {}).get("column_fraction") or 0.0
         fig = overlay_figure(
             window,
             ref.fit.image,
             cols,
             f"real CdTe twin, {name}: FOM {ref.fit.fom:.3f}, {100 * frac:.0f} % of columns matched",
-            measured.xy[:, ::-1] / s if measured else None,
+            measured.xy[:, ::-1] / SAMPLING if measured else None,
         )
         index = 0 if name.startswith("ingrained") else 1
         with atomic_open(out.with_name(f"{out.name}_overlay_{index}.png"), "wb") as f:

@@ -91,6 +91,12 @@ class Columns:
     def __len__(self) -> int:
         return len(self.xy)
 
+    @property
+    def merge_distance(self) -> float:
+        """[Å] model columns closer than this are one blob at the resolution these columns were
+        measured at (``find_columns``; 0 when every column is resolved or the set was not measured)."""
+        return float(self.meta.get("merge_distance", 0.0) or 0.0)
+
     def subset(self, keep: np.ndarray) -> Columns:
         """The columns where the boolean (or index) array ``keep`` selects."""
         idx = np.arange(len(self))[keep]
@@ -312,7 +318,7 @@ def find_columns(
         :data:`SEPARATIONS` are tried and the one that finds the most columns is kept, so an image
         whose dumbbells are not resolved (a large source size) gives one column per blob instead of
         peaks rejected as too wide. Compare model columns with
-        ``merge_columns(model, measured.meta["merge_distance"])``.
+        ``merge_columns(model, measured.merge_distance)``.
     threshold
         Peaks below this fraction of the (1st-99.8th percentile) range of the smoothed image are ignored.
     refine_passes
@@ -665,6 +671,19 @@ def _icp(
     return float(theta), t
 
 
+def _agreement(measured: Columns, model: Columns, pairs: np.ndarray) -> np.ndarray:
+    """Per matched pair, whether the measured column's species (given, or from the intensity ranking)
+    is the model column's; all False where the model's species are unknown."""
+    if model.species is None or not len(pairs):
+        return np.zeros(len(pairs), bool)
+    msp = (
+        measured.species
+        if measured.species is not None
+        else _intensity_species(measured, model.species, model.intensity, pairs)
+    )
+    return np.array([msp[i] == model.species[j] for i, j in pairs], dtype=bool)
+
+
 def _intensity_species(
     measured: Columns, model_species: list[str], model_intensity: np.ndarray, pairs: np.ndarray
 ) -> list[str | None]:
@@ -754,14 +773,9 @@ def match_columns(
         cur = Bm @ _rot(theta).T + t
         pairs, d = _mutual_pairs(A, cur, tolerance, cKDTree(cur))
         rms = float(np.sqrt(np.mean(d**2))) if len(d) else np.inf
-        agree = 0
-        if species and model.species is not None and len(pairs):  # a lattice fits as well shifted onto the
-            msp = (  # other sublattice (Cd on Te): among alignments, the one whose species agree wins
-                measured.species
-                if measured.species is not None
-                else _intensity_species(measured, model.species, model.intensity, pairs)
-            )
-            agree = int(sum(msp[i] == model.species[j] for i, j in pairs))
+        # a lattice fits as well shifted onto the other sublattice (Cd on Te): among alignments, the one
+        # whose species agree wins
+        agree = int(_agreement(measured, model, pairs).sum()) if species else 0
         key = (agree, len(pairs), -rms)
         if best is None or key > best[0]:
             best = (key, theta, t, mir, pairs, d)
@@ -772,15 +786,10 @@ def match_columns(
     n_model = int(((cur >= lo) & (cur <= hi)).all(axis=1).sum())
     species_fraction = None
     if model.species is not None and len(pairs):
-        msp = (
-            measured.species
-            if measured.species is not None
-            else _intensity_species(measured, model.species, model.intensity, pairs)
-        )
-        agree = np.array([msp[i] == model.species[j] for i, j in pairs])
-        species_fraction = float(agree.mean())
+        same = _agreement(measured, model, pairs)
+        species_fraction = float(same.mean())
         if species:
-            pairs, d = pairs[agree], d[agree]
+            pairs, d = pairs[same], d[same]
     del tree
     rms = float(np.sqrt(np.mean(d**2))) if len(d) else float("nan")
     return ColumnMatch(
@@ -869,10 +878,6 @@ def window_columns(
     return placed.subset(keep)
 
 
-def _merge_distance(measured: Columns) -> float:
-    return float(measured.meta.get("merge_distance", 0.0) or 0.0)
-
-
 def score_candidate(
     window: np.ndarray,
     sampling: float,
@@ -908,7 +913,7 @@ def score_candidate(
         measured = find_columns(window, sampling, mode)
     margin = float(fit.extra.get("margin", 2.0)) if fit is not None else 2.0
     wide = widen_boundary(atoms, margin * max(window.shape) * conditions.sampling)
-    model = merge_columns(window_columns(wide, conditions, window.shape, fit, margin), _merge_distance(measured))
+    model = merge_columns(window_columns(wide, conditions, window.shape, fit, margin), measured.merge_distance)
     match = match_columns(
         measured, model, tolerance, mirror=False, species=species, search=realign, max_rotation=None if realign else 1.0
     )

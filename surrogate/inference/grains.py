@@ -549,7 +549,7 @@ def fit_grains(
     if measured is None:
         measured = find_columns(window, sampling, mode)
     wide = widen_boundary(atoms, margin * max(shape) * conditions.sampling)
-    merge = float(measured.meta.get("merge_distance", 0.0) or 0.0)  # unresolved neighbours: one blob
+    merge = measured.merge_distance  # unresolved neighbours: one blob
     before_model = merge_columns(window_columns(wide, conditions, shape, fit, margin), merge)
     before = match_columns(measured, before_model, tolerance, mirror=False, search=False).summary()
     gr = _grains(wide, field_xy)

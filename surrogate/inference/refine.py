@@ -715,15 +715,14 @@ def fit_columns(ref: Refinement, window, sampling, atoms, conditions, measured, 
         ref.grains = {"skipped": str(exc)}
         return
     record: dict[str, Any] = {"fit": gf.summary(), "used": False}
-    best = gf
+    best, simulations = gf, gf.simulations
     if settings.search > 0 and gf.after["column_fraction"] < settings.search_below:
         res = local_search(
             window, sampling, atoms, conditions, fit, settings.search + 1, sim, mode, measured, tol, start=gf
         )
         record["search"] = {k: v for k, v in res.summary().items() if k != "best"}
-        best = res.best
-        fit.simulations += res.simulations - gf.simulations
-    fit.simulations += gf.simulations
+        best, simulations = res.best, res.simulations  # the search's count includes the grain fit's
+    fit.simulations += simulations
     gain = best.after["column_fraction"] - ref.columns["column_fraction"]
     if best.image is not None and gain > 0 and np.isfinite(best.fom) and best.fom <= fit.fom + 0.02:
         fit.image = best.image.astype(np.float32)

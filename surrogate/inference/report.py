@@ -16,7 +16,7 @@ from surrogate.inference.pipeline import InferenceResult
 from surrogate.io.files import atomic_open, atomic_write_text
 from surrogate.library import Library
 
-__all__ = ["write_report", "lattice_warning", "classes_line", "log_wandb"]
+__all__ = ["write_report", "lattice_warning", "classes_line", "log_wandb", "overlay_points"]
 
 COLUMN_COLOURS = {"Cd": "#ff7f0e", "Te": "#1f77b4", "Si": "#2ca02c", "Ge": "#9467bd", "Se": "#d62728", "Cl": "#e377c2"}
 
@@ -30,6 +30,13 @@ def _png(fig) -> bytes:
 def _save_png(path: Path, data: bytes) -> None:
     with atomic_open(path, "wb") as f:
         f.write(data)
+
+
+def overlay_points(columns, sampling: float) -> list[dict]:
+    """Columns (:class:`surrogate.inference.columns.Columns`, window frame in Å) as the overlay draws
+    them: ``row``, ``col`` [px] and ``symbol``."""
+    species = columns.species or [None] * len(columns)
+    return [{"row": y / sampling, "col": x / sampling, "symbol": sp or "?"} for (x, y), sp in zip(columns.xy, species)]
 
 
 def overlay_figure(
@@ -203,11 +210,7 @@ def write_report(result: InferenceResult, out_dir: str | Path) -> dict[str, Path
         shape = result.windows[c.window].image.shape
         model, measured = getattr(r, "model_columns", None), getattr(r, "measured_columns", None)
         if model is not None:  # the columns of the structure the final image shows (per-grain fit included)
-            s = cond.sampling
-            cols = [
-                {"row": y / s, "col": x / s, "symbol": sp or "?"}
-                for (x, y), sp in zip(model.xy, model.species or [None] * len(model))
-            ]
+            cols = overlay_points(model, cond.sampling)
         else:
             shown = widen_boundary(atoms, r["margin"] * max(shape) * cond.sampling)  # the structure refine imaged
             cols = atom_columns(
