@@ -394,7 +394,8 @@ td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}pre{{font-size:11px
 <p>Ranked by image distance + an energy term: for boundaries with a boundary energy γ_GB (excess over bulk per
 boundary area), boundary weight × γ_GB above the lowest boundary candidate of any kind; otherwise energy weight × energy
 per atom above the lowest candidate of the same kind and elements (★ = on the distance/energy Pareto front); candidates whose lattice spacings match the image's (lattice Δ, relative
-spacing error, at the given pixel size) come first. FOM = 0.1 × shift [px] + (1 − SSIM), before → after refinement.
+spacing error, at the given pixel size) come first. FOM = 0.1 × shift [px, |Δrow| + |Δcol|] + (1 − SSIM of zero-mean images), before → after refinement;
+ingrained's scaling of the same (each image scaled to [0, 1], its <code>score_ssim</code>) is <code>fom_ingrained</code> in candidates.json.
 columns = fraction of the atom columns measured on the window (open circles in the overlays; columns.csv) that the
 fitted structure's projected columns (dots) explain within the refinement's column tolerance.</p>
 {table}<h2>Where each family matches</h2>{_img_tag(window_map, 500)}<h2>Refined candidates</h2>{fits}
