@@ -598,8 +598,8 @@ def test_widening_the_ideal_twin_keeps_it_ideal():
     widened cell is twice the field, and every atom keeps four bulk bonds (no gap at the twin plane)."""
     from surrogate.inference.refine import widen_boundary
     from surrogate.structures import build_structure
-    from surrogate.structures.csl import coordination
     from surrogate.structures.crystals import crystal, shortest_distance
+    from surrogate.structures.csl import coordination
 
     twin = build_structure({"kind": "twin", "material": {"name": "CdTe"}, "thickness": 7.0, "fov": [20.0, 10.0]})
     wide = widen_boundary(twin, 30.0)

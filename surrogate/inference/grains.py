@@ -561,21 +561,23 @@ def fit_grains(
     cost = _cost_fn(gr, measured.xy, to_window, counter)
     if len(measured) < 6:
         raise StructureError("fewer than 6 atom columns found in the window: fit_grains needs a resolved lattice")
-    # seeds: each grain on its side's columns (twice: the second after the first moved the grain)
-    for _ in range(2):
-        for g in (1, 2):
-            x = _seed_grain(gr, x, g, measured, to_window, to_structure, max_rotation, tolerance)
-    # the boundary's position
-    best = (cost(x), x)
-    for b in np.arange(-BOUNDS["boundary"], BOUNDS["boundary"] + 1e-9, 0.5):
-        xb = dict(x, boundary=float(b))
-        c = cost(xb)
-        if c < best[0] - 1e-9:
-            best = (c, xb)
-    x = best[1]
+    # seeds: each grain on its side's columns (twice: the second after the first moved the grain),
+    # the sides split at the candidate's boundary and at boundaries moved by up to the bound (a
+    # rigid fit that left the boundary a few Å off would otherwise seed each grain partly on the
+    # other grain's columns); the candidate's seeding and the best other one are each descended,
+    # and the lower final column cost wins
+    seeded = []
+    for b0 in np.arange(-BOUNDS["boundary"], BOUNDS["boundary"] + 1e-9, 2.0):
+        xs = dict(x, boundary=float(b0))
+        for _ in range(2):
+            for g in (1, 2):
+                xs = _seed_grain(gr, xs, g, measured, to_window, to_structure, max_rotation, tolerance)
+        seeded.append((cost(xs), abs(float(b0)), xs))
+    at_candidate = min(seeded, key=lambda t: t[1])
+    best_other = min((t for t in seeded if t is not at_candidate), key=lambda t: t[0], default=None)
+    starts = [at_candidate[2]] + ([best_other[2]] if best_other is not None else [])
     names = [n for n, _ in PARAMS]
     steps = np.array([s for _, s in PARAMS])
-    x0 = np.array([x[n] for n in names])
 
     def loss(v):
         xv = dict(zip(names, v))
@@ -583,22 +585,33 @@ def fit_grains(
             return 3.0
         return cost(xv)
 
-    res = minimize(
-        loss,
-        x0,
-        method="Nelder-Mead",
-        options={
-            "maxfev": max_evals,
-            "xatol": 1e-3,
-            "fatol": 1e-6,
-            "initial_simplex": np.vstack([x0, x0 + np.diag(steps)]),
-        },
-    )
-    if res.fun < best[0]:
-        x = dict(zip(names, (float(v) for v in res.x)))
-    polished = _polish(gr, dict(x), measured, to_window, to_structure, tolerance)
-    if cost(polished) <= cost(x) + 1e-3:
-        x = polished
+    def descend(x: dict[str, float]) -> dict[str, float]:
+        best = (cost(x), x)  # the boundary's position, then all parameters, then the polish
+        for b in np.arange(-BOUNDS["boundary"], BOUNDS["boundary"] + 1e-9, 0.5):
+            xb = dict(x, boundary=float(b))
+            c = cost(xb)
+            if c < best[0] - 1e-9:
+                best = (c, xb)
+        x = best[1]
+        x0 = np.array([x[n] for n in names])
+        res = minimize(
+            loss,
+            x0,
+            method="Nelder-Mead",
+            options={
+                "maxfev": max_evals // len(starts),
+                "xatol": 1e-3,
+                "fatol": 1e-6,
+                "initial_simplex": np.vstack([x0, x0 + np.diag(steps)]),
+            },
+        )
+        if res.fun < best[0]:
+            x = dict(zip(names, (float(v) for v in res.x)))
+        polished = _polish(gr, dict(x), measured, to_window, to_structure, tolerance)
+        return polished if cost(polished) <= cost(x) + 1e-3 else x
+
+    ends = [descend(x0) for x0 in starts]
+    x = min(ends, key=cost)  # ties: the candidate's own boundary (first)
     final_cost = cost(x)
     collision = 0.75 * shortest_distance(_unit_of(atoms)) if _unit_of(atoms) is not None else 1.5
     fitted = build_fitted(gr, x, collision, atoms)
