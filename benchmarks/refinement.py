@@ -417,7 +417,8 @@ def main(argv=None):
     md = [
         "# Column-level refinement\n",
         f"`python benchmarks/refinement.py --search {a.search}`{' --quick' if a.quick else ''} on {machine()}; "
-        f"{time.perf_counter() - t0:.0f} s in all.\n",
+        + (f"re-rendered from {', '.join(Path(f).name for f in a.reuse)}; " if a.reuse else "")
+        + f"{time.perf_counter() - t0:.0f} s in this run (seconds per query in the tables).\n",
         "Simulated bicrystals whose grain 2 departs from the library candidate (rotation, rigid shift, boundary "
         "position), imaged with another source size, rotated/magnified in the window, ~150 counts/px shot noise. "
         "*truth*: fraction of the true structure's columns in the window placed within 0.3 Å by the returned "
