@@ -60,3 +60,34 @@ def test_bad_retrieval_input_is_a_clear_error(gallery):
     bad[3, 3] = np.nan
     with pytest.raises(ConfigError, match="NaN"):
         r.fit(gallery).query(bad)
+
+
+@pytest.mark.parametrize("method", ["sift", "hog", "spectrum"])
+def test_a_saved_gallery_answers_as_the_fitted_one(gallery, method, tmp_path):
+    """state() -> npz -> load_state() restores the fitted gallery: a fresh retriever that never saw
+    the images returns the same neighbours and distances (what the library-side cache relies on)."""
+    fitted = make_retriever(method).fit(gallery)
+    np.savez(tmp_path / "g.npz", **fitted.state())
+    with np.load(tmp_path / "g.npz") as state:
+        loaded = make_retriever(method).load_state(state)
+    query = np.roll(gallery[3], 5, axis=1)
+    for a, b in zip(fitted.query(query, k=4), loaded.query(query, k=4)):
+        np.testing.assert_allclose(a, b)
+
+
+def test_classic_matcher_caches_its_gallery_and_refits_a_damaged_cache(tiny_library):
+    from surrogate.inference.retrieve import ClassicMatcher
+    from surrogate.library import Library
+
+    lib = Library(tiny_library)
+    first = ClassicMatcher(lib, "hog")
+    assert first.cache.is_file()
+    windows = np.asarray(lib.group["images"][:2], dtype=np.float32)
+    again = ClassicMatcher(lib, "hog")  # from the cache
+    for a, b in zip(first.search(windows, 3), again.search(windows, 3)):
+        np.testing.assert_allclose(a, b)
+    first.cache.write_bytes(b"not an npz")
+    mended = ClassicMatcher(lib, "hog")  # refits, rewrites
+    np.testing.assert_allclose(mended.search(windows, 3)[1], first.search(windows, 3)[1])
+    with np.load(mended.cache) as state:
+        assert "gallery" in state

@@ -31,6 +31,10 @@ class Retriever(Protocol):
 
     def query(self, image: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]: ...
 
+    def state(self) -> dict[str, np.ndarray]: ...
+
+    def load_state(self, state) -> "Retriever": ...
+
 
 def _check_images(images: np.ndarray) -> np.ndarray:
     images = np.asarray(images, dtype=np.float64)
@@ -94,6 +98,14 @@ class PowerSpectrumRetriever:
         self._gallery_f = np.fft.rfft(desc, axis=2)
         return self
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The fitted gallery as arrays (:meth:`load_state` restores it without refitting)."""
+        return {"gallery_f": np.asarray(self._gallery_f)}
+
+    def load_state(self, state) -> "PowerSpectrumRetriever":
+        self._gallery_f = np.asarray(state["gallery_f"])
+        return self
+
     def distances(self, image: np.ndarray) -> np.ndarray:
         if self._gallery_f is None:
             raise ConfigError("retriever has no gallery: call fit(images) first")
@@ -134,6 +146,14 @@ class HOGRetriever:
         self._gallery = np.stack([self._descriptor(im) for im in _check_images(images)])
         return self
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The fitted gallery as arrays (:meth:`load_state` restores it without refitting)."""
+        return {"gallery": np.asarray(self._gallery)}
+
+    def load_state(self, state) -> "HOGRetriever":
+        self._gallery = np.asarray(state["gallery"])
+        return self
+
     def distances(self, image: np.ndarray) -> np.ndarray:
         if self._gallery is None:
             raise ConfigError("retriever has no gallery: call fit(images) first")
@@ -166,6 +186,25 @@ class SIFTRetriever:
 
     def fit(self, images: np.ndarray) -> "SIFTRetriever":
         self._gallery = [self._features(im) for im in _check_images(images)]
+        return self
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The fitted gallery's keypoints and descriptors, concatenated, with each image's offset."""
+        assert self._gallery is not None
+        n = [len(p) if d is not None else 0 for p, d in self._gallery]
+        return {
+            "offsets": np.concatenate([[0], np.cumsum(n)]).astype(np.int64),
+            "points": np.concatenate([p[:k] for (p, _), k in zip(self._gallery, n)] + [np.zeros((0, 2), np.float32)]),
+            # OpenCV's SIFT descriptors are whole numbers 0-255 stored as float32: uint8 keeps them exactly
+            "descriptors": np.concatenate(
+                [d for _, d in self._gallery if d is not None] + [np.zeros((0, 128), np.float32)]
+            ).astype(np.uint8),
+        }
+
+    def load_state(self, state) -> "SIFTRetriever":
+        off, pts = np.asarray(state["offsets"]), np.asarray(state["points"])
+        desc = np.asarray(state["descriptors"], dtype=np.float32)
+        self._gallery = [(pts[a:b], desc[a:b] if b > a else None) for a, b in zip(off[:-1].tolist(), off[1:].tolist())]
         return self
 
     def _inliers(self, q, g) -> int:
