@@ -371,6 +371,15 @@ def incostem_reproduction(binary: Path, workdir: Path) -> dict:
     return best
 
 
+_ING_SIMS = {"simulations": INGRAINED["simulations"]}
+
+
+def _real_row(r: dict, **extra) -> dict:
+    """One refined real-twin result as a table row (the column fraction lifted out of its summary)."""
+    keys = ("fom", "ssim", "fom_ingrained", "ssim_ingrained", "simulations", "seconds")
+    return {**{k: r.get(k) for k in keys}, "columns": (r.get("columns") or {}).get("column_fraction"), **extra}
+
+
 def main(argv=None):
     p = parser(__doc__, library=None, checkpoint=None, out=RESULTS / "refinement", quick=True)
     p.add_argument("--search", type=int, default=8, help="local-search simulations per candidate (default 8)")
@@ -437,17 +446,13 @@ def main(argv=None):
             "\n## Real CdTe [110] twin\n",
             f"Window {real[0]['window']} of `{real[0]['image']}` (resampled to {SAMPLING} Å/px, {SHAPE[0]} px), "
             "refined as above (rigid, then the column stage).\n",
-            "| candidate | rigid FOM | FOM | SSIM | FOM, ingrained's scaling | columns matched | simulations | seconds |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            *markdown_table(
+                [_real_row(r, candidate=r["candidate"], rigid_fom=r["rigid"]["fom"]) for r in real]
+                + [{"candidate": "ingrained (published best fit)", "fom_ingrained": INGRAINED["fom"], **_ING_SIMS}],
+                ["candidate", "rigid_fom", "fom", "ssim", "fom_ingrained", "columns", "simulations", "seconds"],
+            ),
         ]
-        for r in real:
-            cf = (r["columns"] or {}).get("column_fraction")
-            md.append(
-                f"| {r['candidate']} | {r['rigid']['fom']} | {r['fom']} | {r['ssim']} | {r.get('fom_ingrained')} "
-                f"| {cf} | {r['simulations']} | {r['seconds']} |"
-            )
         md += [
-            f"| ingrained (published best fit) | | | | {INGRAINED['fom']} | | {INGRAINED['simulations']} | |",
             f"\nOverlay of the best: `{out.name}_overlay.png`. *FOM* = 0.1 x taxicab shift + (1 - SSIM) with SSIM of "
             "zero-mean images (the fit's objective); *ingrained's scaling*: the same with each image scaled to "
             "[0, 1] (ingrained's `score_ssim`), against our preprocessed (resampled, denoised) window here.",
@@ -458,16 +463,11 @@ def main(argv=None):
             "ingrained's own preparation of the image (rotated 66°, cropped, mirrored, raw), the coherent twin fitted "
             f"to and scored against the raw {SHAPE[0]} px patch, on {len(protocol)} windows across the boundary, FOM in "
             "ingrained's scaling (its definition, on its image; ingrained chose its 195 x 153 px patch by its fit).\n",
-            "| window (row, col) | FOM, ingrained's scaling | SSIM, ingrained's scaling | FOM (ours) | columns matched "
-            "| simulations | seconds |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            *markdown_table(
+                [_real_row(r, window=tuple(r["window"])) for r in protocol],
+                ["window", "fom_ingrained", "ssim_ingrained", "fom", "columns", "simulations", "seconds"],
+            ),
         ]
-        for r in protocol:
-            cf = (r["columns"] or {}).get("column_fraction")
-            md.append(
-                f"| {tuple(r['window'])} | {r['fom_ingrained']} | {r['ssim_ingrained']} | {r['fom']} | {cf} "
-                f"| {r['simulations']} | {r['seconds']} |"
-            )
         best = min(protocol, key=lambda r: r["fom_ingrained"])
         md.append(
             f"\nBest: {best['fom_ingrained']} after {sum(r['simulations'] for r in protocol)} simulations in all "
