@@ -7,7 +7,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -185,9 +185,10 @@ class ClassicMatcher:
     def _save(self) -> None:
         from surrogate.io.files import atomic_open
 
+        state: dict[str, Any] = self.retriever.state()
         try:
             with atomic_open(self.cache, "wb") as f:
-                np.savez(f, **self.retriever.state())
+                np.savez(f, **state)
         except OSError as e:  # a read-only library: fit every time
             log.info("gallery cache not written (%s)", e)
 
