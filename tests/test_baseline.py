@@ -75,11 +75,13 @@ def test_a_saved_gallery_answers_as_the_fitted_one(gallery, method, tmp_path):
         np.testing.assert_allclose(a, b)
 
 
-def test_classic_matcher_caches_its_gallery_and_refits_a_damaged_cache(tiny_library):
+def test_classic_matcher_caches_its_gallery_and_refits_a_damaged_cache(tiny_library, tmp_path):
+    import shutil
+
     from surrogate.inference.retrieve import ClassicMatcher
     from surrogate.library import Library
 
-    lib = Library(tiny_library)
+    lib = Library(shutil.copytree(tiny_library, tmp_path / "lib"))  # the shared fixture stays cache-free
     first = ClassicMatcher(lib, "hog")
     assert first.cache.is_file()
     windows = np.asarray(lib.group["images"][:2], dtype=np.float32)

@@ -315,6 +315,7 @@ def bad(tiny_library, tmp_path_factory):
     shutil.copytree(tiny_library, d / "no_manifest")
     (d / "no_manifest" / "manifest.json").unlink()
     shutil.copytree(tiny_library, d / "damaged")
+    shutil.rmtree(d / "damaged" / "index", ignore_errors=True)  # no cached gallery or index to read instead
     chunk = sorted(
         p for p in (d / "damaged" / "images.zarr" / "images").rglob("*") if p.is_file() and p.name.isdigit()
     )[0]
