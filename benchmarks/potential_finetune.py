@@ -35,7 +35,6 @@ renamed; ``--resume`` continues from it), ``best.pt`` (``CHGNet.from_file`` load
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -50,15 +49,12 @@ DEFAULT_OUT = Path("/work/venvs/chgnet_cdte_ft")
 
 def _universal_module():
     """``benchmarks/potential_universal.py`` as a module (its ``split_data`` defines the splits)."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    spec = importlib.util.spec_from_file_location(
-        "_potential_universal", REPO / "benchmarks" / "potential_universal.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    for path in (REPO, REPO / "benchmarks"):
+        if str(path) not in sys.path:
+            sys.path.insert(0, str(path))
+    import potential_universal
+
+    return potential_universal
 
 
 def cdte_train(project_python: str, max_train: int | None = None) -> list:
