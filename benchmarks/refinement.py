@@ -200,27 +200,31 @@ def real_twin(search: int, out: Path, corner=(128, 190)) -> list[dict]:
         "ingrained config.json (Σ3 {112} tilts 54.74°/125.26°)": ingrained_bicrystal(REAL_TWIN.parent / "config.json"),
         "coherent Σ3 (111) twin (ideal)": build_structure(COHERENT_111),
     }
-    rows = [_real_one(name, atoms, search, out, corner) for name, atoms in cands.items()]
-    best = min(range(len(rows)), key=lambda i: rows[i]["fom"])
-    for i, r in enumerate(rows):  # keep the best candidate's overlay as the one the report shows
-        png = out.with_name(f"{out.name}_overlay_{i}.png")
-        if png.exists():
-            if i == best:
-                png.replace(out.with_name(out.name + "_overlay.png"))
-            else:
-                png.unlink()
-    return rows
-
-
-def _real_one(name: str, cand, search: int, out: Path, corner) -> dict:
     from surrogate.inference.preprocess import denoise, normalise, resample
     from surrogate.io.readers import read_image
 
     m = read_image(REAL_TWIN)
     img = normalise(denoise(resample(m.data, m.sampling, SAMPLING), "gaussian", SAMPLING))
     r, c = corner
-    overlay = out.with_name(f"{out.name}_overlay_{0 if name.startswith('ingrained') else 1}.png")
-    return _fit_real(name, cand, img[r : r + SHAPE[0], c : c + SHAPE[1]], SAMPLING, search, corner, overlay)
+    window = img[r : r + SHAPE[0], c : c + SHAPE[1]]
+    rows = [
+        _fit_real(name, atoms, window, SAMPLING, search, corner, out.with_name(f"{out.name}_overlay_{i}.png"))
+        for i, (name, atoms) in enumerate(cands.items())
+    ]
+    _keep_best_overlay(rows, "fom", out, "overlay")
+    return rows
+
+
+def _keep_best_overlay(rows: list[dict], key: str, out: Path, tag: str) -> None:
+    """``<out>_<tag>_<i>.png`` of the row lowest in ``key`` becomes ``<out>_<tag>.png``; the others go."""
+    best = min(range(len(rows)), key=lambda i: rows[i][key])
+    for i in range(len(rows)):
+        png = out.with_name(f"{out.name}_{tag}_{i}.png")
+        if png.exists():
+            if i == best:
+                png.replace(out.with_name(f"{out.name}_{tag}.png"))
+            else:
+                png.unlink()
 
 
 def _fit_real(name: str, cand, window, sampling: float, search: int, corner, overlay: Path | None) -> dict:
@@ -318,11 +322,7 @@ def ingrained_protocol(search: int, out: Path) -> list[dict]:
         window = normalise(exp[r : r + SHAPE[0], c : c + SHAPE[1]])
         overlay = out.with_name(f"{out.name}_ingrained_{i}.png")
         rows.append(_fit_real("coherent Σ3 (111) twin", cand, window, sampling, search, (r, c), overlay))
-    best = min(range(len(rows)), key=lambda i: rows[i]["fom_ingrained"])
-    for i in range(len(rows)):
-        png = out.with_name(f"{out.name}_ingrained_{i}.png")
-        if png.exists():
-            png.replace(out.with_name(out.name + "_ingrained.png")) if i == best else png.unlink()
+    _keep_best_overlay(rows, "fom_ingrained", out, "ingrained")
     return rows
 
 

@@ -173,7 +173,9 @@ def widen_boundary(atoms: Atoms, width: float) -> Atoms:
     params = atoms.info.get("params") or {}
     if atoms.info.get("family") != "gb" or atoms.cell[0, 0] >= 2 * width:
         return atoms
-    if "construction" in params and "grain1" not in params:  # the ideal coherent twin (structures.csl)
+    if "grain1" not in params:  # the ideal coherent twin (structures.csl) is rebuilt as such; others kept
+        if "construction" not in params:
+            return atoms
         twin = {
             "kind": "twin",
             "material": {"name": params["material"]},
@@ -182,8 +184,6 @@ def widen_boundary(atoms: Atoms, width: float) -> Atoms:
             "translation": list(params.get("translation", [0, 0, 0])),
         }
         return build_structure(twin)
-    if "grain1" not in params:
-        return atoms
     keep = ("zone_axis", "upward", "tilt", "flip_species")
     recipe = {
         "kind": "gb",
@@ -688,7 +688,7 @@ def refine_candidates(library, windows, ranked: list, settings, progress: bool =
                 fit_columns(ref, win, library.sampling, atoms, conditions, measured[conditions.mode], settings, sim)
         assert fit.image is not None  # every fit ends with the image at its pose
         ref.residual = round(residual(win, fit.image), 5)
-        f_ing, s_ing = ingrained_fom(win, ref.fit.image if ref.fit.image is not None else fit.image)
+        f_ing, s_ing = ingrained_fom(win, fit.image)  # ref.fit is fit, updated in place by fit_columns
         ref.fit.extra.update(fom_ingrained=round(f_ing, 4), ssim_ingrained=round(s_ing, 4))
         c.refinement = ref
 

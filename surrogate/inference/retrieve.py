@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -165,8 +166,11 @@ class ClassicMatcher:
 
         self.name = method
         self.retriever = make_retriever(method)
-        # the fitted gallery is cached beside the library (SIFT: 66 s to fit 2,048 images on 2 cores)
-        self.cache = library.root / "index" / f"{method}-{library.hash[:16]}-{len(library)}.npz"
+        # the fitted gallery is cached beside the library (SIFT: 66 s to fit 2,048 images on 2 cores),
+        # keyed by the library and the retriever's parameters (another descriptor never reads it)
+        params = json.dumps({k: v for k, v in vars(self.retriever).items() if not k.startswith("_")}, sort_keys=True)
+        key = hashlib.sha256(params.encode()).hexdigest()[:8]
+        self.cache = library.root / "index" / f"{method}-{library.hash[:16]}-{len(library)}-{key}.npz"
         if not self._load():
             self.retriever.fit(np.asarray(library.group["images"][:], dtype=np.float32))
             self._save()
