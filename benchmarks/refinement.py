@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -354,7 +355,10 @@ def incostem_reproduction(binary: Path, workdir: Path) -> dict:
     params = f"SAMPLE.XYZ\n1 1 1\nSAMPLE.TIF\n{round(b / pix)} {round(c / pix)}\n200 0 0 0 30\n100 150\nEND\n1.75\n0"
     (workdir / "params.txt").write_text(params)
     with open(workdir / "params.txt") as inp:
-        subprocess.run([str(binary.resolve())], stdin=inp, cwd=workdir, capture_output=True, check=True, timeout=600)
+        run = subprocess.run([str(binary.resolve())], stdin=inp, cwd=workdir, capture_output=True, timeout=600)
+    if run.returncode != 0 or not (workdir / "SAMPLE.TIF").is_file():
+        tail = (run.stderr or run.stdout).decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise SystemExit(f"incostem failed ({tail[0]}): it needs libfftw3 (apt install libfftw3-single3)")
     sim = np.tile(np.asarray(Image.open(workdir / "SAMPLE.TIF"), dtype=np.float64), (1, 4))
     exp, _ = ingrained_image()
     h, w = 195, 153
@@ -407,6 +411,8 @@ def main(argv=None):
         real = real_twin(a.search, out)
     if protocol is None and not (a.skip_real or a.quick or not REAL_TWIN.exists()):
         protocol = ingrained_protocol(a.search, out)
+    if a.incostem is not None and not (a.incostem.is_file() and os.access(a.incostem, os.X_OK)):
+        raise SystemExit(f"--incostem {a.incostem}: not an executable file (ingrained's simulation/incostem-linux)")
     if reproduced is None and a.incostem is not None:
         reproduced = incostem_reproduction(a.incostem, Path("/tmp/surrogate_incostem"))
     cols = [
