@@ -60,6 +60,7 @@ from surrogate.evaluation.heldout import (  # noqa: E402
     confusion_matrix,
     level_applies,
     library_labels,
+    normalize_labels,
     out_of_library_auroc,
     read_heldout,
     score_labels,
@@ -218,6 +219,14 @@ def column_score(q, result_dir: Path, cands: list[dict]) -> tuple[float | None, 
     return float(same), float(geometry)
 
 
+def _record_labels(c: dict):
+    """Normalised class labels a candidates.json record carries (None when it has none)."""
+    try:
+        return normalize_labels(c["labels"]) if c.get("labels") else None
+    except Exception:
+        return None
+
+
 def evaluate(queries, method: str, a, labels_of_cid: dict, modes: set[str]) -> dict:
     from tqdm import tqdm
 
@@ -229,7 +238,8 @@ def evaluate(queries, method: str, a, labels_of_cid: dict, modes: set[str]) -> d
             print(f"{method} {q.name}: {type(exc).__name__}: {exc}")
             r = {"candidates": {"candidates": []}, "wall_s": None, "error": f"{type(exc).__name__}: {exc}"}
         cands = r["candidates"].get("candidates", [])
-        labs = [labels_of_cid.get(c["config_id"]) for c in cands]
+        # labels from the library's structures.db, else from candidates.json (configurations built at inference)
+        labs = [labels_of_cid.get(c["config_id"]) or _record_labels(c) for c in cands]
         truths.append(q.labels)
         ranked.append(labs)
         cs, geo = column_score(q, Path(a.work) / method / q.name, cands) if "error" not in r else (0.0, 0.0)

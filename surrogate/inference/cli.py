@@ -23,7 +23,7 @@ def infer(cfg: DictConfig) -> dict:
 
     from surrogate.errors import ConfigError
     from surrogate.inference.pipeline import run_inference
-    from surrogate.inference.report import classes_line, lattice_warning, write_report
+    from surrogate.inference.report import boundary_line, classes_line, lattice_warning, write_report
     from surrogate.inference.settings import InferConfig
 
     if OmegaConf.is_missing(cfg, "image"):
@@ -44,6 +44,8 @@ def infer(cfg: DictConfig) -> dict:
             + (f", {100 * r['columns']['column_fraction']:.0f} % of columns matched" if r and r.get("columns") else "")
             + (" (OUT OF LIBRARY: beyond the calibrated distance)" if result.out_of_library else "")
         )
+    if result.boundary:
+        print(boundary_line(result.boundary))
     if result.classes:
         print(classes_line(result.classes))
     if result.lattice.get("mismatch"):

@@ -1,7 +1,8 @@
 """The single-image job as a sequence of stages, data flowing one way:
 
 read (:mod:`surrogate.io.readers`) -> preprocess (:mod:`.preprocess`) -> retrieve (:mod:`.retrieve`)
--> rank with energies (:mod:`.rank`) -> lattice check (:mod:`.lattice`) -> refine (:mod:`.refine`).
+-> rank with energies (:mod:`.rank`) -> lattice check (:mod:`.lattice`) -> grain / misorientation
+check (:mod:`.misorientation`) -> refine (:mod:`.refine`).
 
 Each stage takes its typed settings (:mod:`surrogate.inference.settings`, the only home of the
 defaults); :func:`run_inference` is what ``infer.py``, the benchmarks and the tests call.
@@ -19,7 +20,9 @@ import numpy as np
 
 from surrogate.inference.classes import class_votes
 from surrogate.inference.lattice import consistent, lattice_check
+from surrogate.inference.misorientation import boundary_check, boundary_window
 from surrogate.inference.preprocess import Window, crop, prepare
+from surrogate.inference.propose import WithBuilt, build_candidates
 from surrogate.inference.rank import Candidate, attach_energies, rank_candidates, rerank_refined
 from surrogate.inference.refine import refine_candidates
 from surrogate.inference.retrieve import make_matcher, retrieve
@@ -43,6 +46,10 @@ class InferenceResult:
     info: dict[str, Any] = field(default_factory=dict)
     lattice: dict[str, Any] = field(default_factory=dict)  # the lattice-spacing check's record
     classes: dict[str, Any] = field(default_factory=dict)  # class votes per level (inference.classes)
+    boundary: dict[str, Any] = field(default_factory=dict)  # the grain / misorientation check's record
+    built: dict[str, Any] = field(
+        default_factory=dict
+    )  # config_id -> Atoms of the candidates built (inference.propose)
 
 
 class _Timer(dict):
@@ -108,10 +115,40 @@ def run_inference(
     ranked = rank_candidates(found.candidates, s.rank.energy_weight, s.rank.boundary_weight)
     with timer("lattice"):
         ranked, lattice = lattice_check(library, batch, ranked, s.lattice_check)
+    with timer("grains"):
+        ranked, boundary, grains = boundary_check(
+            library, resampled, ranked, s.boundary_check, s.retrieval.mode, found.pool, lattice.get("tolerance")
+        )
+        if boundary.get("added_from_pool"):
+            attach_energies([c for c in ranked if c.config_id in boundary["added_from_pool"]], library)
+    built: dict[str, Any] = {}
+    if grains is not None and not boundary["in_library"] and s.boundary_check.build > 0:
+        with timer("build"):
+            made = build_candidates(library, grains, ranked[0], s.boundary_check.build)
+            shown = boundary_window(grains, wins, library.sampling)
+        if made:
+            for c, _ in made:
+                c.window = shown if shown is not None else c.window
+            built = {c.config_id: atoms for c, atoms in made}
+            ranked = [c for c, _ in made] + ranked
+            for i, c in enumerate(ranked, 1):
+                c.rank = i
+            boundary["built"] = [
+                {"config_id": c.config_id, "name": str((a.info.get("params") or {}).get("name", c.kind))}
+                for c, a in made
+            ]
+            boundary["agreeing"] = list(built) + list(boundary.get("agreeing") or [])
+            library = WithBuilt(library, built)  # type: ignore[assignment]
     # out of library: even the nearest candidate whose lattice fits is beyond the calibrated distance
     fitting = consistent(ranked, lattice)
     best = min((c.distance for c in fitting), default=np.inf)
-    classes = class_votes(library, fitting, s.retrieval.vote_temperature)
+    # class votes: the candidates that agree with the measured grains (else those of the measured family)
+    agreeing = [c for c in ranked if c.config_id in set(boundary.get("agreeing") or boundary.get("same_family") or [])]
+    voters = [c for c in agreeing if c in fitting] or agreeing or fitting
+    classes = class_votes(library, voters, s.retrieval.vote_temperature)
+    if boundary.get("measured"):
+        classes["measured"] = boundary["measured"]
+        classes["in_library"] = {"boundary": boundary["in_library"]}
     out_of_library = bool(found.threshold is not None and best > found.threshold)
     with timer("refine"):
         refine_candidates(library, wins, ranked, s.refine, progress)
@@ -143,4 +180,6 @@ def run_inference(
         info,
         lattice,
         classes,
+        boundary,
+        built,
     )

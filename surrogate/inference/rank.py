@@ -37,6 +37,7 @@ class Candidate:
     gb_energy_above: float | None = (
         None  # above the lowest boundary candidate of the same material + zone axis [mJ/m^2]
     )
+    source: str = "library"  # library | built (made by inference.propose for a measured boundary the library lacks)
     # the fit to the image (inference.refine.Refinement) once refined; empty before
     refinement: "Refinement | Mapping[str, Any]" = field(default_factory=dict)
 

@@ -16,7 +16,7 @@ from surrogate.inference.pipeline import InferenceResult
 from surrogate.io.files import atomic_open, atomic_write_text
 from surrogate.library import Library
 
-__all__ = ["write_report", "lattice_warning", "classes_line", "log_wandb", "overlay_points"]
+__all__ = ["write_report", "lattice_warning", "boundary_line", "classes_line", "log_wandb", "overlay_points"]
 
 COLUMN_COLOURS = {"Cd": "#ff7f0e", "Te": "#1f77b4", "Si": "#2ca02c", "Ge": "#9467bd", "Se": "#d62728", "Cl": "#e377c2"}
 
@@ -148,6 +148,7 @@ def _candidate_record(c) -> dict[str, Any]:
         "lattice_mismatch": c.lattice_mismatch,
         "gb_energy_mJ_m2": c.gb_energy,
         "gb_energy_above_mJ_m2": c.gb_energy_above,
+        "source": c.source,
         "fom": ref.get("fom"),
         "column_fraction": (ref.get("columns") or {}).get("column_fraction"),
         "refinement": ref or None,
@@ -168,8 +169,16 @@ def write_report(result: InferenceResult, out_dir: str | Path) -> dict[str, Path
     out = Path(out_dir)
     (out / "structures").mkdir(parents=True, exist_ok=True)
     library = Library(result.info["library"])
+    if result.built:
+        from surrogate.inference.propose import WithBuilt
+
+        library = WithBuilt(library, result.built)  # type: ignore[assignment]
     files: dict[str, Path] = {}
     records = [_candidate_record(c) for c in result.candidates]
+    known = library.structures()
+    for rec in records:  # the class labels, so that a reader needs no structures.db (built candidates have none)
+        sr = known.get(rec["config_id"])
+        rec["labels"] = sr.labels.to_dict() if sr is not None else None
     summary = {
         "image": result.micrograph.path,
         "pixel_size": result.micrograph.sampling,
@@ -178,6 +187,7 @@ def write_report(result: InferenceResult, out_dir: str | Path) -> dict[str, Path
         "out_of_library": result.out_of_library,
         "threshold": result.threshold,
         "lattice": result.lattice,
+        "boundary": result.boundary,
         "classes": result.classes,
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
         "candidates": records,
@@ -262,6 +272,27 @@ def _img_tag(png: bytes, width: int = 900) -> str:
     return f'<img width="{width}" src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
 
 
+def boundary_line(record: dict) -> str:
+    """One line on the grain / misorientation check (``InferenceResult.boundary``), for the console
+    and the report; empty when the check did not run."""
+    if not record:
+        return ""
+    if record.get("skipped"):
+        return f"grains: {record['skipped']}"
+    line = f"grains: {record['description']}"
+    m = record.get("measured") or {}
+    if m.get("n_grains") == 2:
+        line += (
+            f"; {record['consistent']} candidate(s) agree within {record['tolerance']:g}°"
+            if record.get("in_library")
+            else f"; NO LIBRARY BOUNDARY within {record['tolerance']:g}° (out of library at the boundary level)"
+        )
+        if record.get("built"):
+            names = ", ".join(f"{b['name']} {b['config_id']}" for b in record["built"])
+            line += f"; built and ranked first: {names}"
+    return line
+
+
 def classes_line(classes: dict) -> str:
     """``CdTe [110] · twin · Σ3(111)`` with each level's vote share, for the console."""
     if not classes:
@@ -325,6 +356,8 @@ def _html(summary: dict, records: list[dict], blocks: list, window_map: bytes) -
         )
     elif lattice.get("skipped"):
         flag += f"<p>Lattice check skipped: {esc(lattice['skipped'])}.</p>"
+    if summary.get("boundary"):
+        flag += f"<p>Grain check: {esc(boundary_line(summary['boundary'])[len('grains: ') :])}.</p>"
     flag += _classes_html(summary.get("classes") or {})
     head = [
         "rank",

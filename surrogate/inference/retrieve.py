@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -269,6 +269,7 @@ class Retrieval:
     candidates: list[Candidate]
     window_best: list[str]
     threshold: float | None
+    pool: list[Candidate] = field(default_factory=list)  # every configuration matched, nearest first
 
 
 def _allowed_share(library: Library, allowed: set[str]) -> float:
@@ -322,8 +323,8 @@ def retrieve(library: Library, matcher: Matcher, windows: np.ndarray, settings: 
         cands = [c for c in cands if set(Formula(c.formula).count()) <= allowed]
         if not cands:
             raise ConfigError(f"no library configuration made of {sorted(allowed)} only was matched: raise retrieval.k")
-    cands = sorted(cands, key=lambda c: c.distance)[: settings.candidates]
+    pool = sorted(cands, key=lambda c: c.distance)
     cids = library.config_ids()
     window_best = [int_to_id(cids[int(i[0])]) for i in indices]
     threshold = settings.threshold if settings.threshold is not None else getattr(matcher, "threshold", None)
-    return Retrieval(cands, window_best, threshold)
+    return Retrieval(pool[: settings.candidates], window_best, threshold, pool[settings.candidates :])

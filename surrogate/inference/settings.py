@@ -9,6 +9,7 @@ config key             class                    stage
 ``preprocess``         :class:`PreprocessSettings`  resample, denoise, cut into windows
 ``retrieval``          :class:`RetrievalSettings`   window matching and aggregation
 ``lattice_check``      :class:`LatticeSettings`     lattice spacings against the known pixel size
+``boundary_check``     :class:`BoundarySettings`    grains and misorientation measured on the columns
 ``rank``               :class:`RankSettings`        image distance + energy, Pareto front
 ``refine``             :class:`RefineSettings`      fit of the top candidates to the image
 =====================  =======================  ===========================================
@@ -31,6 +32,7 @@ __all__ = [
     "PreprocessSettings",
     "RetrievalSettings",
     "LatticeSettings",
+    "BoundarySettings",
     "RankSettings",
     "RefineSettings",
     "InferenceSettings",
@@ -118,6 +120,26 @@ class LatticeSettings:
 
 
 @dataclass
+class BoundarySettings:
+    """The grain / misorientation check (:mod:`surrogate.inference.misorientation`)."""
+
+    mode: str = "rerank"  # rerank (candidates of the measured family and misorientation first) | flag | off
+    tolerance: float = 2.5  # largest misorientation difference of an agreeing boundary candidate [deg]
+    max_field: float = 100.0  # side of the central square measured [Å] (bounds the time on large scans)
+    build: int = 2  # boundaries built (inference.propose) when the library holds none agreeing; 0: none
+    max_templates: int = 12  # lattices tried (the candidates', then the library's); the best-fitting one is measured
+
+    def __post_init__(self):
+        _choice("boundary_check.mode", self.mode, ("rerank", "flag", "off"))
+        if not float(self.tolerance) > 0:
+            raise ConfigError(f"boundary_check.tolerance={self.tolerance} must be > 0 [deg], e.g. 2.5")
+        if not float(self.max_field) >= 10:
+            raise ConfigError(f"boundary_check.max_field={self.max_field} must be >= 10 [Å], e.g. 100")
+        _at_least("boundary_check.build", self.build, 0)
+        _at_least("boundary_check.max_templates", self.max_templates, 1)
+
+
+@dataclass
 class RankSettings:
     """Image distance against energy."""
 
@@ -192,6 +214,7 @@ class InferenceSettings:
     preprocess: PreprocessSettings = field(default_factory=PreprocessSettings)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
     lattice_check: LatticeSettings = field(default_factory=LatticeSettings)
+    boundary_check: BoundarySettings = field(default_factory=BoundarySettings)
     rank: RankSettings = field(default_factory=RankSettings)
     refine: RefineSettings = field(default_factory=RefineSettings)
 
