@@ -4,7 +4,7 @@ boundaries built for a measurement the library lacks (surrogate.inference.propos
 import numpy as np
 import pytest
 
-from surrogate.inference.columns import Columns, find_columns, gaussian_image, merge_columns, projected_columns
+from surrogate.inference.columns import Columns, gaussian_image, merge_columns, projected_columns
 from surrogate.inference.misorientation import (
     GrainMeasurement,
     agrees,
