@@ -489,16 +489,20 @@ def boundary_check(
     pool: list[Candidate] | None = None,
     lattice_tolerance: float | None = None,
 ) -> tuple[list[Candidate], dict[str, Any], GrainMeasurement | None]:
-    """Measure the grains of ``image`` (the resampled experiment, at the library's sampling) against
-    the lattice of the top candidate's material and zone axis, and re-rank.
+    """Measure the grains of ``image`` (the resampled experiment, at the library's sampling; imaging
+    ``mode`` as the user gave it, None: the columns' polarity is decided by the fit) against the
+    lattice, among the candidates' and then the library's material + zone-axis groups (at most
+    ``settings.max_templates``), whose template explains its columns best (:func:`template_fit`),
+    and re-rank.
 
     With ``settings.mode="rerank"``: among the candidates whose lattice fits (``lattice_mismatch``
     within ``lattice_tolerance``; all of them when it is None), and then among the others, those
     whose family and misorientation agree (:func:`agrees`) come first, then those of the measured
-    family (nearest misorientation first), then the rest, each part in its ranked order. Configurations of ``pool`` (every configuration
-    the retrieval matched, beyond the kept candidates) that agree while no kept candidate does are
-    added. Returns ``(candidates, record, measurement)``; ``record["in_library"]`` is false when two
-    grains were measured and no library boundary agrees (the boundary level is out of library)."""
+    family (nearest misorientation first), then the rest, each part in its ranked order. When no
+    candidate agrees, the library's agreeing configurations are added (those of ``pool``, every
+    configuration the retrieval matched, first; at most :data:`MAX_ADDED`). Returns ``(candidates,
+    record, measurement)``; ``record["in_library"]`` is false when two grains were measured and no
+    library boundary agrees (the boundary level is out of library)."""
     if settings.mode == "off" or not ranked:
         return ranked, {}, None
     groups: list[tuple[str, str]] = []
@@ -516,7 +520,7 @@ def boundary_check(
     h, w = image.shape
     r0, c0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
     field_img = image[r0 : r0 + side, c0 : c0 + side]
-    img_mode = mode or _library_mode(library, ranked[0].entry)
+    img_mode = mode or "hrtem"  # mode unknown: the column polarity is decided by the fit (find_columns)
     cols = find_columns(field_img, sampling, img_mode)
     tried: dict[str, float] = {}
     best: tuple[float, str, str] | None = None
@@ -614,12 +618,3 @@ def boundary_window(m: GrainMeasurement, windows, sampling: float) -> int | None
         if share > score + 1e-9:
             best, score = k, share
     return best
-
-
-def _library_mode(library, entry: int) -> str:
-    from surrogate.simulate.conditions import MODES
-
-    try:
-        return MODES[int(library.condition_column("mode")[int(entry)])]
-    except Exception:
-        return "haadf"
