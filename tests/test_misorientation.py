@@ -14,7 +14,7 @@ from surrogate.inference.misorientation import (
     template_fit,
     template_for,
 )
-from surrogate.structures.recipes import _boundary_recipes, build_structure
+from surrogate.structures.recipes import boundary_recipes, build_structure
 
 
 def _boundary(material, axis, sigma=None, angle=None, fov=(36.0, 30.0)):
@@ -23,7 +23,7 @@ def _boundary(material, axis, sigma=None, angle=None, fov=(36.0, 30.0)):
         if sigma
         else {"generate": "low_angle", "axes": [axis], "angles": [angle]}
     )
-    recipe = _boundary_recipes(spec, {"name": material}, 6.0, list(fov))[0]
+    recipe = boundary_recipes(spec, {"name": material}, 6.0, list(fov))[0]
     return build_structure(recipe)
 
 

@@ -60,8 +60,6 @@ __all__ = [
 LEVELS = ("material_zone", "family", "boundary", "defect_kind")
 #: Families whose configurations hold a boundary.
 BOUNDARY_FAMILIES = ("twin", "gb")
-#: Largest misorientation about each tilt axis before the lattice symmetry makes it a smaller one [deg].
-FOLD = {"110": 90.0, "100": 45.0}
 _LABEL_KEYS = (
     "material",
     "zone_axis",
@@ -153,11 +151,9 @@ def _zone_label(z) -> str:
 def reduce_misorientation(angle: float | None, axis: str | None) -> float | None:
     """Misorientation reduced by the lattice symmetry about the tilt ``axis`` (``"110"``: [0, 90]°,
     ``"100"``: [0, 45]°, otherwise [0, 90]°) [deg]; None stays None."""
-    if angle is None:
-        return None
-    fold = FOLD.get(axis or "", 90.0)
-    a = abs(float(angle)) % (2 * fold)
-    return round(min(a, 2 * fold - a), 4)
+    from surrogate.structures.labels import reduce_misorientation as reduce
+
+    return None if angle is None else round(reduce(angle, axis), 4)
 
 
 def _boundary_name(raw: Any, sigma: Any, misorientation: float | None) -> str | None:

@@ -36,9 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from surrogate.inference.columns import Columns, find_columns, merge_columns, projected_columns
+from surrogate.inference.columns import Columns, _rot, find_columns, merge_columns, projected_columns
 from surrogate.inference.rank import Candidate
 from surrogate.inference.settings import BoundarySettings
+from surrogate.structures.labels import reduce_misorientation
 
 __all__ = [
     "RADIUS",
@@ -99,11 +100,6 @@ def _maps_onto(a: np.ndarray, b: np.ndarray, tol: float = 0.25) -> bool:
 
     d, _ = cKDTree(b).query(a)
     return bool(np.all(d < tol))
-
-
-def _rot(deg: float) -> np.ndarray:
-    t = np.deg2rad(deg)
-    return np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
 
 
 def template_vectors(
@@ -474,9 +470,7 @@ def agrees(labels, m: GrainMeasurement, tolerance: float) -> tuple[bool, bool, f
     axis = labels.tilt_axis or labels.zone_axis
     if axis and m.zone_axis and str(axis) != str(m.zone_axis):
         return False, same, None
-    half = {"110": 90.0, "100": 45.0}.get(str(axis), 90.0)
-    a = float(np.mod(float(labels.misorientation), 2 * half))
-    d = abs(min(a, 2 * half - a) - m.misorientation)
+    d = abs(reduce_misorientation(float(labels.misorientation), str(axis)) - m.misorientation)
     return d <= tolerance, same, d
 
 
@@ -507,7 +501,9 @@ def boundary_check(
         return ranked, {}, None
     groups: list[tuple[str, str]] = []
     records = library.structures()
-    ordered = [c.config_id for c in ranked] + [cid for cid in records if cid not in {c.config_id for c in ranked}]
+    retrieved = [c.config_id for c in ranked]
+    seen = set(retrieved)
+    ordered = retrieved + [cid for cid in records if cid not in seen]
     for cid in ordered:  # the candidates' lattices first, then every other lattice of the library
         lab = _labels(library, cid)
         if lab is not None and lab.material and lab.zone_axis and (lab.material, str(lab.zone_axis)) not in groups:
@@ -543,7 +539,6 @@ def boundary_check(
     added: list[str] = []
     if not any(ok for _, ok, _, _ in info):  # none retrieved agrees: the measured lattice's configurations
         have = {c.config_id for c, *_ in info}
-        records = library.structures()
         pooled = [c.config_id for c in sorted(pool or [], key=lambda c: c.distance)]
         extra = {c.config_id: c for c in (pool or [])}
         for cid in pooled + [cid for cid in records if cid not in extra]:  # matched ones first

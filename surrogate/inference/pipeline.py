@@ -143,7 +143,8 @@ def run_inference(
     fitting = consistent(ranked, lattice)
     best = min((c.distance for c in fitting), default=np.inf)
     # class votes: the candidates that agree with the measured grains (else those of the measured family)
-    agreeing = [c for c in ranked if c.config_id in set(boundary.get("agreeing") or boundary.get("same_family") or [])]
+    agree_ids = set(boundary.get("agreeing") or boundary.get("same_family") or [])
+    agreeing = [c for c in ranked if c.config_id in agree_ids]
     voters = [c for c in agreeing if c in fitting] or agreeing or fitting
     classes = class_votes(library, voters, s.retrieval.vote_temperature)
     if boundary.get("measured"):

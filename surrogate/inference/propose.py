@@ -19,17 +19,16 @@ from ase import Atoms
 
 from surrogate.inference.misorientation import GrainMeasurement
 from surrogate.inference.rank import Candidate
+from surrogate.library import Library
 
-__all__ = ["boundary_recipes", "build_candidates", "WithBuilt"]
+__all__ = ["measured_recipes", "build_candidates", "WithBuilt"]
 
 
-def boundary_recipes(
-    m: GrainMeasurement, material: dict[str, Any], thickness: float, fov, max_sigma: int = 99
-) -> list[dict[str, Any]]:
+def measured_recipes(m: GrainMeasurement, material: dict[str, Any], thickness: float, fov) -> list[dict[str, Any]]:
     """Recipes (:func:`surrogate.structures.recipes.build_structure`) of the boundaries a measurement
     names: every symmetric CSL boundary of its Σ about its zone axis, or (low-angle, general) the
     symmetric tilt boundary at its misorientation."""
-    from surrogate.structures.recipes import _boundary_recipes
+    from surrogate.structures.recipes import boundary_recipes
 
     if m.n_grains != 2 or m.misorientation is None:
         return []
@@ -38,11 +37,11 @@ def boundary_recipes(
         spec = {"generate": "csl", "axes": [axis], "sigmas": [int(m.sigma)], "max_sigma": max(int(m.sigma), 3)}
     else:
         spec = {"generate": "low_angle", "axes": [axis], "angles": [round(float(m.misorientation), 2)]}
-    return _boundary_recipes(spec, material, float(thickness), [float(v) for v in fov])
+    return boundary_recipes(spec, material, float(thickness), [float(v) for v in fov])
 
 
 def _record(cid: str, atoms: Atoms):
-    from surrogate.library.store import StructureRecord
+    from surrogate.library.store import StructureRecord, kind_of
     from surrogate.structures.labels import labels_of
 
     info = dict(atoms.info)
@@ -53,7 +52,7 @@ def _record(cid: str, atoms: Atoms):
         config_id=cid,
         family=family,
         formula=atoms.get_chemical_formula(mode="metal", empirical=True),
-        kind=str(params.get("name") or family) if family == "gb" else family,
+        kind=kind_of(family, params),
         material=str(lab.material),
         zone_axis=str(params.get("zone_axis", lab.zone_axis)),
         params=params,
@@ -81,7 +80,7 @@ def build_candidates(
     fov = params.get("fov") or [side, side]
     thickness = float(params.get("thickness") or 20.0)
     out: list[tuple[Candidate, Atoms]] = []
-    for recipe in boundary_recipes(m, mat, thickness, fov):
+    for recipe in measured_recipes(m, mat, thickness, fov):
         if len(out) >= max_built:
             break
         try:
@@ -131,8 +130,4 @@ class WithBuilt:
     def structures(self):
         return {**self._library.structures(), **self._records}
 
-    def groups(self) -> dict[int, str]:
-        g = dict(self._library.groups())
-        for cid, r in self._records.items():
-            g[int(cid, 16)] = r.group
-        return g
+    groups = Library.groups  # over this view's structures(), built ones included

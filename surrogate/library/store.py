@@ -42,6 +42,7 @@ __all__ = [
     "open_images",
     "create_images",
     "read_manifest",
+    "kind_of",
     "Library",
     "StructureRecord",
 ]
@@ -255,6 +256,11 @@ class _CheckedGroup:
         return getattr(self._group, name)
 
 
+def kind_of(family: str, params: dict[str, Any]) -> str:
+    """A configuration's *kind*: a boundary's name (its rigid translations share it), else its family."""
+    return str(params.get("name") or family) if family == "gb" else family
+
+
 @dataclass(frozen=True)
 class StructureRecord:
     """What the library knows of one configuration without loading its atoms (a ``structures.db`` row).
@@ -329,7 +335,7 @@ class Library:
             for row in db.select(columns=["key_value_pairs", "numbers", "data"]):
                 family = str(row.get("family", ""))
                 params = (row.data or {}).get("info", {}).get("params", {}) or {}
-                kind = str(params.get("name") or family) if family == "gb" else family
+                kind = kind_of(family, params)
                 out[row.config_id] = StructureRecord(
                     config_id=row.config_id,
                     family=family,

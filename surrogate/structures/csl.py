@@ -35,7 +35,13 @@ from ase import Atoms
 
 from surrogate.errors import StructureError
 from surrogate.structures.identity import tag
-from surrogate.structures.labels import StructureLabels, boundary_name, plane_label, zone_axis_label
+from surrogate.structures.labels import (
+    StructureLabels,
+    boundary_name,
+    plane_label,
+    reduce_misorientation,
+    zone_axis_label,
+)
 from surrogate.structures.slabs import DEFAULT_UPWARD, _integer_direction, _is_translation, orient
 
 __all__ = [
@@ -54,8 +60,6 @@ __all__ = [
 
 #: Tilt axes supported (beam directions of the cubic crystal).
 TILT_AXES = {"110": (1, 1, 0), "100": (1, 0, 0)}
-#: Largest misorientation before symmetry makes it equivalent to a smaller one [deg].
-_FOLD = {"110": 90.0, "100": 45.0}
 
 
 def rotation_matrix(axis, angle: float) -> np.ndarray:
@@ -76,12 +80,6 @@ def sigma_of_rotation(axis, angle: float, max_sigma: int = 999, tol: float = 1e-
         if np.abs(M - np.round(M)).max() < tol * n:
             return n
     return None
-
-
-def _reduce(axis_label: str, angle: float) -> float:
-    fold = _FOLD[axis_label]
-    a = abs(float(angle)) % (2 * fold)
-    return min(a, 2 * fold - a)
 
 
 def _axis_label(axis) -> str:
@@ -110,7 +108,7 @@ def csl_misorientations(axis="110", max_sigma: int = 99) -> tuple[tuple[int, flo
                 s //= 2
             if s > max_sigma or s == 1:
                 continue
-            theta = _reduce(label, degrees(2 * atan(n * sqrt(N) / m)) if m else 180.0)
+            theta = reduce_misorientation(degrees(2 * atan(n * sqrt(N) / m)) if m else 180.0, label)
             if theta < 1e-6:
                 continue
             key = round(theta, 6)
@@ -129,7 +127,7 @@ def sigma_of_angle(axis, angle: float, max_sigma: int = 99, tol: float = 0.05) -
         label = _axis_label(axis)
     except StructureError:
         return None
-    a = _reduce(label, angle)
+    a = reduce_misorientation(angle, label)
     for s, t in csl_misorientations(label, max_sigma):
         if abs(t - a) <= tol:
             return s

@@ -26,6 +26,8 @@ __all__ = [
     "boundary_name",
     "plane_label",
     "defect_summary",
+    "MISORIENTATION_FOLD",
+    "reduce_misorientation",
 ]
 
 #: Structure families. ``twin``: Σ3 boundaries (coherent (111) and {112}); ``gb``: other tilt boundaries.
@@ -163,11 +165,20 @@ def defect_summary(records) -> tuple[str | None, int]:
     return (kinds.pop() if len(kinds) == 1 else "mixed"), count
 
 
+#: Largest misorientation about each tilt axis before the lattice symmetry makes it a smaller one [deg].
+MISORIENTATION_FOLD = {"110": 90.0, "100": 45.0}
+
+
+def reduce_misorientation(angle: float, axis: str | None = None) -> float:
+    """Tilt ``angle`` [deg] reduced by the lattice symmetry about ``axis`` (``"110"``: to [0, 90]°,
+    ``"100"``: to [0, 45]°, any other or None: [0, 90]°)."""
+    fold = MISORIENTATION_FOLD.get(axis or "", 90.0)
+    a = abs(float(angle)) % (2 * fold)
+    return min(a, 2 * fold - a)
+
+
 def _reduce(angle: float | None) -> float | None:
-    if angle is None:
-        return None
-    a = abs(float(angle)) % 180.0
-    return round(min(a, 180.0 - a), 4)
+    return None if angle is None else round(reduce_misorientation(angle), 4)
 
 
 def _infer(info: Mapping[str, Any], atoms: Atoms | None) -> StructureLabels:

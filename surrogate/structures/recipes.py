@@ -18,7 +18,7 @@ from surrogate.structures.defects import add_defects
 from surrogate.structures.slabs import zone_axis_slab
 from surrogate.structures.thermal import rattle
 
-__all__ = ["plan_structures", "build_structure"]
+__all__ = ["plan_structures", "build_structure", "boundary_recipes"]
 
 
 def _plain(cfg) -> Any:
@@ -76,7 +76,7 @@ def plan_structures(cfg: Mapping[str, Any]) -> list[dict]:
         for name in mats:
             mat = next((m for m in materials if m["name"] == name), {"name": name})
             for t in thicknesses:
-                for r in _boundary_recipes(b, mat, float(t), fov):
+                for r in boundary_recipes(b, mat, float(t), fov):
                     key = json.dumps(r, sort_keys=True)
                     if key in seen:
                         continue
@@ -180,7 +180,7 @@ def _angles(spec) -> list[float]:
     return [float(a) for a in spec]
 
 
-def _boundary_recipes(b: Mapping[str, Any], mat: Mapping[str, Any], thickness: float, fov) -> list[dict]:
+def boundary_recipes(b: Mapping[str, Any], mat: Mapping[str, Any], thickness: float, fov) -> list[dict]:
     """Recipes of one ``boundaries`` entry (explicit, or a csl / low_angle / twin generator)."""
     from surrogate.structures.csl import csl_boundaries, low_angle_boundaries
 
