@@ -169,3 +169,21 @@ def test_a_measured_boundary_the_library_lacks_is_built_with_its_labels():
         assert len(lib.atoms(c.config_id)) == len(atoms)
         again = measure_grains(None, 0.2, "haadf", "Si", "100", columns=_field(atoms, 50.0, 0.03))
         assert again.sigma == 5
+
+
+@pytest.mark.parametrize(
+    "bad, key",
+    [
+        ({"mode": "sometimes"}, "boundary_check.mode"),
+        ({"tolerance": 0}, "boundary_check.tolerance"),
+        ({"max_field": 2}, "boundary_check.max_field"),
+        ({"build": -1}, "boundary_check.build"),
+        ({"max_templates": 0}, "boundary_check.max_templates"),
+    ],
+)
+def test_bad_grain_check_settings_are_one_line_errors_naming_the_key(bad, key):
+    from surrogate.errors import ConfigError
+    from surrogate.inference.settings import InferenceSettings
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        InferenceSettings.from_config(boundary_check=bad)

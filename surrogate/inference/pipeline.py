@@ -122,7 +122,13 @@ def run_inference(
         if boundary.get("added_from_pool"):
             attach_energies([c for c in ranked if c.config_id in boundary["added_from_pool"]], library)
     built: dict[str, Any] = {}
-    if grains is not None and not boundary["in_library"] and s.boundary_check.build > 0:
+    # built candidates are ranked first, so only where the check may re-rank (flag only flags)
+    if (
+        grains is not None
+        and not boundary["in_library"]
+        and s.boundary_check.build > 0
+        and s.boundary_check.mode == "rerank"
+    ):
         with timer("build"):
             made = build_candidates(library, grains, ranked[0], s.boundary_check.build)
             shown = boundary_window(grains, wins, library.sampling)
