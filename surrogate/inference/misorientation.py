@@ -402,11 +402,11 @@ def measure_grains(
     """Grains of ``image`` (pixel size ``sampling`` [Å/px], imaging ``mode``) against the lattice of
     ``material`` along ``zone`` (``"110"``): see the module docstring. ``columns`` skips the column
     search. The template's scale is chosen among ``scales`` on a subset of the columns (a pixel size
-    off by a few per cent, or a lattice constant other than the built-in one)."""
+    off by a few per cent, or a lattice constant other than the built-in one; one scale: that one)."""
     cols = columns if columns is not None else find_columns(image, sampling, mode)
     template = template_for(material, zone, cols.merge_distance)
     xy = cols.xy
-    best_scale, _ = template_fit(cols, template, scales)
+    best_scale = float(scales[0]) if len(scales) == 1 else template_fit(cols, template, scales)[0]
     theta, quality = column_orientations(xy, template, scale=best_scale)
     mean_quality = float(np.mean(quality)) if len(quality) else 0.0
     theta = np.where(quality >= MIN_QUALITY, theta, np.nan)
@@ -519,20 +519,20 @@ def boundary_check(
     img_mode = mode or "hrtem"  # mode unknown: the column polarity is decided by the fit (find_columns)
     cols = find_columns(field_img, sampling, img_mode)
     tried: dict[str, float] = {}
-    best: tuple[float, str, str] | None = None
+    best: tuple[float, str, str, float] | None = None
     last = ""
     for material, zone in groups:  # the lattice whose template explains the columns best
         try:
-            _, q = template_fit(cols, template_for(material, zone, cols.merge_distance))
+            scale, q = template_fit(cols, template_for(material, zone, cols.merge_distance))
         except Exception as exc:  # a material the builders do not know: skip its template
             last = f"{type(exc).__name__}: {exc}"
             continue
         tried[f"{material} [{zone}]"] = round(q, 3)
         if best is None or q > best[0] + 0.02:
-            best = (q, material, zone)
+            best = (q, material, zone, scale)
     if best is None:
         return ranked, {"mode": settings.mode, "skipped": f"grains not measured: {last}"}, None
-    m = measure_grains(field_img, sampling, img_mode, best[1], best[2], columns=cols)
+    m = measure_grains(field_img, sampling, img_mode, best[1], best[2], columns=cols, scales=(best[3],))
     m.offset_px = (r0, c0)
     tol = float(settings.tolerance)
     info = [(c, *agrees(_labels(library, c.config_id), m, tol)) for c in ranked]
