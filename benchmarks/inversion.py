@@ -25,8 +25,9 @@ Metrics per method:
   those whose class it has (:func:`surrogate.evaluation.heldout.out_of_library_auroc`).
 
 The column score compares the truth's projected columns inside a square about the image centre
-(the structure point under the image centre, ``crop_centre``), as wide as the returned structure's
-smaller side less 2 Å, with all the returned structure's columns (rigid alignment searched).
+(the structure point under the image centre, ``crop_centre``), as wide as the image's smaller side or
+the returned structure's, whichever is smaller, less 2 Å (columns off the image cannot be inferred from
+it), with all the returned structure's columns (rigid alignment searched).
 
 Usage::
 
@@ -193,6 +194,17 @@ def truth_columns(q, side: float):
     return tiled.subset(keep)
 
 
+def field_of_view(q) -> float:
+    """The image's smaller side [Å] (inf when its size is unknown): columns beyond it are not on the image."""
+    try:
+        from PIL import Image
+
+        with Image.open(q.image) as im:
+            return float(min(im.size)) * float(q.pixel_size)
+    except Exception:
+        return float("inf")
+
+
 def column_score(q, result_dir: Path, cands: list[dict]) -> tuple[float | None, float | None]:
     """Fraction of the truth's projected columns matched by the rank-1 structure, same species and
     (second) geometry only, species ignored (None if unavailable)."""
@@ -210,7 +222,7 @@ def column_score(q, result_dir: Path, cands: list[dict]) -> tuple[float | None, 
         return None, None
     got = read(f, format="extxyz")
     model = got[0] if isinstance(got, list) else got
-    truth = truth_columns(q, side=float(min(model.cell.lengths()[:2])) - 2.0)
+    truth = truth_columns(q, side=min(float(min(model.cell.lengths()[:2])), field_of_view(q)) - 2.0)
     if not len(truth):
         return None, None
     found = projected_columns(model)

@@ -187,3 +187,124 @@ def test_bad_grain_check_settings_are_one_line_errors_naming_the_key(bad, key):
 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         InferenceSettings.from_config(boundary_check=bad)
+
+
+def _recipe_atoms(material, axis, sigma, plane, flip=True, fov=(36.0, 30.0)):
+    from surrogate.inference.propose import _recipe_planes
+
+    spec = {"generate": "csl", "axes": [axis], "sigmas": [sigma], "max_sigma": max(sigma, 3), "polarities": [flip]}
+    recipes = [r for r in boundary_recipes(spec, {"name": material}, 6.0, list(fov)) if plane in _recipe_planes(r)]
+    return build_structure(recipes[0])
+
+
+@pytest.mark.parametrize(
+    "material, axis, sigma, plane",
+    [
+        ("CdTe", [1, 1, 0], 3, "111"),
+        ("CdTe", [1, 1, 0], 3, "112"),
+        ("Si", [1, 0, 0], 5, "310"),
+        ("Si", [1, 0, 0], 5, "210"),
+        ("CdTe", [1, 1, 0], 11, "113"),
+        ("CdTe", [1, 1, 0], 11, "332"),
+    ],
+)
+def test_the_boundary_plane_is_measured_at_any_rotation(material, axis, sigma, plane):
+    atoms = _recipe_atoms(material, axis, sigma, plane)
+    zone = "".join(str(v) for v in axis)
+    for rotation in (0.0, 23.0, 131.0):
+        m = measure_grains(None, 0.2, "haadf", material, zone, columns=_field(atoms, rotation, noise=0.05))
+        assert m.n_grains == 2 and m.sigma == sigma, m.describe()
+        assert m.planes == (plane, plane), (rotation, m.summary())
+        assert m.layout == "cut"
+        assert f"({plane}) plane" in m.describe()
+
+
+def test_a_lamella_between_two_boundaries_is_measured_as_a_band_of_its_width():
+    from surrogate.structures.crystals import crystal
+    from surrogate.structures.csl import coherent_twin
+
+    twin = coherent_twin(crystal("CdTe"), fov=(24.0, 30.0), thickness=6.0)
+    w = float(twin.cell[0, 0])  # grain 1 | grain 2, each w / 2 wide
+    two = twin.repeat((2, 1, 1))
+    keep = (two.positions[:, 0] > w / 4) & (two.positions[:, 0] < 5 * w / 4)  # a quarter | grain 2 | a quarter
+    m = measure_grains(None, 0.2, "haadf", "CdTe", "110", columns=_field(two[keep], 37.0, noise=0.03))
+    assert m.n_grains == 2 and m.planes == ("111", "111"), m.summary()
+    assert m.layout == "band"
+    assert abs(m.band_width - w / 2) < 3.0, (m.band_width, w / 2)
+
+
+def test_the_planes_of_library_configurations_come_from_their_parameters():
+    from surrogate.inference.misorientation import candidate_planes, same_planes
+
+    # an explicit bicrystal (the demo library's Σ3 {112} twin: grains tilted ±54.74° about [110])
+    explicit = {
+        "material": "CdTe",
+        "grain1": {"zone_axis": [1, 1, 0], "upward": [0, 0, 1], "tilt": 54.73561},
+        "grain2": {"zone_axis": [1, 1, 0], "upward": [0, 0, 1], "tilt": 125.26439, "flip_species": True},
+    }
+    assert candidate_planes(explicit) == ("112", "112")
+    assert candidate_planes({"planes": [[1, -1, 1], [1, -1, 1]]}) == ("111", "111")
+    s9 = _recipe_atoms("CdTe", [1, 1, 0], 9, "114")
+    assert candidate_planes(s9.info["params"]) == ("114", "114")
+    assert candidate_planes({"material": "CdTe"}) is None
+    assert same_planes(("114", "221"), ("221", "114")) and same_planes(("111", "111"), ("112", "112")) is False
+    assert same_planes(None, ("111", "111")) is None
+
+
+def test_agreement_needs_the_measured_plane_where_both_are_known():
+    from surrogate.structures.labels import StructureLabels
+
+    m = GrainMeasurement(
+        100,
+        100,
+        2,
+        misorientation=70.6,
+        family="twin",
+        boundary="Σ3",
+        sigma=3,
+        material="CdTe",
+        zone_axis="110",
+        planes=("111", "111"),
+    )
+    twin = StructureLabels("CdTe", "110", "twin", boundary="Σ3", sigma=3, misorientation=70.53, tilt_axis="110")
+    assert agrees(twin, m, 2.5, ("111", "111"))[0]
+    assert agrees(twin, m, 2.5, ("112", "112"))[:2] == (False, True)  # the {112} twin is not the coherent one
+    assert agrees(twin, m, 2.5, None)[0]  # plane unknown: the angle decides
+
+
+def test_a_built_boundary_takes_the_measured_plane_both_polarities_and_the_measured_field():
+    from surrogate.inference.propose import _recipe_planes, built_fov, measured_recipes
+
+    m = GrainMeasurement(
+        100,
+        100,
+        2,
+        misorientation=36.9,
+        family="gb",
+        boundary="Σ5",
+        sigma=5,
+        material="CdTe",
+        zone_axis="100",
+        planes=("210", "210"),
+        field=(40.0, 40.0),
+        layout="cut",
+    )
+    recipes = measured_recipes(m, {"name": "CdTe"}, 6.0, [25.6, 25.6])
+    assert recipes and all(_recipe_planes(r) == ("210", "210") for r in recipes)
+    assert {r["grain2"]["flip_species"] for r in recipes} == {True, False}
+    assert built_fov(m, [25.6, 25.6]) == [80.0, 40.0]  # each grain as wide as the field
+    band = GrainMeasurement(100, 100, 2, field=(40.0, 40.0), layout="band", band_width=15.0)
+    assert built_fov(band, [25.6, 25.6]) == [30.0, 40.0]
+
+
+def test_the_haadf_image_tells_a_compound_boundarys_polarity():
+    from surrogate.inference.propose import polarity_agreement
+
+    a = _recipe_atoms("CdTe", [1, 0, 0], 5, "310", flip=True)
+    b = _recipe_atoms("CdTe", [1, 0, 0], 5, "310", flip=False)
+    cols = projected_columns(a)  # intensities grow with Z: Te columns brighter than Cd
+    seen = Columns(cols.xy, cols.intensity, cols.width, None, {})
+    m = GrainMeasurement(len(cols), len(cols), 2, columns=seen)
+    same, other = polarity_agreement(m, a, "haadf"), polarity_agreement(m, b, "haadf")
+    assert same > 0.9 and same - other > 0.2, (same, other)
+    assert polarity_agreement(m, a, "hrtem") is None  # phase contrast does not rank columns by Z

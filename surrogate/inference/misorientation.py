@@ -67,6 +67,11 @@ LOW_ANGLE = 12.0
 CSL_TOLERANCE = 2.0
 #: most library configurations :func:`boundary_check` adds when no retrieved candidate agrees
 MAX_ADDED = 10
+#: a plane of lower indices is named when its normal is within this of the nearest plane's [deg]
+PLANE_SLACK = 1.0
+#: a boundary is named symmetric when one plane family lies within this of both grains' normals [deg]
+#: (a trace fitted across a 30-40 Å field is good to about 2-3°)
+SYMMETRIC_TOLERANCE = 3.0
 #: columns whose matched share of neighbours is below this get no orientation (boundary cores, edges)
 MIN_QUALITY = 0.5
 
@@ -237,6 +242,20 @@ class GrainMeasurement:
     grain: np.ndarray | None = None  # (n_columns,) grain of each column (-1: no orientation)
     offset_px: tuple[int, int] = (0, 0)  # (row, col) of the measured field in the image it was cut from
     columns: Columns | None = None
+    trace: float | None = None  # normal of the boundary line in the image frame [deg]
+    layout: str | None = None  # ``cut`` (one boundary in the field) or ``band`` (a lamella: two)
+    band_width: float | None = None  # width of the band along the trace normal [Å] (layout ``band``)
+    planes: tuple[str, str] | None = None  # boundary plane family in grain 1 and grain 2, e.g. ("111", "111")
+    plane_error: float | None = None  # largest angle between a measured normal and its named plane [deg]
+    field: tuple[float, float] | None = None  # size of the measured field [Å]
+
+    @property
+    def plane(self) -> str | None:
+        """``"111"`` for a symmetric boundary, ``"114/221"`` for an asymmetric one (None: not measured)."""
+        if self.planes is None:
+            return None
+        a, b = self.planes
+        return a if a == b else "/".join(sorted((a, b)))
 
     def summary(self) -> dict[str, Any]:
         def r(x, nd=2):
@@ -259,6 +278,11 @@ class GrainMeasurement:
             "quality": r(self.quality, 3),
             "template": f"{self.material} [{self.zone_axis}]",
             "scale": r(self.scale, 3),
+            "trace": r(self.trace, 1),
+            "layout": self.layout,
+            "band_width": r(self.band_width, 1),
+            "plane": self.plane,
+            "plane_error": r(self.plane_error, 1),
         }
 
     def describe(self) -> str:
@@ -269,9 +293,10 @@ class GrainMeasurement:
             return f"one crystal ({self.material} [{self.zone_axis}] lattice, orientation spread {self.spread[0]:.1f}°)"
         name = self.boundary or "boundary"
         csl = f", {self.csl_angle:.2f}°" if self.csl_angle is not None else ""
+        plane = f"; ({self.plane}) plane" if self.plane is not None else ""
         return (
             f"two grains, misorientation {self.misorientation:.1f}° ± {self.uncertainty:.1f}° about "
-            f"[{self.zone_axis}] ({name}{csl})"
+            f"[{self.zone_axis}] ({name}{csl}{plane})"
         )
 
 
@@ -390,6 +415,108 @@ def template_fit(cols: Columns, template: Template, scales=(0.94, 0.97, 1.0, 1.0
     return float(scales[k]), float(np.mean(np.sqrt(q * recall)))
 
 
+def trace_fit(xy: np.ndarray, grain: np.ndarray, step: float = 1.0) -> tuple[float, str, float | None, float]:
+    """The line (or band) that separates the two grains' columns.
+
+    For every direction ψ of the normal (``step`` [deg] over 180°) the columns are projected on the
+    normal and split by one threshold (``cut``: one boundary crosses the field) or by two (``band``:
+    a lamella of one grain between two parallel boundaries, as a periodic twin shows), each with the
+    fewest columns on the wrong side. The band wins only when it misassigns less than half as many.
+    Returns ``(ψ [deg, 0-180), layout, band width [Å] or None, share of misassigned columns)``; ψ is
+    the circular mean of the directions within one column of the best."""
+    ok = grain >= 0
+    pts, lab = np.asarray(xy, float)[ok], np.asarray(grain)[ok]
+    psis = np.arange(0.0, 180.0, step)
+    cut_err = np.zeros(len(psis))
+    band_err = np.zeros(len(psis))
+    widths = np.zeros(len(psis))
+    n1 = int((lab == 1).sum())
+    n0 = len(lab) - n1
+    for i, psi in enumerate(psis):
+        p = pts @ np.array([np.cos(np.radians(psi)), np.sin(np.radians(psi))])
+        order = np.argsort(p)
+        one = (lab[order] == 1).astype(int)
+        c1 = np.concatenate([[0], np.cumsum(one)])  # grain-1 columns at or below each threshold
+        c0 = np.arange(len(one) + 1) - c1
+        cut_err[i] = min(np.min(c1 + (n0 - c0)), np.min(c0 + (n1 - c1)))
+        best = np.inf
+        for k, nk in ((1, n1), (0, n0)):  # grain k inside the band: errors = nk - max subarray of (+1 k, -1 other)
+            s_ = np.concatenate([[0], np.cumsum(np.where(lab[order] == k, 1, -1))])
+            gain = s_ - np.minimum.accumulate(s_)
+            j = int(np.argmax(gain))
+            if nk - gain[j] < best:
+                best = nk - gain[j]
+                lo = int(np.argmin(s_[: j + 1]))  # the band holds sorted columns lo .. j-1
+                widths[i] = float(p[order][j - 1] - p[order][lo]) if j > lo else 0.0
+        band_err[i] = best
+    use_band = band_err.min() < 0.5 * cut_err.min()
+    err = band_err if use_band else cut_err
+    near = err <= err.min() + 1
+    z = np.exp(2j * np.radians(psis[near])).mean()  # the normal's direction is defined modulo 180°
+    psi = float(np.degrees(np.angle(z)) / 2 % 180.0)
+    width = float(np.median(widths[near])) if use_band else None
+    return psi, "band" if use_band else "cut", width, float(err.min() / max(len(lab), 1))
+
+
+@lru_cache(maxsize=8)
+def _zone_planes(zone: str, max_index: int = 6) -> tuple[tuple[float, str], ...]:
+    """``(angle [deg] of the plane normal in the template frame, plane family)`` of every plane
+    containing the zone axis with indices up to ``max_index``, lowest indices first."""
+    from surrogate.structures.csl import TILT_AXES
+    from surrogate.structures.labels import plane_label
+    from surrogate.structures.slabs import DEFAULT_UPWARD
+
+    z = np.array(TILT_AXES.get(zone, tuple(int(c) for c in zone)), float)
+    za = (int(z[0]), int(z[1]), int(z[2]))
+    y = np.asarray(DEFAULT_UPWARD.get(za, (0, 0, 1)), dtype=np.float64)
+    x = np.cross(y, z)
+    x, y = x / np.linalg.norm(x), y / np.linalg.norm(y)
+    out = []
+    r = range(-max_index, max_index + 1)
+    for h in r:
+        for k in r:
+            for l_ in r:
+                v = np.array([h, k, l_])
+                if not v.any() or v @ z != 0 or np.gcd.reduce(np.abs(v[v != 0])) != 1:
+                    continue
+                out.append((float(np.degrees(np.arctan2(v @ y, v @ x))), plane_label(v), int(np.abs(v).sum())))
+    out.sort(key=lambda t: t[2])
+    return tuple((a, lab) for a, lab, _ in out)
+
+
+def plane_of(alpha: float, template: Template, zone: str, max_index: int = 6) -> tuple[str, float]:
+    """Family of the plane whose normal makes ``alpha`` [deg] with the template's x axis (the angle
+    reduced by the template's symmetry), and the angle between them [deg]; of planes within
+    :data:`PLANE_SLACK` of the nearest, the one with the lowest indices."""
+    a = reduce_angle(alpha, template)
+    found = [(abs(reduce_angle(beta, template) - a), label) for beta, label in _zone_planes(str(zone), max_index)]
+    near = min(d for d, _ in found)
+    d, label = next((d, lab) for d, lab in found if d <= near + PLANE_SLACK)  # lowest indices first
+    return label, float(d)
+
+
+def boundary_planes(
+    alphas: tuple[float, float], template: Template, zone: str, max_index: int = 6, slack: float = 0.0
+) -> tuple[tuple[str, str], float]:
+    """Plane families of a boundary whose normal makes ``alphas`` [deg] with the two grains' template
+    x axes: one family for both (a symmetric boundary) when one lies within :data:`SYMMETRIC_TOLERANCE`
+    + ``slack`` of both normals (the one nearest the worse of the two; ``slack``: half the measured
+    misorientation's distance from its CSL angle, by which a symmetric boundary's two normals move
+    apart), else each grain's own (:func:`plane_of`). Returns ``((plane 1, plane 2), largest angle
+    to a named plane [deg])``."""
+    a = [reduce_angle(x, template) for x in alphas]
+    best, err = None, 180.0
+    for beta, label in _zone_planes(str(zone), max_index):
+        b = reduce_angle(beta, template)
+        d = max(abs(b - a[0]), abs(b - a[1]))
+        if d < err - 1e-6:
+            best, err = label, d
+    if best is not None and err <= SYMMETRIC_TOLERANCE + slack:
+        return (best, best), float(err)
+    (p1, e1), (p2, e2) = (plane_of(x, template, zone, max_index) for x in alphas)
+    return (p1, p2), float(max(e1, e2))
+
+
 def measure_grains(
     image: np.ndarray,
     sampling: float,
@@ -439,6 +566,10 @@ def measure_grains(
     m.uncertainty = float(np.hypot(*se) + 0.5 * 0.5)  # + half the orientation step's rounding
     m.boundary, m.sigma, m.csl_angle = name_boundary(m.misorientation, zone)
     m.family = "twin" if m.sigma == 3 else "gb"
+    psi, layout, width, _ = trace_fit(xy, grain)
+    m.trace, m.layout, m.band_width = psi, layout, width
+    slack = 0.5 * abs(m.misorientation - m.csl_angle) if m.csl_angle is not None else 0.0
+    m.planes, m.plane_error = boundary_planes((psi - ori[0], psi - ori[1]), template, zone, slack=slack)
     return m
 
 
@@ -446,15 +577,70 @@ def measure_grains(
 # the check of the retrieved candidates
 
 
+def candidate_planes(params: dict[str, Any] | None) -> tuple[str, str] | None:
+    """Boundary plane families ``(grain 1, grain 2)`` of a configuration, from its builder's
+    parameters: the recorded planes (CSL boundaries, the coherent twin) or, for a bicrystal given by
+    its grains' tilts, the plane normal to the cell's x axis in each grain (None: no boundary, or not
+    known)."""
+    from surrogate.structures.labels import plane_label
+
+    p = params or {}
+    planes = (p.get("csl") or {}).get("planes") or p.get("planes")
+    if planes and len(planes) == 2:
+        try:
+            return plane_label(planes[0]), plane_label(planes[1])
+        except (TypeError, ValueError):
+            return None
+    g1, g2, mat = p.get("grain1"), p.get("grain2"), p.get("material")
+    if not (isinstance(g1, dict) and isinstance(g2, dict) and "tilt" in g1 and "tilt" in g2 and mat):
+        return None
+    try:
+        return _tilt_planes(
+            str(mat["name"] if isinstance(mat, dict) else mat),
+            tuple(int(v) for v in g1.get("zone_axis") or p.get("zone_axis") or (1, 1, 0)),
+            tuple(int(v) for v in g1.get("upward") or ()),
+            round(float(g1["tilt"]), 4),
+            tuple(int(v) for v in g2.get("upward") or ()),
+            round(float(g2["tilt"]), 4),
+        )
+    except Exception:  # a material or orientation the builders do not know: no plane
+        return None
+
+
+@lru_cache(maxsize=256)
+def _tilt_planes(material: str, zone: tuple, up1: tuple, tilt1: float, up2: tuple, tilt2: float) -> tuple[str, str]:
+    from surrogate.structures.crystals import crystal
+    from surrogate.structures.csl import _miller, _rot2
+    from surrogate.structures.labels import plane_label
+    from surrogate.structures.slabs import orient
+
+    out = []
+    for up, tilt in ((up1, tilt1), (up2, tilt2)):
+        o = orient(crystal(material), zone, up or None)
+        out.append(plane_label(_miller(o, _rot2(-tilt) @ np.array([1.0, 0.0]))))
+    return out[0], out[1]
+
+
+def same_planes(a: tuple[str, str] | None, b: tuple[str, str] | None) -> bool | None:
+    """Whether two boundaries meet on the same plane families (either grain order; None: unknown)."""
+    if a is None or b is None:
+        return None
+    return sorted(a) == sorted(b)
+
+
 def _labels(library, config_id: str):
     rec = library.structures().get(config_id)
     return None if rec is None else rec.labels
 
 
-def agrees(labels, m: GrainMeasurement, tolerance: float) -> tuple[bool, bool, float | None]:
+def agrees(
+    labels, m: GrainMeasurement, tolerance: float, planes: tuple[str, str] | None = None
+) -> tuple[bool, bool, float | None]:
     """``(consistent, same_family, angle difference [deg])`` of a configuration's labels with a
     measurement: one crystal agrees with any configuration without a boundary; two grains with a
-    boundary about the same axis whose reduced misorientation is within ``tolerance`` [deg]."""
+    boundary about the same axis whose reduced misorientation is within ``tolerance`` [deg] and, when
+    both the measurement and the configuration (``planes``, :func:`candidate_planes`) name them, on
+    the same plane families (a Σ3 (112) twin is not the coherent (111) one)."""
     if labels is None or m.n_grains == 0:
         return True, True, None
     if m.material and (labels.material != m.material or str(labels.zone_axis) != str(m.zone_axis)):
@@ -471,7 +657,8 @@ def agrees(labels, m: GrainMeasurement, tolerance: float) -> tuple[bool, bool, f
     if axis and m.zone_axis and str(axis) != str(m.zone_axis):
         return False, same, None
     d = abs(reduce_misorientation(float(labels.misorientation), str(axis)) - m.misorientation)
-    return d <= tolerance, same, d
+    plane_ok = m.boundary == "low-angle" or same_planes(planes, m.planes) is not False
+    return d <= tolerance and plane_ok, same, d
 
 
 def boundary_check(
@@ -534,8 +721,16 @@ def boundary_check(
         return ranked, {"mode": settings.mode, "skipped": f"grains not measured: {last}"}, None
     m = measure_grains(field_img, sampling, img_mode, best[1], best[2], columns=cols, scales=(best[3],))
     m.offset_px = (r0, c0)
+    m.field = (field_img.shape[1] * sampling, field_img.shape[0] * sampling)
     tol = float(settings.tolerance)
-    info = [(c, *agrees(_labels(library, c.config_id), m, tol)) for c in ranked]
+
+    def judge(cid: str):
+        rec = records.get(cid)
+        return agrees(
+            None if rec is None else rec.labels, m, tol, candidate_planes(None if rec is None else rec.params)
+        )
+
+    info = [(c, *judge(c.config_id)) for c in ranked]
     added: list[str] = []
     if not any(ok for _, ok, _, _ in info):  # none retrieved agrees: the measured lattice's configurations
         have = {c.config_id for c, *_ in info}
@@ -544,7 +739,7 @@ def boundary_check(
         for cid in pooled + [cid for cid in records if cid not in extra]:  # matched ones first
             if cid in have or cid not in records or len(added) >= MAX_ADDED:
                 continue
-            ok, same, d = agrees(records[cid].labels, m, tol)
+            ok, same, d = judge(cid)
             if ok:
                 c = extra.get(cid) or _unretrieved(library, cid, ranked)
                 info.append((c, ok, same, d))

@@ -130,7 +130,7 @@ def run_inference(
         and s.boundary_check.mode == "rerank"
     ):
         with timer("build"):
-            made = build_candidates(library, grains, ranked[0], s.boundary_check.build)
+            made = build_candidates(library, grains, ranked[0], s.boundary_check.build, mode=s.retrieval.mode)
             shown = boundary_window(grains, wins, library.sampling)
         if made:
             for c, _ in made:

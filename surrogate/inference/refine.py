@@ -634,6 +634,8 @@ def refine_candidates(library, windows, ranked: list, settings, progress: bool =
     :class:`surrogate.inference.settings.RefineSettings`."""
     from tqdm.auto import tqdm
 
+    from surrogate.library.energies import calculator_for
+
     if settings.top <= 0 or not ranked:
         return
     sim = SimulationSettings(potential_sampling=float(settings.potential_sampling))
@@ -648,7 +650,7 @@ def refine_candidates(library, windows, ranked: list, settings, progress: bool =
         atoms = library.atoms(c.config_id)
         conditions = library.conditions(c.entry)
         group = group_of.get(int(c.config_id, 16), c.config_id)
-        calculator = _calculator_for(calculators, atoms) if settings.relax else None
+        calculator = calculator_for(calculators, atoms) if settings.relax else None
         first = None
         if share and group in fitted:
             fit0, conditions, first = fitted[group]
@@ -697,27 +699,15 @@ def _relax_calculators(library, settings) -> dict[frozenset[str] | None, Any]:
     """The potentials ``refine.relax`` uses: ``refine.potential`` for every candidate, or (unset) the
     ones that gave the library its energies, each for the elements it knows."""
     from surrogate.errors import ConfigError
-    from surrogate.library.energies import energy_models
-    from surrogate.potential.calculator import load_calculator
+    from surrogate.library.energies import library_calculators
 
-    if settings.potential:
-        return {None: load_calculator(settings.potential)}
-    models = energy_models(library.root)
-    if not models:
+    calculators = library_calculators(library.root, settings.potential)
+    if not calculators:
         raise ConfigError(
             "refine.relax=true: the library has no energies to take its potential from; "
             "pass refine.potential=<checkpoint> or run surrogate-annotate-energies"
         )
-    return {frozenset(m.get("elements") or ()): load_calculator(m["checkpoint"]) for m in models}
-
-
-def _calculator_for(calculators: dict, atoms: Atoms):
-    """The first potential that knows every element of ``atoms`` (``None``: none does, no relaxation)."""
-    present = set(atoms.get_chemical_symbols())
-    for elements, calc in calculators.items():
-        if elements is None or not elements or present <= elements:
-            return calc
-    return None
+    return calculators
 
 
 def measure_columns(window: np.ndarray, sampling: float, mode: str):

@@ -423,6 +423,28 @@ def energy_models(library_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return [m for m in _sidecar(library_dir).get("models", []) if m.get("checkpoint")]
 
 
+def library_calculators(
+    library_dir: str | os.PathLike, checkpoint: str | None = None
+) -> dict[frozenset[str] | None, Any]:
+    """The potentials to use on a library's structures: ``checkpoint`` for every structure, or (None)
+    the ones that annotated the library, each for the elements it knows (empty: none annotated it)."""
+    from surrogate.potential.calculator import load_calculator
+
+    if checkpoint:
+        return {None: load_calculator(checkpoint)}
+    return {frozenset(m.get("elements") or ()): load_calculator(m["checkpoint"]) for m in energy_models(library_dir)}
+
+
+def calculator_for(calculators: Mapping[frozenset[str] | None, Any], atoms) -> Any:
+    """The first of ``calculators`` (:func:`library_calculators`) that knows every element of
+    ``atoms`` (None: none does)."""
+    present = set(atoms.get_chemical_symbols())
+    for elements, calc in calculators.items():
+        if elements is None or not elements or present <= elements:
+            return calc
+    return None
+
+
 def read_energies(library_dir: str | os.PathLike, relaxed: bool = False, model: str | None = None) -> dict[str, float]:
     """Energy per atom [eV/atom] of every configuration, keyed by its 16-hex ``config_id``.
 
