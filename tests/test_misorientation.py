@@ -308,3 +308,46 @@ def test_the_haadf_image_tells_a_compound_boundarys_polarity():
     same, other = polarity_agreement(m, a, "haadf"), polarity_agreement(m, b, "haadf")
     assert same > 0.9 and same - other > 0.2, (same, other)
     assert polarity_agreement(m, a, "hrtem") is None  # phase contrast does not rank columns by Z
+
+
+def test_built_boundaries_get_boundary_energies_and_the_lower_one_leads_without_image_evidence(tmp_path):
+    import json
+    from pathlib import Path
+
+    from surrogate.inference.propose import build_candidates
+    from surrogate.inference.rank import Candidate
+
+    ckpt = Path(__file__).resolve().parents[1] / "checkpoints" / "potential_cdte.pt"
+    if not ckpt.exists():
+        pytest.skip("the shipped CdTe potential is not in this checkout")
+    (tmp_path / "energies.json").write_text(
+        json.dumps({"models": [{"checkpoint": str(ckpt), "elements": ["Cd", "Te"], "model_id": "x"}]})
+    )
+
+    class FakeLibrary:
+        sampling = 0.2
+        manifest = {"image_shape": [128, 128]}
+        root = tmp_path
+
+        def structures(self):
+            return {}
+
+    m = GrainMeasurement(
+        100,
+        100,
+        2,
+        misorientation=36.9,
+        family="gb",
+        boundary="Σ5",
+        sigma=5,
+        material="CdTe",
+        zone_axis="100",
+        planes=("310", "310"),
+    )
+    top = Candidate(config_id="00000000000000aa", distance=0.1, window=0, entry=0)
+    made = build_candidates(FakeLibrary(), m, top, max_built=2, mode=None)
+    assert len(made) == 2
+    gammas = [c.gb_energy for c, _ in made]
+    assert all(g is not None and 0 < g < 5000 for g in gammas), gammas
+    assert gammas[0] <= gammas[1]  # no polarity evidence (mode unknown): the lower boundary energy first
+    assert all(c.energy is not None and -5 < c.energy < 0 for c, _ in made)
