@@ -265,11 +265,13 @@ def test_agreement_needs_the_measured_plane_where_both_are_known():
         material="CdTe",
         zone_axis="110",
         planes=("111", "111"),
+        normals=(36.0, -34.5),  # the measured trace normal in each grain's frame: (111) at 35.26°
     )
     twin = StructureLabels("CdTe", "110", "twin", boundary="Σ3", sigma=3, misorientation=70.53, tilt_axis="110")
     assert agrees(twin, m, 2.5, ("111", "111"))[0]
     assert agrees(twin, m, 2.5, ("112", "112"))[:2] == (False, True)  # the {112} twin is not the coherent one
     assert agrees(twin, m, 2.5, None)[0]  # plane unknown: the angle decides
+    assert m.plane_mismatch(("111", "111")) < 1.0 and m.plane_mismatch(("112", "112")) > 15.0
 
 
 def test_a_built_boundary_takes_the_measured_plane_both_polarities_and_the_measured_field():
@@ -288,10 +290,14 @@ def test_a_built_boundary_takes_the_measured_plane_both_polarities_and_the_measu
         planes=("210", "210"),
         field=(40.0, 40.0),
         layout="cut",
+        normals=(27.5, -25.9),  # the measured trace normal in each grain's frame: (210) at 26.57°
+        fold=90.0,
     )
     recipes = measured_recipes(m, {"name": "CdTe"}, 6.0, [25.6, 25.6])
-    assert recipes and all(_recipe_planes(r) == ("210", "210") for r in recipes)
-    assert {r["grain2"]["flip_species"] for r in recipes} == {True, False}
+    first = recipes[:2]  # the measured plane first, in both polarities; the other symmetric plane after
+    assert all(_recipe_planes(r) == ("210", "210") for r in first), [_recipe_planes(r) for r in recipes]
+    assert {r["grain2"]["flip_species"] for r in first} == {True, False}
+    assert _recipe_planes(recipes[-1]) == ("310", "310")
     assert built_fov(m, [25.6, 25.6]) == [80.0, 40.0]  # each grain as wide as the field
     band = GrainMeasurement(100, 100, 2, field=(40.0, 40.0), layout="band", band_width=15.0)
     assert built_fov(band, [25.6, 25.6]) == [30.0, 40.0]
@@ -343,6 +349,8 @@ def test_built_boundaries_get_boundary_energies_and_the_lower_one_leads_without_
         material="CdTe",
         zone_axis="100",
         planes=("310", "310"),
+        normals=(18.0, -19.0),
+        fold=90.0,
     )
     top = Candidate(config_id="00000000000000aa", distance=0.1, window=0, entry=0)
     made = build_candidates(FakeLibrary(), m, top, max_built=2, mode=None)

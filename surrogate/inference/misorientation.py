@@ -72,6 +72,10 @@ PLANE_SLACK = 1.0
 #: a boundary is named symmetric when one plane family lies within this of both grains' normals [deg]
 #: (a trace fitted across a 30-40 Å field is good to about 2-3°)
 SYMMETRIC_TOLERANCE = 3.0
+#: a configuration's boundary planes agree with the measured trace when their normals are within this
+#: of the measured ones [deg] (symmetric planes of one Σ differ by far more; a trace across a
+#: 30-40 Å field is good to a few degrees)
+PLANE_TOLERANCE = 8.0
 #: columns whose matched share of neighbours is below this get no orientation (boundary cores, edges)
 MIN_QUALITY = 0.5
 
@@ -248,6 +252,25 @@ class GrainMeasurement:
     planes: tuple[str, str] | None = None  # boundary plane family in grain 1 and grain 2, e.g. ("111", "111")
     plane_error: float | None = None  # largest angle between a measured normal and its named plane [deg]
     field: tuple[float, float] | None = None  # size of the measured field [Å]
+    normals: tuple[float, float] | None = None  # the boundary normal in each grain's template frame [deg]
+    fold: float = 180.0  # the template's rotational symmetry [deg] (reduces ``normals``)
+    mirror: bool = True  # whether the template has a mirror
+
+    def plane_mismatch(self, planes: tuple[str, str] | None) -> float | None:
+        """Angle [deg] between the measured boundary normals and the nearest normals of the plane
+        families ``planes`` (either grain order; the worse grain of the better order). None when
+        either is unknown."""
+        if planes is None or self.normals is None:
+            return None
+        t = Template(np.zeros((0, 2)), self.fold, self.mirror)
+        a = [reduce_angle(x, t) for x in self.normals]
+        table = _zone_planes(str(self.zone_axis))
+
+        def d(label: str, alpha: float) -> float:
+            return min((abs(reduce_angle(b, t) - alpha) for b, lab in table if lab == label), default=180.0)
+
+        p1, p2 = planes
+        return float(min(max(d(p1, a[0]), d(p2, a[1])), max(d(p2, a[0]), d(p1, a[1]))))
 
     @property
     def plane(self) -> str | None:
@@ -455,7 +478,42 @@ def trace_fit(xy: np.ndarray, grain: np.ndarray, step: float = 1.0) -> tuple[flo
     z = np.exp(2j * np.radians(psis[near])).mean()  # the normal's direction is defined modulo 180°
     psi = float(np.degrees(np.angle(z)) / 2 % 180.0)
     width = float(np.median(widths[near])) if use_band else None
+    psi = _trace_direction(pts, lab, psi, use_band)
     return psi, "band" if use_band else "cut", width, float(err.min() / max(len(lab), 1))
+
+
+def _trace_direction(pts: np.ndarray, lab: np.ndarray, psi: float, band: bool, radius: float = 4.5) -> float:
+    """The trace normal ψ [deg] refined on the boundary itself: the midpoints between each column and
+    its nearest column of the other grain (within ``radius`` [Å]) line the boundary, and their
+    direction that puts them closest to a line (each of a band's two boundaries on its own), within
+    10° of ``psi`` in 0.1° steps, is the trace. The coarse ``psi`` is kept when too few midpoints
+    line it or they scatter by more than 1 Å about the line."""
+    from scipy.spatial import cKDTree
+
+    if len(pts) < 12 or len(set(lab.tolist())) < 2:
+        return psi
+    mids = []
+    for k in (0, 1):
+        a, b = pts[lab == k], pts[lab != k]
+        d, j = cKDTree(b).query(a, distance_upper_bound=radius)
+        ok = np.isfinite(d)
+        mids.append(0.5 * (a[ok] + b[j[ok]]))
+    m = np.unique(np.round(np.vstack(mids), 3), axis=0)
+    if len(m) < 8:
+        return psi
+    n = np.array([np.cos(np.radians(psi)), np.sin(np.radians(psi))])
+    p = m @ n
+    groups = [p < np.median(p), p >= np.median(p)] if band else [np.ones(len(m), bool)]
+    groups = [g for g in groups if g.sum() >= 4]
+    if not groups:
+        return psi
+    trial = psi + np.arange(-10.0, 10.05, 0.1)
+    normals = np.stack([np.cos(np.radians(trial)), np.sin(np.radians(trial))], 1)  # (T, 2)
+    spread = sum(np.var(m[g] @ normals.T, axis=0) * g.sum() for g in groups)  # midpoints' scatter about each line
+    k = int(np.argmin(spread))
+    if spread[k] / len(m) > 1.0:  # the midpoints do not lie on lines (> 1 Å rms): keep the coarse trace
+        return psi
+    return float(trial[k] % 180.0)
 
 
 @lru_cache(maxsize=8)
@@ -570,6 +628,7 @@ def measure_grains(
     m.trace, m.layout, m.band_width = psi, layout, width
     slack = 0.5 * abs(m.misorientation - m.csl_angle) if m.csl_angle is not None else 0.0
     m.planes, m.plane_error = boundary_planes((psi - ori[0], psi - ori[1]), template, zone, slack=slack)
+    m.normals, m.fold, m.mirror = (psi - ori[0], psi - ori[1]), template.fold, template.mirror
     return m
 
 
@@ -639,8 +698,9 @@ def agrees(
     """``(consistent, same_family, angle difference [deg])`` of a configuration's labels with a
     measurement: one crystal agrees with any configuration without a boundary; two grains with a
     boundary about the same axis whose reduced misorientation is within ``tolerance`` [deg] and, when
-    both the measurement and the configuration (``planes``, :func:`candidate_planes`) name them, on
-    the same plane families (a Σ3 (112) twin is not the coherent (111) one)."""
+    both the measurement and the configuration (``planes``, :func:`candidate_planes`) have them, on
+    planes whose normals lie within :data:`PLANE_TOLERANCE` of the measured trace's
+    (:meth:`GrainMeasurement.plane_mismatch`; a Σ3 (112) twin is not the coherent (111) one)."""
     if labels is None or m.n_grains == 0:
         return True, True, None
     if m.material and (labels.material != m.material or str(labels.zone_axis) != str(m.zone_axis)):
@@ -657,8 +717,8 @@ def agrees(
     if axis and m.zone_axis and str(axis) != str(m.zone_axis):
         return False, same, None
     d = abs(reduce_misorientation(float(labels.misorientation), str(axis)) - m.misorientation)
-    plane_ok = m.boundary == "low-angle" or same_planes(planes, m.planes) is not False
-    return d <= tolerance and plane_ok, same, d
+    off = None if m.boundary == "low-angle" else m.plane_mismatch(planes)
+    return d <= tolerance and (off is None or off <= PLANE_TOLERANCE), same, d
 
 
 def boundary_check(

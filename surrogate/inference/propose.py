@@ -31,7 +31,7 @@ def measured_recipes(m: GrainMeasurement, material: dict[str, Any], thickness: f
     symmetric one when the planes were not measured or none matches; the coherent Σ3 (111) as the
     ideal twin), or (low-angle, general) the symmetric tilt boundary at its misorientation. A
     compound's boundaries come in both polarities (grain 2's species flipped or not)."""
-    from surrogate.inference.misorientation import same_planes
+    from surrogate.inference.misorientation import PLANE_TOLERANCE
     from surrogate.structures.recipes import boundary_recipes
 
     if m.n_grains != 2 or m.misorientation is None:
@@ -52,8 +52,19 @@ def measured_recipes(m: GrainMeasurement, material: dict[str, Any], thickness: f
         "polarities": [True, False],
     }
     recipes = boundary_recipes(spec, material, float(thickness), [float(v) for v in fov])
-    on_plane = [r for r in recipes if same_planes(_recipe_planes(r), m.planes)]
-    return on_plane or [r for r in recipes if not asymmetric or _recipe_planes(r) is None] or recipes
+    if m.normals is None:
+        return recipes
+    if asymmetric:  # also the symmetric ones: a trace a few degrees off makes a symmetric boundary look asymmetric
+        recipes += boundary_recipes(
+            {**spec, "planes": "symmetric"}, material, float(thickness), [float(v) for v in fov]
+        )
+
+    def off(r) -> float:
+        x = m.plane_mismatch(_recipe_planes(r))
+        return 180.0 if x is None else x
+
+    recipes.sort(key=lambda r: (off(r) > PLANE_TOLERANCE, off(r)))
+    return recipes
 
 
 def _recipe_planes(recipe: dict[str, Any]) -> tuple[str, str] | None:
@@ -132,6 +143,7 @@ def build_candidates(
     period too long for the field) or exceed ``max_atoms`` are skipped; an empty list when none
     builds."""
     from surrogate.errors import StructureError
+    from surrogate.inference.misorientation import PLANE_TOLERANCE
     from surrogate.structures.identity import config_id
     from surrogate.structures.recipes import build_structure
 
@@ -178,9 +190,10 @@ def build_candidates(
     margin = (max(decisive) - min(decisive)) if len(decisive) > 1 else 0.0
 
     def key(t):
-        c, _, p = t
+        c, atoms, p = t
+        off = m.plane_mismatch(_recipe_planes(atoms.info["recipe"]))
         evidence = -(p or 0.0) if margin >= POLARITY_MARGIN else 0.0
-        return (evidence, c.gb_energy if c.gb_energy is not None else np.inf)
+        return (off is not None and off > PLANE_TOLERANCE, evidence, c.gb_energy if c.gb_energy is not None else np.inf)
 
     made.sort(key=key)
     for c, atoms, p in made:
