@@ -107,19 +107,21 @@ def test_the_console_shows_the_result_and_the_log_file_keeps_the_library_logs(ti
     assert loud.returncode == 0 and "[faiss.loader][INFO]" in loud.stdout + loud.stderr
 
 
-def test_relax_takes_the_librarys_potentials_or_says_how_to_give_one(tmp_path):
+def test_relax_takes_the_librarys_potentials_and_skips_without_one(tmp_path):
     from types import SimpleNamespace
 
-    from surrogate.inference.refine import _calculator_for, _relax_calculators
+    from surrogate.inference.refine import _relax_calculators
     from surrogate.inference.settings import RefineSettings
+    from surrogate.library.energies import calculator_for
 
-    bare = SimpleNamespace(root=tmp_path)  # a library without energies.json
-    with pytest.raises(ConfigError, match="refine.potential"):
-        _relax_calculators(bare, RefineSettings(relax=True))
+    bare = SimpleNamespace(root=tmp_path)  # a library without energies.json: relaxation (on by default) is skipped
+    assert RefineSettings().relax and _relax_calculators(bare, RefineSettings()) == {}
+    with pytest.raises(ConfigError, match="refine.relax_top"):
+        RefineSettings(relax_top=-1)
     from ase.build import bulk
 
     cdte, si = object(), object()
     calcs = {frozenset({"Cd", "Te", "Se", "Cl"}): cdte, frozenset({"Si"}): si}
-    assert _calculator_for(calcs, bulk("CdTe", "zincblende", a=6.48)) is cdte
-    assert _calculator_for(calcs, bulk("Si", "diamond", a=5.43)) is si
-    assert _calculator_for(calcs, bulk("Ge", "diamond", a=5.66)) is None  # no potential knows Ge: not relaxed
+    assert calculator_for(calcs, bulk("CdTe", "zincblende", a=6.48)) is cdte
+    assert calculator_for(calcs, bulk("Si", "diamond", a=5.43)) is si
+    assert calculator_for(calcs, bulk("Ge", "diamond", a=5.66)) is None  # no potential knows Ge: not relaxed

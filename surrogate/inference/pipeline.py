@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from surrogate.inference.classes import class_votes
+from surrogate.inference.defects import defect_check
 from surrogate.inference.lattice import consistent, lattice_check
 from surrogate.inference.misorientation import boundary_check, boundary_window
 from surrogate.inference.preprocess import Window, crop, prepare
@@ -121,6 +122,20 @@ def run_inference(
         )
         if boundary.get("added_from_pool"):
             attach_energies([c for c in ranked if c.config_id in boundary["added_from_pool"]], library)
+    if grains is not None and grains.n_grains == 1:  # one crystal: bulk, or point defects the columns show
+        with timer("defects"):
+            ranked, defects = defect_check(
+                resampled,
+                library.sampling,
+                grains,
+                s.retrieval.mode,
+                ranked,
+                rerank=s.boundary_check.mode == "rerank",
+                lattice_tolerance=lattice.get("tolerance"),
+                native=(micrograph.data, float(micrograph.sampling)),
+            )
+        if defects:
+            boundary["defects"] = defects
     built: dict[str, Any] = {}
     # built candidates are ranked first, so only where the check may re-rank (flag only flags)
     if (

@@ -529,16 +529,13 @@ def score_at_pose(
 
 
 def _relax_and_refit(fit: Fit, window, atoms, conditions, settings, margin, calculator, fmax, steps, max_evals) -> dict:
-    """Relax ``atoms`` at fixed cell with ``calculator`` and re-fit the image of the relaxed copy."""
-    from ase.optimize import FIRE
+    """Relax ``atoms`` at fixed cell with ``calculator`` (:func:`surrogate.potential.interfaces.relax_candidate`:
+    the energy never rises, a collapse onto a short contact is stopped) and re-fit the image of the
+    relaxed copy; the relaxed image replaces the fit's when its FOM is lower."""
+    from surrogate.potential.interfaces import relax_candidate
 
-    relaxed = atoms.copy()
-    relaxed.calc = calculator
-    e0 = float(relaxed.get_potential_energy()) / len(relaxed)
-    opt = FIRE(relaxed, logfile=None)
-    converged = bool(opt.run(fmax=fmax, steps=steps))
-    e1 = float(relaxed.get_potential_energy()) / len(relaxed)
-    moved = float(np.abs(relaxed.positions - atoms.positions).max())
+    r = relax_candidate(atoms, calculator, fmax=fmax, steps=steps)
+    relaxed = r.atoms
     f = simulate_field(relaxed, conditions.replace(defocus=fit.defocus), window.shape, settings, margin)
     fit.simulations += 1
     pose, _, n = _fit_pose(window, f, fit.pose, FULL, max_evals // 3)
@@ -546,10 +543,13 @@ def _relax_and_refit(fit: Fit, window, atoms, conditions, settings, margin, calc
     img = render_pose(f, window.shape, pose).astype(np.float32)
     fom_relaxed, shift, ssim = fom(window, img)
     out = {
-        "energy_per_atom_unrelaxed": round(e0, 5),
-        "energy_per_atom_relaxed": round(e1, 5),
-        "relax_converged": converged,
-        "relax_max_displacement_A": round(moved, 3),
+        "energy_per_atom_unrelaxed": round(r.energy_before / len(atoms), 5),
+        "energy_per_atom_relaxed": round(r.energy_after / len(atoms), 5),
+        "relax_energy_drop_eV": round(r.energy_drop, 4),
+        "relax_converged": bool(r.converged),
+        "relax_stopped": r.stopped,
+        "relax_steps": int(r.steps),
+        "relax_max_displacement_A": round(r.max_displacement, 3),
         "fom_relaxed": round(fom_relaxed, 4),
         "relaxed_atoms": relaxed,
     }
@@ -646,11 +646,12 @@ def refine_candidates(library, windows, ranked: list, settings, progress: bool =
     anchor = anchor_window(windows, ranked, settings.window)
     win = windows[anchor].image
     measured: dict[str, Any] = {}  # the window's columns per imaging mode, measured once
-    for c in tqdm(ranked[: settings.top], desc="refine", disable=not progress):
+    for i, c in enumerate(tqdm(ranked[: settings.top], desc="refine", disable=not progress)):
         atoms = library.atoms(c.config_id)
         conditions = library.conditions(c.entry)
         group = group_of.get(int(c.config_id, 16), c.config_id)
-        calculator = calculator_for(calculators, atoms) if settings.relax else None
+        relax_this = settings.relax and i < settings.relax_top
+        calculator = calculator_for(calculators, atoms) if relax_this else None
         first = None
         if share and group in fitted:
             fit0, conditions, first = fitted[group]
@@ -677,12 +678,17 @@ def refine_candidates(library, windows, ranked: list, settings, progress: bool =
                 settings.max_evals,
                 calculator=calculator,
                 final_method=settings.final_method,
+                relax_steps=settings.relax_steps,
             )
             if share:
                 fitted.setdefault(group, (fit, conditions, c.config_id))
         conditions = conditions.replace(defocus=fit.defocus)
         c.window = anchor
         ref = Refinement(fit, 0.0, conditions.to_dict(), c.rank, first, atoms=atoms)
+        if relax_this and calculator is None:
+            fit.extra["relax_skipped"] = (
+                "no potential for these elements: run surrogate-annotate-energies or pass refine.potential=<checkpoint>"
+            )
         if settings.columns:
             if conditions.mode not in measured:
                 measured[conditions.mode] = measure_columns(win, library.sampling, conditions.mode)
@@ -697,17 +703,11 @@ def refine_candidates(library, windows, ranked: list, settings, progress: bool =
 
 def _relax_calculators(library, settings) -> dict[frozenset[str] | None, Any]:
     """The potentials ``refine.relax`` uses: ``refine.potential`` for every candidate, or (unset) the
-    ones that gave the library its energies, each for the elements it knows."""
-    from surrogate.errors import ConfigError
+    ones that gave the library its energies, each for the elements it knows (none: no relaxation,
+    said in each refined candidate's record)."""
     from surrogate.library.energies import library_calculators
 
-    calculators = library_calculators(library.root, settings.potential)
-    if not calculators:
-        raise ConfigError(
-            "refine.relax=true: the library has no energies to take its potential from; "
-            "pass refine.potential=<checkpoint> or run surrogate-annotate-energies"
-        )
-    return calculators
+    return library_calculators(library.root, settings.potential)
 
 
 def measure_columns(window: np.ndarray, sampling: float, mode: str):

@@ -290,6 +290,8 @@ def boundary_line(record: dict) -> str:
         if record.get("built"):
             names = ", ".join(f"{b['name']} {b['config_id']}" for b in record["built"])
             line += f"; built and ranked first: {names}"
+    if (record.get("defects") or {}).get("description"):
+        line += "; " + record["defects"]["description"]
     return line
 
 

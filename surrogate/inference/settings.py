@@ -156,7 +156,9 @@ class RefineSettings:
     potential_sampling: float = 0.08  # [Å] projected-potential sampling of the refinement simulations
     defocus_steps: List[float] = field(default_factory=lambda: [-30.0, 30.0])  # [Å] tried around the library's
     max_evals: int = 300  # Nelder-Mead evaluations of each registration stage
-    relax: bool = False  # relax each candidate with the potential (fixed cell), re-simulate, re-fit
+    relax: bool = True  # relax the first relax_top candidates with the potential (fixed cell), re-simulate, re-fit
+    relax_top: int = 1  # candidates relaxed (the first ones refined; each costs relax_steps potential calls)
+    relax_steps: int = 60  # largest number of optimiser steps of a relaxation (FIRE, fmax 0.05 eV/Å)
     potential: Optional[str] = (
         None  # potential checkpoint for relax; default: the ones that gave the library its energies
     )
@@ -172,6 +174,8 @@ class RefineSettings:
     def __post_init__(self):
         _at_least("refine.top", self.top, 0)
         _at_least("refine.max_evals", self.max_evals, 1)
+        _at_least("refine.relax_top", self.relax_top, 0)
+        _at_least("refine.relax_steps", self.relax_steps, 0)
         _choice("refine.score", self.score, ("fom", "residual", "columns"))
         _at_least("refine.search", self.search, 0)
         if not float(self.column_tolerance) > 0:
