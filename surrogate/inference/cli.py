@@ -44,6 +44,13 @@ def infer(cfg: DictConfig) -> dict:
             + (f", {100 * r['columns']['column_fraction']:.0f} % of columns matched" if r and r.get("columns") else "")
             + (" (OUT OF LIBRARY: beyond the calibrated distance)" if result.out_of_library else "")
         )
+        if r and r.get("relax_steps") is not None:
+            print(
+                f"relaxed: {1000 * (r['energy_per_atom_unrelaxed'] - r['energy_per_atom_relaxed']):.0f} meV/atom lower "
+                f"({r['relax_energy_drop_eV']:.1f} eV, largest move {r['relax_max_displacement_A']:.2f} Å, "
+                f"{r['relax_steps']} steps, {r['relax_stopped']}); FOM {r['fom_relaxed']:.3f} relaxed, "
+                + ("the relaxed structure kept" if r.get("relaxed_model_used") else "the unrelaxed fit kept")
+            )
     if result.boundary:
         print(boundary_line(result.boundary))
     if result.classes:

@@ -25,7 +25,7 @@ from surrogate.inference.misorientation import boundary_check, boundary_window
 from surrogate.inference.preprocess import Window, crop, prepare
 from surrogate.inference.propose import WithBuilt, build_candidates
 from surrogate.inference.rank import Candidate, attach_energies, rank_candidates, rerank_refined
-from surrogate.inference.refine import refine_candidates
+from surrogate.inference.refine import refine_candidates, relax_refined
 from surrogate.inference.retrieve import make_matcher, retrieve
 from surrogate.inference.settings import InferenceSettings
 from surrogate.io.readers import Micrograph, read_image
@@ -176,6 +176,8 @@ def run_inference(
         refine_candidates(library, wins, ranked, s.refine, progress)
         if s.refine.top > 0:
             ranked = rerank_refined(ranked, s.refine.top, s.rank.energy_weight, s.refine.score, s.rank.boundary_weight)
+    with timer("relax"):
+        relax_refined(library, wins, ranked, s.refine, progress)
     timer["total"] = time.perf_counter() - t0
     info = {
         "library": str(library.root),

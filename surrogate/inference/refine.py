@@ -634,24 +634,19 @@ def refine_candidates(library, windows, ranked: list, settings, progress: bool =
     :class:`surrogate.inference.settings.RefineSettings`."""
     from tqdm.auto import tqdm
 
-    from surrogate.library.energies import calculator_for
-
     if settings.top <= 0 or not ranked:
         return
     sim = SimulationSettings(potential_sampling=float(settings.potential_sampling))
-    calculators = _relax_calculators(library, settings) if settings.relax else {}
     share = settings.shares_poses
     group_of = library.groups() if share else {}
     fitted: dict[str, tuple[Fit, ImagingConditions, str]] = {}
     anchor = anchor_window(windows, ranked, settings.window)
     win = windows[anchor].image
     measured: dict[str, Any] = {}  # the window's columns per imaging mode, measured once
-    for i, c in enumerate(tqdm(ranked[: settings.top], desc="refine", disable=not progress)):
+    for c in tqdm(ranked[: settings.top], desc="refine", disable=not progress):
         atoms = library.atoms(c.config_id)
         conditions = library.conditions(c.entry)
         group = group_of.get(int(c.config_id, 16), c.config_id)
-        relax_this = settings.relax and i < settings.relax_top
-        calculator = calculator_for(calculators, atoms) if relax_this else None
         first = None
         if share and group in fitted:
             fit0, conditions, first = fitted[group]
@@ -676,19 +671,13 @@ def refine_candidates(library, windows, ranked: list, settings, progress: bool =
                 sim,
                 tuple(settings.defocus_steps),
                 settings.max_evals,
-                calculator=calculator,
                 final_method=settings.final_method,
-                relax_steps=settings.relax_steps,
             )
             if share:
                 fitted.setdefault(group, (fit, conditions, c.config_id))
         conditions = conditions.replace(defocus=fit.defocus)
         c.window = anchor
         ref = Refinement(fit, 0.0, conditions.to_dict(), c.rank, first, atoms=atoms)
-        if relax_this and calculator is None:
-            fit.extra["relax_skipped"] = (
-                "no potential for these elements: run surrogate-annotate-energies or pass refine.potential=<checkpoint>"
-            )
         if settings.columns:
             if conditions.mode not in measured:
                 measured[conditions.mode] = measure_columns(win, library.sampling, conditions.mode)
@@ -699,6 +688,47 @@ def refine_candidates(library, windows, ranked: list, settings, progress: bool =
         f_ing, s_ing = ingrained_fom(win, fit.image)  # ref.fit is fit, updated in place by fit_columns
         ref.fit.extra.update(fom_ingrained=round(f_ing, 4), ssim_ingrained=round(s_ing, 4))
         c.refinement = ref
+
+
+def relax_refined(library, windows, ranked: list, settings, progress: bool = False) -> None:
+    """Relax the first ``settings.relax_top`` refined candidates (after the refined re-ranking: the
+    structures the report leads with) with the potential at fixed cell, re-simulate and re-fit their
+    pose; the relaxed structure and image replace the fitted ones when the FOM is lower. The energy
+    per atom before and after, the energy drop, the largest displacement and why the optimiser
+    stopped go in the candidate's refinement record (``relax_skipped`` says why not, where not)."""
+    from tqdm.auto import tqdm
+
+    from surrogate.library.energies import calculator_for
+
+    if not settings.relax or settings.relax_top <= 0:
+        return
+    todo = [c for c in ranked[: settings.relax_top] if isinstance(c.refinement, Refinement)]
+    if not todo:
+        return
+    calculators = _relax_calculators(library, settings)
+    sim = SimulationSettings(potential_sampling=float(settings.potential_sampling))
+    for c in tqdm(todo, desc="relax", disable=not progress):
+        ref = c.refinement
+        assert isinstance(ref, Refinement)
+        atoms = ref.atoms if ref.atoms is not None else library.atoms(c.config_id)
+        calc = calculator_for(calculators, atoms)
+        if calc is None:
+            ref.fit.extra["relax_skipped"] = (
+                "no potential for these elements: run surrogate-annotate-energies or pass refine.potential=<checkpoint>"
+            )
+            continue
+        window = windows[c.window].image
+        conditions = library.conditions(c.entry).replace(defocus=ref.fit.defocus, dose=None)
+        margin = float(ref.fit.extra.get("margin", 2.0))
+        out = _relax_and_refit(
+            ref.fit, window, atoms, conditions, sim, margin, calc, 0.05, int(settings.relax_steps), settings.max_evals
+        )
+        relaxed = out.pop("relaxed_atoms")
+        ref.fit.extra.update(out)
+        if out.get("relaxed_model_used"):
+            assert ref.fit.image is not None
+            ref.atoms = relaxed
+            ref.residual = round(residual(window, ref.fit.image), 5)
 
 
 def _relax_calculators(library, settings) -> dict[frozenset[str] | None, Any]:

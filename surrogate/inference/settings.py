@@ -195,9 +195,9 @@ class RefineSettings:
 
     @property
     def shares_poses(self) -> bool:
-        """Siblings are scored at the first one's pose only when neither the structure (relax) nor the
-        simulation (final_method) changes per candidate."""
-        return self.shared_pose and not self.relax and not self.final_method
+        """Siblings are scored at the first one's pose only when the simulation (final_method) does
+        not change per candidate (relaxation comes after, on the leading candidates only)."""
+        return self.shared_pose and not self.final_method
 
 
 _S = TypeVar("_S", bound="InferenceSettings")
