@@ -118,6 +118,8 @@ def test_relax_takes_the_librarys_potentials_and_skips_without_one(tmp_path):
     assert RefineSettings().relax and _relax_calculators(bare, RefineSettings()) == {}
     with pytest.raises(ConfigError, match="refine.relax_top"):
         RefineSettings(relax_top=-1)
+    with pytest.raises(ConfigError, match="refine.relax_max_atoms"):
+        RefineSettings(relax_max_atoms=0)
     from ase.build import bulk
 
     cdte, si = object(), object()

@@ -51,6 +51,8 @@ def infer(cfg: DictConfig) -> dict:
                 f"{r['relax_steps']} steps, {r['relax_stopped']}); FOM {r['fom_relaxed']:.3f} relaxed, "
                 + ("the relaxed structure kept" if r.get("relaxed_model_used") else "the unrelaxed fit kept")
             )
+        elif r and r.get("relax_skipped"):
+            print(f"relaxed: not ({r['relax_skipped']})")
     if result.boundary:
         print(boundary_line(result.boundary))
     if result.classes:

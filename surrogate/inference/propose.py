@@ -157,12 +157,19 @@ def build_candidates(
     mat = dict(material) if isinstance(material, dict) else {"name": str(material or m.material)}
     shape = library.manifest.get("image_shape", [128, 128])
     side = float(library.sampling) * float(max(shape))
-    fov = built_fov(m, params.get("fov") or [side, side])
+    lib_fov = params.get("fov") or [side, side]
+    fov = built_fov(m, lib_fov)
     thickness = float(params.get("thickness") or 20.0)
     made: list[tuple[Candidate, Atoms, float | None]] = []
     for recipe in measured_recipes(m, mat, thickness, fov)[:max_recipes]:
         try:
             atoms = build_structure(recipe)
+            for _ in range(4):  # a wide field: as wide as max_atoms allows (widths come in lattice periods)
+                if len(atoms) <= max_atoms or recipe["fov"][0] <= float(lib_fov[0]):
+                    break
+                width = max(float(lib_fov[0]), 0.85 * max_atoms / len(atoms) * float(recipe["fov"][0]))
+                recipe = {**recipe, "fov": [width, recipe["fov"][1]]}
+                atoms = build_structure(recipe)
         except (StructureError, ValueError, RuntimeError):
             continue
         if len(atoms) > max_atoms:

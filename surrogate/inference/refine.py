@@ -711,6 +711,11 @@ def relax_refined(library, windows, ranked: list, settings, progress: bool = Fal
         ref = c.refinement
         assert isinstance(ref, Refinement)
         atoms = ref.atoms if ref.atoms is not None else library.atoms(c.config_id)
+        if len(atoms) > settings.relax_max_atoms:
+            ref.fit.extra["relax_skipped"] = (
+                f"{len(atoms)} atoms > refine.relax_max_atoms={settings.relax_max_atoms} (raise it to relax this one)"
+            )
+            continue
         calc = calculator_for(calculators, atoms)
         if calc is None:
             ref.fit.extra["relax_skipped"] = (

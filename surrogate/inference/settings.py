@@ -159,6 +159,7 @@ class RefineSettings:
     relax: bool = True  # relax the first relax_top candidates with the potential (fixed cell), re-simulate, re-fit
     relax_top: int = 1  # candidates relaxed (the first ones refined; each costs relax_steps potential calls)
     relax_steps: int = 60  # largest number of optimiser steps of a relaxation (FIRE, fmax 0.05 eV/Å)
+    relax_max_atoms: int = 3000  # larger structures are not relaxed (the cost grows with the atoms; said in the record)
     potential: Optional[str] = (
         None  # potential checkpoint for relax; default: the ones that gave the library its energies
     )
@@ -176,6 +177,7 @@ class RefineSettings:
         _at_least("refine.max_evals", self.max_evals, 1)
         _at_least("refine.relax_top", self.relax_top, 0)
         _at_least("refine.relax_steps", self.relax_steps, 0)
+        _at_least("refine.relax_max_atoms", self.relax_max_atoms, 1)
         _choice("refine.score", self.score, ("fom", "residual", "columns"))
         _at_least("refine.search", self.search, 0)
         if not float(self.column_tolerance) > 0:
