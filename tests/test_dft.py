@@ -411,7 +411,7 @@ def test_every_shipped_frame_has_one_kpoint_correction_group(structures):
     groups = k_groups(structures)
     names = Counter(group_of(f, groups).name for f in frames)
     assert sum(names.values()) == len(frames)
-    assert {"cubic8", "cubic16", "hex111_12", "hex111_8"} <= set(names)
+    assert {"cubic8", "cubic16", "hex111_12", "hex111_8", "vacancy:V_Cd-1x1x1"} <= set(names)
     fixed = read_batches(REPO / "data" / "dft" / "cdte" / "kcorrected")
     if not fixed:
         pytest.skip("no k-corrected copies shipped")
@@ -421,3 +421,40 @@ def test_every_shipped_frame_has_one_kpoint_correction_group(structures):
         de = f.info["REF_energy"] - f.info[KFIX_ENERGY]
         assert de == pytest.approx(len(f) * f.info["kfix_dE_per_atom"], abs=1e-6)
         assert f.info["kfix_group"] == group_of(g, groups).name
+        assert f.info["kfix_from"] in (f.info["kfix_group"], group_of(g, groups).parent)
+
+
+def test_defect_group_takes_precedence_and_falls_back_to_its_cell_shape_group():
+    """A point-defect group selects its frames by family and params; until its own correction is
+    computed, the frames get the parent cell-shape group's correction (and say so)."""
+    from surrogate.dft.kcorrect import KFIX_ENERGY, Calc, KGroup, apply_corrections, group_of
+
+    shape = _fake_kgroups()[0]
+    vac = Atoms("Cd", cell=[4.0, 4.0, 4.0], pbc=True)
+    defect = KGroup(
+        "vacancy:V_Cd",
+        shape.cell,
+        "3x3x3",
+        Calc(vac, (3, 3, 3), False, "v"),
+        Calc(vac, (6, 6, 6), True, "v"),
+        family="vacancy",
+        defect=(("defect", "V_Cd"),),
+        parent="cub",
+    )
+    groups = [shape, defect]
+    settings = DFTSettings(kpt_density=12.0)
+    frames = []
+    for k, (fam, params) in enumerate(
+        (("vacancy", {"defect": "V_Cd"}), ("vacancy", {"defect": "V_Te"}), ("rattle8", {}))
+    ):
+        a = Atoms("Cd", cell=[4.1, 4.0, 4.0], pbc=True)
+        a.info.update(config_id=f"{k:016x}", family=fam, params=params)
+        frames.append(make_frame(a, -1.0, np.zeros((1, 3)), None, True, settings, "stub"))
+    assert [group_of(f, groups).name for f in frames] == ["vacancy:V_Cd", "cub", "cub"]
+    only_shape = {"spacing": 0.3, "groups": {"cub": {"dE_per_atom": 0.02}}}
+    fixed = apply_corrections(frames, only_shape, groups)
+    assert [f.info["kfix_from"] for f in fixed] == ["cub", "cub", "cub"]
+    both = {"spacing": 0.3, "groups": {"cub": {"dE_per_atom": 0.02}, "vacancy:V_Cd": {"dE_per_atom": 0.005}}}
+    fixed = apply_corrections(frames, both, groups)
+    assert [f.info["kfix_from"] for f in fixed] == ["vacancy:V_Cd", "cub", "cub"]
+    assert [f.info[KFIX_ENERGY] for f in fixed] == pytest.approx([-1.005, -1.02, -1.02])
