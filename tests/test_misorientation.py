@@ -274,10 +274,9 @@ def test_agreement_needs_the_measured_plane_where_both_are_known():
     assert m.plane_mismatch(("111", "111")) < 1.0 and m.plane_mismatch(("112", "112")) > 15.0
 
 
-def test_a_built_boundary_takes_the_measured_plane_both_polarities_and_the_measured_field():
-    from surrogate.inference.propose import _recipe_planes, built_fov, measured_recipes
-
-    m = GrainMeasurement(
+def _cdte_s5(**measured) -> GrainMeasurement:
+    """A measurement of a CdTe [100] Σ5 boundary (plus the given fields)."""
+    return GrainMeasurement(
         100,
         100,
         2,
@@ -287,11 +286,19 @@ def test_a_built_boundary_takes_the_measured_plane_both_polarities_and_the_measu
         sigma=5,
         material="CdTe",
         zone_axis="100",
+        fold=90.0,
+        **measured,
+    )
+
+
+def test_a_built_boundary_takes_the_measured_plane_both_polarities_and_the_measured_field():
+    from surrogate.inference.propose import _recipe_planes, built_fov, measured_recipes
+
+    m = _cdte_s5(
         planes=("210", "210"),
         field=(40.0, 40.0),
         layout="cut",
         normals=(27.5, -25.9),  # the measured trace normal in each grain's frame: (210) at 26.57°
-        fold=90.0,
     )
     recipes = measured_recipes(m, {"name": "CdTe"}, 6.0, [25.6, 25.6])
     first = recipes[:2]  # the measured plane first, in both polarities; the other symmetric plane after
@@ -338,20 +345,7 @@ def test_built_boundaries_get_boundary_energies_and_the_lower_one_leads_without_
         def structures(self):
             return {}
 
-    m = GrainMeasurement(
-        100,
-        100,
-        2,
-        misorientation=36.9,
-        family="gb",
-        boundary="Σ5",
-        sigma=5,
-        material="CdTe",
-        zone_axis="100",
-        planes=("310", "310"),
-        normals=(18.0, -19.0),
-        fold=90.0,
-    )
+    m = _cdte_s5(planes=("310", "310"), normals=(18.0, -19.0))
     top = Candidate(config_id="00000000000000aa", distance=0.1, window=0, entry=0)
     made = build_candidates(FakeLibrary(), m, top, max_built=2, mode=None)
     assert len(made) == 2
