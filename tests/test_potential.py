@@ -369,3 +369,22 @@ def test_huber_force_loss_is_quadratic_below_delta_and_linear_above():
     assert forces_term(mse, 1.0) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="forces_loss"):
         PotentialModule(net, optimizer=opt, forces_loss="l3")
+
+
+def test_the_k_corrected_labels_are_trained_on_through_the_energy_key():
+    from pathlib import Path
+
+    from surrogate.potential.data import read_frames
+
+    root = Path(__file__).resolve().parents[1] / "data" / "dft" / "cdte" / "kcorrected"
+    if not any(root.glob("batch_*.extxyz")):
+        pytest.skip("no k-corrected CdTe labels in this checkout")
+    one = str(sorted(root.glob("batch_*.extxyz"))[0])
+    fixed, _ = read_frames(one, "REF_energy_kfix")
+    raw, _ = read_frames(one)
+    assert len(fixed) == len(raw)
+    for a, b in zip(fixed, raw):
+        assert a.info["REF_energy"] == pytest.approx(b.info["REF_energy_kfix"])
+        assert a.info["REF_energy_label"] == pytest.approx(b.info["REF_energy"])
+    with pytest.raises(PotentialError, match="no REF_energy_nothing"):
+        read_frames(one, "REF_energy_nothing")

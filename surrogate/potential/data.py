@@ -48,8 +48,12 @@ def _resolve(pattern: str) -> list[Path]:
     return []
 
 
-def read_frames(patterns: str | Sequence[str]) -> tuple[list[Atoms], int]:
+def read_frames(patterns: str | Sequence[str], energy_key: str = REF_ENERGY) -> tuple[list[Atoms], int]:
     """Read every frame of the extxyz files matching ``patterns``.
+
+    ``energy_key``: the ``info`` key of the energy to train on (e.g. ``REF_energy_kfix``, the
+    k-point-corrected labels of :mod:`surrogate.dft.kcorrect`); it becomes the frame's
+    ``REF_energy`` and the original label is kept as ``REF_energy_label``.
 
     Returns the usable frames and the number of frames flagged ``converged=False`` (excluded).
 
@@ -82,10 +86,15 @@ def read_frames(patterns: str | Sequence[str]) -> tuple[list[Atoms], int]:
                 if a.info.get("converged", True) in (False, "F", "False"):
                     flagged += 1
                     continue
-                if REF_ENERGY not in a.info:
+                if energy_key not in a.info:
                     raise PotentialError(
-                        f"{where} has no {REF_ENERGY}; label it (python -m surrogate.dft) or remove it"
+                        f"{where} has no {energy_key}; label it (python -m surrogate.dft"
+                        + (", then python -m surrogate.dft.kcorrect apply" if energy_key != REF_ENERGY else "")
+                        + ") or remove it"
                     )
+                if energy_key != REF_ENERGY:
+                    a.info["REF_energy_label"] = a.info.get(REF_ENERGY)
+                    a.info[REF_ENERGY] = float(a.info[energy_key])
                 if REF_FORCES not in a.arrays:
                     raise PotentialError(
                         f"{where} has no {REF_FORCES} (missing forces); label it with forces or remove it"
@@ -262,6 +271,8 @@ class PotentialDataModule(_lightning_base()):  # type: ignore[misc]  # Lightning
         Loader settings (graphs per batch).
     cache_dir
         Folder for a neighbour-list cache keyed by data hash and cutoff (``None``: in memory only).
+    energy_key
+        ``info`` key of the energy labels (:func:`read_frames`).
     """
 
     def __init__(
@@ -274,12 +285,13 @@ class PotentialDataModule(_lightning_base()):  # type: ignore[misc]  # Lightning
         batch_size: int = 4,
         num_workers: int = 0,
         cache_dir: str | None = None,
+        energy_key: str = REF_ENERGY,
     ):
         super().__init__()
         self.files = [str(f) for f in ([files] if isinstance(files, str) else files)]
         self.cutoff, self.val_fraction, self.split_key = float(cutoff), float(val_fraction), split_key
         self.batch_size, self.num_workers, self.cache_dir = int(batch_size), int(num_workers), cache_dir
-        frames, self.flagged = read_frames(self.files)
+        frames, self.flagged = read_frames(self.files, energy_key)
         self.frames = split_frames(frames, self.val_fraction, split_key)
         if not self.frames["train"]:
             raise PotentialError(f"no training frames in {self.files}; label some structures first")
